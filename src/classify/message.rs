@@ -1,0 +1,859 @@
+//! Typed messages: one variant per FrameSet type, parsed from the payload
+//! frames (after SIG/COMPRESS/REQID, before END) and emitted back to them.
+//!
+//! Parsing checks each type's required frames, rejects known frames that the
+//! type does not allow (a bit flipped in the unsigned header type field would
+//! otherwise give a correctly signed FrameSet of another type), rejects
+//! repeated singular frames, and skips unknown frame types (TLV lets us),
+//! counting them. Lists (peers, discoveries) stay borrowed wire bytes that
+//! are validated once and iterated without allocation.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::error::{Drop, Dropped};
+use super::frame::{Frame, parse_ipport};
+use super::types::{FrameSetType, FrameType};
+use super::view::{FrameIter, FrameView};
+
+/// A list of peer addresses: borrowed IPPORT frames from the wire, or a
+/// slice supplied by a sender.
+#[derive(Clone, Copy)]
+pub enum Peers<'a> {
+    /// A validated run of frames whose IPPORT frames are the peers (other,
+    /// unknown, frame types inside the run are skipped).
+    Wire(&'a [u8]),
+    /// Peers to encode.
+    List(&'a [SocketAddr]),
+}
+
+impl<'a> Peers<'a> {
+    /// The peers, in order.
+    pub fn iter(&self) -> PeerIter<'a> {
+        match *self {
+            Peers::Wire(b) => PeerIter::Wire(FrameIter::new(b, 0)),
+            Peers::List(l) => PeerIter::List(l.iter()),
+        }
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// No peers at all.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    fn emit(&self, out: &mut Vec<u8>) {
+        for p in self.iter() {
+            Frame::IpPort(p).emit(out);
+        }
+    }
+}
+
+/// Iterator over [`Peers`].
+#[derive(Clone, Debug)]
+pub enum PeerIter<'a> {
+    /// Over wire frames.
+    Wire(FrameIter<'a>),
+    /// Over a slice.
+    List(std::slice::Iter<'a, SocketAddr>),
+}
+
+impl Iterator for PeerIter<'_> {
+    type Item = SocketAddr;
+
+    fn next(&mut self) -> Option<SocketAddr> {
+        match self {
+            PeerIter::List(it) => it.next().copied(),
+            PeerIter::Wire(it) => {
+                // The run was validated when the message was parsed, so
+                // frames fit and IPPORT values parse; anything else is an
+                // unknown frame type to skip.
+                for f in it.by_ref().flatten() {
+                    if f.ftype == FrameType::IpPort.to_wire() {
+                        return parse_ipport(f.value).ok();
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+impl PartialEq for Peers<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Peers<'_> {}
+
+impl fmt::Debug for Peers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// One discovery request: name, interval in seconds, parameters JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Discovery<'a> {
+    /// DISCNAME.
+    pub name: &'a str,
+    /// DISCINTERVAL, seconds (0: once).
+    pub interval_s: u64,
+    /// DISCJSON.
+    pub json: &'a str,
+}
+
+/// A list of discovery triples, borrowed from the wire or supplied.
+#[derive(Clone, Copy)]
+pub enum Discoveries<'a> {
+    /// A validated run of DISCNAME, DISCINTERVAL, DISCJSON triples.
+    Wire(&'a [u8]),
+    /// Triples to encode.
+    List(&'a [Discovery<'a>]),
+}
+
+impl<'a> Discoveries<'a> {
+    /// The triples, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Discovery<'a>> + 'a {
+        let (wire, list) = match *self {
+            Discoveries::Wire(b) => (Some(FrameIter::new(b, 0)), None),
+            Discoveries::List(l) => (None, Some(l.iter().copied())),
+        };
+        let wire = wire.map(|it| {
+            let mut known = it
+                .flatten()
+                .filter_map(|f| Frame::parse(f.ftype, f.value).ok());
+            std::iter::from_fn(move || {
+                // Validated at parse: complete triples in this order.
+                let name = match known.next()? {
+                    Frame::Str(FrameType::DiscName, s) => s,
+                    _ => return None,
+                };
+                let interval_s = match known.next()? {
+                    Frame::Int(FrameType::DiscInterval, v) => v,
+                    _ => return None,
+                };
+                let json = match known.next()? {
+                    Frame::Str(FrameType::DiscJson, s) => s,
+                    _ => return None,
+                };
+                Some(Discovery {
+                    name,
+                    interval_s,
+                    json,
+                })
+            })
+        });
+        wire.into_iter().flatten().chain(list.into_iter().flatten())
+    }
+
+    fn emit(&self, out: &mut Vec<u8>) {
+        for d in self.iter() {
+            Frame::Str(FrameType::DiscName, d.name).emit(out);
+            Frame::Int(FrameType::DiscInterval, d.interval_s).emit(out);
+            Frame::Str(FrameType::DiscJson, d.json).emit(out);
+        }
+    }
+}
+
+impl PartialEq for Discoveries<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Discoveries<'_> {}
+
+impl fmt::Debug for Discoveries<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Optional heartbeat parameters that precede the peers of SENDHB, EXPECTHB
+/// and SENDEXPECTHB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HbParams<'a> {
+    /// HBINTERVAL, seconds.
+    pub interval_s: Option<u64>,
+    /// HBDEADTIME, seconds.
+    pub deadtime_s: Option<u64>,
+    /// HBWARNTIME, seconds.
+    pub warntime_s: Option<u64>,
+    /// RSCJSON, e.g. `{"repeat":1,"warn":5,"timeout":30}`.
+    pub rscjson: Option<&'a str>,
+}
+
+/// STARTUP payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Startup<'a> {
+    /// HOSTNAME.
+    pub hostname: &'a str,
+    /// IPPORT the agent is bound to (`::` or `0.0.0.0`: take the source).
+    pub listen: SocketAddr,
+    /// WALLCLOCK: the agent's start time, microseconds since the epoch.
+    pub wallclock_us: u64,
+    /// JSDISCOVER: netconfig JSON.
+    pub netconfig: &'a str,
+    /// KEYID and PUBKEYCURVE25519, when the agent announces a key.
+    pub key: Option<(&'a str, &'a [u8; 32])>,
+}
+
+/// SWDISCOVER payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwDiscover<'a> {
+    /// WALLCLOCK of the capture.
+    pub wallclock_us: u64,
+    /// The raw Ethernet frame (LLDP or CDP).
+    pub pktdata: &'a [u8],
+    /// INTERFACE it was captured on.
+    pub interface: &'a str,
+    /// HOSTNAME of the reporter.
+    pub hostname: &'a str,
+    /// DISCNAME.
+    pub discname: &'a str,
+}
+
+/// A typed FrameSet payload. The REQID (when any) travels beside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// HEARTBEAT (1).
+    Heartbeat,
+    /// PING (2).
+    Ping,
+    /// PONG (3).
+    Pong,
+    /// STARTUP (4).
+    Startup(Startup<'a>),
+    /// ACK (16): the acknowledged REQID is the FrameSet's REQID.
+    Ack,
+    /// CONNSHUT (17).
+    ConnShut,
+    /// CONNNAK (18).
+    ConnNak,
+    /// HBDEAD (26): `peer` stopped heartbeating.
+    HbDead {
+        /// The silent peer.
+        peer: SocketAddr,
+    },
+    /// HBSHUTDOWN (27): the reporter is shutting down cleanly.
+    HbShutdown {
+        /// The reporter's host name.
+        hostname: &'a str,
+    },
+    /// HBLATE (28).
+    HbLate {
+        /// The late peer.
+        peer: SocketAddr,
+        /// How late, microseconds (0 when the frame was omitted).
+        elapsed_us: u64,
+    },
+    /// HBBACKALIVE (29).
+    HbBackAlive {
+        /// The peer heard from again.
+        peer: SocketAddr,
+        /// How late, microseconds (0 when the frame was omitted).
+        elapsed_us: u64,
+    },
+    /// HBMARTIAN (30).
+    HbMartian {
+        /// The unexpected peer.
+        peer: SocketAddr,
+    },
+    /// SWDISCOVER (31).
+    SwDiscover(SwDiscover<'a>),
+    /// JSDISCOVERY (32).
+    JsDiscovery {
+        /// WALLCLOCK of the discovery run (a real nanoprobe sends it first).
+        wallclock_us: Option<u64>,
+        /// The discovery JSON.
+        json: &'a str,
+    },
+    /// RSCOPREPLY (33).
+    RscOpReply {
+        /// The reply JSON.
+        json: &'a str,
+    },
+    /// SEQPING (34).
+    SeqPing,
+    /// SEQPONG (35).
+    SeqPong,
+    /// SENDHB (64), EXPECTHB (65) or SENDEXPECTHB (66).
+    Heartbeats {
+        /// Which of the three.
+        kind: FrameSetType,
+        /// Parameters.
+        params: HbParams<'a>,
+        /// The peers.
+        peers: Peers<'a>,
+    },
+    /// STOPSENDHB (67), STOPEXPECTHB (68) or STOPSENDEXPECTHB (69).
+    StopHeartbeats {
+        /// Which of the three.
+        kind: FrameSetType,
+        /// The peers.
+        peers: Peers<'a>,
+    },
+    /// SETCONFIG (70).
+    SetConfig {
+        /// CONFIGJSON.
+        json: &'a str,
+    },
+    /// INCRDEBUG (71).
+    IncrDebug,
+    /// DECRDEBUG (72).
+    DecrDebug,
+    /// DODISCOVER (73) or STOPDISCOVER (74).
+    Discover {
+        /// STOPDISCOVER rather than DODISCOVER.
+        stop: bool,
+        /// The triples.
+        list: Discoveries<'a>,
+    },
+    /// DORSCOP (75) or STOPRSCOP (76).
+    RscOp {
+        /// STOPRSCOP rather than DORSCOP.
+        stop: bool,
+        /// RSCJSON.
+        json: &'a str,
+    },
+    /// ACKSTARTUP (77).
+    AckStartup,
+    /// A sequenced FrameSet of a type we do not know; its payload frames.
+    Unknown {
+        /// Type number.
+        fstype: u16,
+        /// Payload frames (between REQID and END).
+        frames: &'a [u8],
+    },
+}
+
+/// Outcome of parsing a payload: the message and how many unknown frames
+/// were skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    /// The message.
+    pub message: Message<'a>,
+    /// Unknown frame types skipped.
+    pub unknown_frames: u16,
+}
+
+/// Collects the frames of one payload and checks them against the type's
+/// layout.
+struct Walk<'a> {
+    frames: FrameIter<'a>,
+    end: usize,
+    unknown: u16,
+}
+
+impl<'a> Walk<'a> {
+    /// Next known frame, typed, with its view; unknown frames are skipped.
+    fn next(&mut self) -> Result<Option<(FrameView<'a>, Frame<'a>)>, Dropped> {
+        for f in self.frames.by_ref() {
+            let f = f?;
+            match Frame::parse(f.ftype, f.value) {
+                Ok(Frame::Unknown { .. }) => self.unknown = self.unknown.saturating_add(1),
+                Ok(typed) => return Ok(Some((f, typed))),
+                Err(reason) => return Err(Dropped::at(reason, f.offset)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Stores a singular frame's value, rejecting a second one.
+fn once<T>(slot: &mut Option<T>, v: T, at: usize) -> Result<(), Dropped> {
+    if slot.is_some() {
+        return Err(Dropped::at(Drop::DuplicateFrame, at));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn unexpected(f: &FrameView<'_>) -> Dropped {
+    let reason = match FrameType::from_wire(f.ftype) {
+        Some(
+            FrameType::Sig | FrameType::CryptCurve25519 | FrameType::Compress | FrameType::ReqId,
+        ) => Drop::MisplacedFrame,
+        _ => Drop::UnexpectedFrame,
+    };
+    Dropped::at(reason, f.offset)
+}
+
+impl<'a> Message<'a> {
+    /// The FrameSet type number of this message.
+    pub fn fstype(&self) -> u16 {
+        use FrameSetType as T;
+        let t = match self {
+            Message::Heartbeat => T::Heartbeat,
+            Message::Ping => T::Ping,
+            Message::Pong => T::Pong,
+            Message::Startup(_) => T::Startup,
+            Message::Ack => T::Ack,
+            Message::ConnShut => T::ConnShut,
+            Message::ConnNak => T::ConnNak,
+            Message::HbDead { .. } => T::HbDead,
+            Message::HbShutdown { .. } => T::HbShutdown,
+            Message::HbLate { .. } => T::HbLate,
+            Message::HbBackAlive { .. } => T::HbBackAlive,
+            Message::HbMartian { .. } => T::HbMartian,
+            Message::SwDiscover(_) => T::SwDiscover,
+            Message::JsDiscovery { .. } => T::JsDiscovery,
+            Message::RscOpReply { .. } => T::RscOpReply,
+            Message::SeqPing => T::SeqPing,
+            Message::SeqPong => T::SeqPong,
+            Message::Heartbeats { kind, .. } | Message::StopHeartbeats { kind, .. } => *kind,
+            Message::SetConfig { .. } => T::SetConfig,
+            Message::IncrDebug => T::IncrDebug,
+            Message::DecrDebug => T::DecrDebug,
+            Message::Discover { stop: false, .. } => T::DoDiscover,
+            Message::Discover { stop: true, .. } => T::StopDiscover,
+            Message::RscOp { stop: false, .. } => T::DoRscOp,
+            Message::RscOp { stop: true, .. } => T::StopRscOp,
+            Message::AckStartup => T::AckStartup,
+            Message::Unknown { fstype, .. } => return *fstype,
+        };
+        t.to_wire()
+    }
+
+    /// Parses the payload frames `payload` of a FrameSet of type `fstype`.
+    /// `base` is the payload's offset, used in errors. An unknown `fstype`
+    /// gives [`Message::Unknown`] (the caller decides whether that is
+    /// acceptable).
+    pub fn parse(fstype: u16, payload: &'a [u8], base: usize) -> Result<Parsed<'a>, Dropped> {
+        let mut w = Walk {
+            frames: FrameIter::new(payload, base),
+            end: base + payload.len(),
+            unknown: 0,
+        };
+        let Some(t) = FrameSetType::from_wire(fstype) else {
+            // Still check that the frames are well-formed TLVs of valid values.
+            while w.next()?.is_some() {}
+            return Ok(Parsed {
+                message: Message::Unknown {
+                    fstype,
+                    frames: payload,
+                },
+                unknown_frames: w.unknown,
+            });
+        };
+        let message = Self::parse_known(t, payload, &mut w)?;
+        Ok(Parsed {
+            message,
+            unknown_frames: w.unknown,
+        })
+    }
+
+    fn parse_known(
+        t: FrameSetType,
+        payload: &'a [u8],
+        w: &mut Walk<'a>,
+    ) -> Result<Message<'a>, Dropped> {
+        use FrameSetType as T;
+        let missing = Dropped::at(Drop::MissingFrame, w.end);
+        let message = match t {
+            T::Heartbeat
+            | T::Ping
+            | T::Pong
+            | T::Ack
+            | T::ConnShut
+            | T::ConnNak
+            | T::SeqPing
+            | T::SeqPong
+            | T::IncrDebug
+            | T::DecrDebug
+            | T::AckStartup => {
+                if let Some((f, _)) = w.next()? {
+                    return Err(unexpected(&f));
+                }
+                match t {
+                    T::Heartbeat => Message::Heartbeat,
+                    T::Ping => Message::Ping,
+                    T::Pong => Message::Pong,
+                    T::Ack => Message::Ack,
+                    T::ConnShut => Message::ConnShut,
+                    T::ConnNak => Message::ConnNak,
+                    T::SeqPing => Message::SeqPing,
+                    T::SeqPong => Message::SeqPong,
+                    T::IncrDebug => Message::IncrDebug,
+                    T::DecrDebug => Message::DecrDebug,
+                    _ => Message::AckStartup,
+                }
+            }
+            T::Startup => {
+                let (mut host, mut listen, mut clock, mut json, mut keyid, mut key) =
+                    (None, None, None, None, None, None);
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::Str(FrameType::Hostname, s) => once(&mut host, s, f.offset)?,
+                        Frame::IpPort(a) => once(&mut listen, a, f.offset)?,
+                        Frame::Int(FrameType::WallClock, c) => once(&mut clock, c, f.offset)?,
+                        Frame::Str(FrameType::JsDiscover, s) => once(&mut json, s, f.offset)?,
+                        Frame::Str(FrameType::KeyId, s) => once(&mut keyid, s, f.offset)?,
+                        Frame::PubKey(k) => once(&mut key, k, f.offset)?,
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                let key = match (keyid, key) {
+                    (Some(id), Some(k)) => Some((id, k)),
+                    (None, None) => None,
+                    _ => return Err(missing),
+                };
+                Message::Startup(Startup {
+                    hostname: host.ok_or(missing)?,
+                    listen: listen.ok_or(missing)?,
+                    wallclock_us: clock.ok_or(missing)?,
+                    netconfig: json.ok_or(missing)?,
+                    key,
+                })
+            }
+            T::HbDead | T::HbMartian | T::HbLate | T::HbBackAlive => {
+                let (mut peer, mut elapsed) = (None, None);
+                let timed = matches!(t, T::HbLate | T::HbBackAlive);
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::IpPort(a) => once(&mut peer, a, f.offset)?,
+                        Frame::Int(FrameType::ElapsedTime, e) if timed => {
+                            once(&mut elapsed, e, f.offset)?
+                        }
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                let peer = peer.ok_or(missing)?;
+                let elapsed_us = elapsed.unwrap_or(0);
+                match t {
+                    T::HbDead => Message::HbDead { peer },
+                    T::HbMartian => Message::HbMartian { peer },
+                    T::HbLate => Message::HbLate { peer, elapsed_us },
+                    _ => Message::HbBackAlive { peer, elapsed_us },
+                }
+            }
+            T::JsDiscovery => {
+                let (mut clock, mut json) = (None, None);
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::Int(FrameType::WallClock, c) => once(&mut clock, c, f.offset)?,
+                        Frame::Str(FrameType::JsDiscover, s) => once(&mut json, s, f.offset)?,
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                Message::JsDiscovery {
+                    wallclock_us: clock,
+                    json: json.ok_or(missing)?,
+                }
+            }
+            T::HbShutdown | T::RscOpReply | T::SetConfig | T::DoRscOp | T::StopRscOp => {
+                let want = match t {
+                    T::HbShutdown => FrameType::Hostname,
+                    T::RscOpReply => FrameType::RscJsonReply,
+                    T::SetConfig => FrameType::ConfigJson,
+                    _ => FrameType::RscJson,
+                };
+                let mut text = None;
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::Str(ft, s) if ft == want => once(&mut text, s, f.offset)?,
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                let s = text.ok_or(missing)?;
+                match t {
+                    T::HbShutdown => Message::HbShutdown { hostname: s },
+                    T::RscOpReply => Message::RscOpReply { json: s },
+                    T::SetConfig => Message::SetConfig { json: s },
+                    T::DoRscOp => Message::RscOp {
+                        stop: false,
+                        json: s,
+                    },
+                    _ => Message::RscOp {
+                        stop: true,
+                        json: s,
+                    },
+                }
+            }
+            T::SwDiscover => {
+                let (mut clock, mut pkt, mut ifname, mut host, mut disc) =
+                    (None, None, None, None, None);
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::Int(FrameType::WallClock, c) => once(&mut clock, c, f.offset)?,
+                        Frame::PktData(p) => once(&mut pkt, p, f.offset)?,
+                        Frame::Str(FrameType::Interface, s) => once(&mut ifname, s, f.offset)?,
+                        Frame::Str(FrameType::Hostname, s) => once(&mut host, s, f.offset)?,
+                        Frame::Str(FrameType::DiscName, s) => once(&mut disc, s, f.offset)?,
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                Message::SwDiscover(SwDiscover {
+                    wallclock_us: clock.ok_or(missing)?,
+                    pktdata: pkt.ok_or(missing)?,
+                    interface: ifname.ok_or(missing)?,
+                    hostname: host.ok_or(missing)?,
+                    discname: disc.ok_or(missing)?,
+                })
+            }
+            T::SendHb
+            | T::ExpectHb
+            | T::SendExpectHb
+            | T::StopSendHb
+            | T::StopExpectHb
+            | T::StopSendExpectHb => {
+                let with_params = matches!(t, T::SendHb | T::ExpectHb | T::SendExpectHb);
+                let mut params = HbParams::default();
+                let mut span: Option<(usize, usize)> = None;
+                let base = w.end - payload.len();
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::IpPort(_) => {
+                            let start = span.map_or(f.offset, |s| s.0);
+                            span = Some((start, f.offset + f.wire_len()));
+                        }
+                        // Parameters must precede the peers.
+                        _ if span.is_some() || !with_params => return Err(unexpected(&f)),
+                        Frame::Int(FrameType::HbInterval, x) => {
+                            once(&mut params.interval_s, x, f.offset)?
+                        }
+                        Frame::Int(FrameType::HbDeadTime, x) => {
+                            once(&mut params.deadtime_s, x, f.offset)?
+                        }
+                        Frame::Int(FrameType::HbWarnTime, x) => {
+                            once(&mut params.warntime_s, x, f.offset)?
+                        }
+                        Frame::Str(FrameType::RscJson, s) => {
+                            once(&mut params.rscjson, s, f.offset)?
+                        }
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                let (start, end) = span.ok_or(missing)?;
+                let peers = Peers::Wire(&payload[start - base..end - base]);
+                if with_params {
+                    Message::Heartbeats {
+                        kind: t,
+                        params,
+                        peers,
+                    }
+                } else {
+                    Message::StopHeartbeats { kind: t, peers }
+                }
+            }
+            T::DoDiscover | T::StopDiscover => {
+                // Triples in order: DISCNAME, DISCINTERVAL, DISCJSON.
+                let base = w.end - payload.len();
+                let mut span: Option<(usize, usize)> = None;
+                let mut expect = 0u8;
+                while let Some((f, v)) = w.next()? {
+                    let ok = matches!(
+                        (expect, v),
+                        (0, Frame::Str(FrameType::DiscName, _))
+                            | (1, Frame::Int(FrameType::DiscInterval, _))
+                            | (2, Frame::Str(FrameType::DiscJson, _))
+                    );
+                    if !ok {
+                        return Err(unexpected(&f));
+                    }
+                    expect = (expect + 1) % 3;
+                    let start = span.map_or(f.offset, |s| s.0);
+                    span = Some((start, f.offset + f.wire_len()));
+                }
+                let (start, end) = span.ok_or(missing)?;
+                if expect != 0 {
+                    return Err(missing);
+                }
+                Message::Discover {
+                    stop: t == T::StopDiscover,
+                    list: Discoveries::Wire(&payload[start - base..end - base]),
+                }
+            }
+        };
+        Ok(message)
+    }
+
+    /// Appends the payload frames (not SIG/REQID/END) to `out`.
+    pub fn emit_payload(&self, out: &mut Vec<u8>) {
+        match *self {
+            Message::Heartbeat
+            | Message::Ping
+            | Message::Pong
+            | Message::Ack
+            | Message::ConnShut
+            | Message::ConnNak
+            | Message::SeqPing
+            | Message::SeqPong
+            | Message::IncrDebug
+            | Message::DecrDebug
+            | Message::AckStartup => {}
+            Message::Startup(s) => {
+                Frame::Str(FrameType::Hostname, s.hostname).emit(out);
+                Frame::IpPort(s.listen).emit(out);
+                Frame::Int(FrameType::WallClock, s.wallclock_us).emit(out);
+                Frame::Str(FrameType::JsDiscover, s.netconfig).emit(out);
+                if let Some((id, key)) = s.key {
+                    Frame::Str(FrameType::KeyId, id).emit(out);
+                    Frame::PubKey(key).emit(out);
+                }
+            }
+            Message::HbDead { peer } | Message::HbMartian { peer } => Frame::IpPort(peer).emit(out),
+            Message::HbLate { peer, elapsed_us } | Message::HbBackAlive { peer, elapsed_us } => {
+                // The C library omits ELAPSEDTIME when it is 0.
+                if elapsed_us != 0 {
+                    Frame::Int(FrameType::ElapsedTime, elapsed_us).emit(out);
+                }
+                Frame::IpPort(peer).emit(out);
+            }
+            Message::HbShutdown { hostname } => Frame::Str(FrameType::Hostname, hostname).emit(out),
+            Message::SwDiscover(s) => {
+                Frame::Int(FrameType::WallClock, s.wallclock_us).emit(out);
+                Frame::PktData(s.pktdata).emit(out);
+                Frame::Str(FrameType::Interface, s.interface).emit(out);
+                Frame::Str(FrameType::Hostname, s.hostname).emit(out);
+                Frame::Str(FrameType::DiscName, s.discname).emit(out);
+            }
+            Message::JsDiscovery { wallclock_us, json } => {
+                if let Some(c) = wallclock_us {
+                    Frame::Int(FrameType::WallClock, c).emit(out);
+                }
+                Frame::Str(FrameType::JsDiscover, json).emit(out);
+            }
+            Message::RscOpReply { json } => Frame::Str(FrameType::RscJsonReply, json).emit(out),
+            Message::SetConfig { json } => Frame::Str(FrameType::ConfigJson, json).emit(out),
+            Message::RscOp { json, .. } => Frame::Str(FrameType::RscJson, json).emit(out),
+            Message::Heartbeats { params, peers, .. } => {
+                if let Some(v) = params.interval_s {
+                    Frame::Int(FrameType::HbInterval, v).emit(out);
+                }
+                if let Some(v) = params.deadtime_s {
+                    Frame::Int(FrameType::HbDeadTime, v).emit(out);
+                }
+                if let Some(v) = params.warntime_s {
+                    Frame::Int(FrameType::HbWarnTime, v).emit(out);
+                }
+                if let Some(s) = params.rscjson {
+                    Frame::Str(FrameType::RscJson, s).emit(out);
+                }
+                peers.emit(out);
+            }
+            Message::StopHeartbeats { peers, .. } => peers.emit(out),
+            Message::Discover { list, .. } => list.emit(out),
+            Message::Unknown { frames, .. } => out.extend_from_slice(frames),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_back(m: &Message<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.emit_payload(&mut out);
+        out
+    }
+
+    #[test]
+    fn peers_parse_and_compare() {
+        let list: Vec<SocketAddr> =
+            vec!["10.0.0.1:1984".parse().unwrap(), "[::1]:7".parse().unwrap()];
+        let m = Message::Heartbeats {
+            kind: FrameSetType::SendExpectHb,
+            params: HbParams {
+                rscjson: Some(r#"{"repeat":1,"warn":5,"timeout":30}"#),
+                ..HbParams::default()
+            },
+            peers: Peers::List(&list),
+        };
+        let bytes = parse_back(&m);
+        let p = Message::parse(66, &bytes, 0).unwrap();
+        assert_eq!(p.message, m);
+        match p.message {
+            Message::Heartbeats { peers, .. } => {
+                assert!(matches!(peers, Peers::Wire(_)));
+                assert_eq!(peers.len(), 2);
+            }
+            other => panic!("wrong message {other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_after_peers_are_rejected() {
+        let mut out = Vec::new();
+        Frame::IpPort("10.0.0.1:1984".parse().unwrap()).emit(&mut out);
+        Frame::Int(FrameType::HbInterval, 1).emit(&mut out);
+        let e = Message::parse(64, &out, 100).unwrap_err();
+        assert_eq!((e.reason, e.offset), (Drop::UnexpectedFrame, 113));
+    }
+
+    #[test]
+    fn unknown_frames_are_skipped_and_counted() {
+        let mut out = Vec::new();
+        Frame::Unknown {
+            ftype: 500,
+            value: b"x",
+        }
+        .emit(&mut out);
+        Frame::IpPort("10.0.0.1:1984".parse().unwrap()).emit(&mut out);
+        let p = Message::parse(26, &out, 0).unwrap();
+        assert_eq!(p.unknown_frames, 1);
+        assert_eq!(
+            p.message,
+            Message::HbDead {
+                peer: "10.0.0.1:1984".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn required_and_duplicate_frames() {
+        assert_eq!(
+            Message::parse(26, &[], 9).unwrap_err(),
+            Dropped::at(Drop::MissingFrame, 9)
+        );
+        let mut out = Vec::new();
+        Frame::IpPort("10.0.0.1:1984".parse().unwrap()).emit(&mut out);
+        Frame::IpPort("10.0.0.1:1984".parse().unwrap()).emit(&mut out);
+        assert_eq!(
+            Message::parse(26, &out, 0).unwrap_err().reason,
+            Drop::DuplicateFrame
+        );
+        // A HEARTBEAT flipped into an HBDEAD lacks the IPPORT.
+        assert_eq!(
+            Message::parse(26, &[], 0).unwrap_err().reason,
+            Drop::MissingFrame
+        );
+        // An HBDEAD flipped into a HEARTBEAT has a frame a HEARTBEAT never has.
+        assert_eq!(
+            Message::parse(1, &out, 0).unwrap_err().reason,
+            Drop::UnexpectedFrame
+        );
+    }
+
+    #[test]
+    fn incomplete_discovery_triple() {
+        let mut out = Vec::new();
+        Frame::Str(FrameType::DiscName, "os").emit(&mut out);
+        Frame::Int(FrameType::DiscInterval, 0).emit(&mut out);
+        assert_eq!(
+            Message::parse(73, &out, 0).unwrap_err().reason,
+            Drop::MissingFrame
+        );
+        Frame::Str(FrameType::DiscJson, "{}").emit(&mut out);
+        let p = Message::parse(73, &out, 0).unwrap();
+        let list: Vec<_> = match p.message {
+            Message::Discover { list, stop: false } => list.iter().collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            list,
+            vec![Discovery {
+                name: "os",
+                interval_s: 0,
+                json: "{}"
+            }]
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! cma: a Central Monitoring Authority for large server fleets.
+//!
+//! Agents (nanoprobes) heartbeat each other in rings and report to the CMA
+//! over UDP using the Assimilation Project's wire protocol. See `README.md`
+//! and `shared/DESIGN.md` for the architecture.
+
+#![deny(unsafe_code)]
+#![warn(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+
+pub mod classify;
+pub mod decide;
+pub mod decode;
+pub mod ring_buffer;
+pub mod wal;
