@@ -116,8 +116,27 @@ pub fn encode(
     Ok(total)
 }
 
+/// Appends a FrameSet of type `fstype` whose frames after SIG are exactly
+/// `frames` (REQID, payload and END included, as the caller wrote them),
+/// signed with `digest`. For tools and tests that need FrameSets the typed
+/// encoder would refuse to build (hostile input, unknown types).
+pub fn seal(fstype: u16, frames: &[u8], digest: DigestKind, out: &mut Vec<u8>) {
+    let sig_len = FRAME_HEADER_LEN + digest.sig_value_len();
+    let fslen = (sig_len + frames.len()).min(0xff_ffff) as u32;
+    out.extend_from_slice(&fstype.to_be_bytes());
+    out.extend_from_slice(&fslen.to_be_bytes()[1..]);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&FrameType::Sig.to_wire().to_be_bytes());
+    out.extend_from_slice(&(digest.sig_value_len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[1, digest.wire_code()]);
+    let at = out.len();
+    out.resize(at + digest.digest_len(), 0);
+    super::compute_digest(digest, frames, &mut out[at..]);
+    out.extend_from_slice(frames);
+}
+
 /// zlib at level 1, as the C library compresses.
-fn deflate(bytes: &[u8]) -> Vec<u8> {
+pub fn deflate(bytes: &[u8]) -> Vec<u8> {
     let mut z = flate2::write::ZlibEncoder::new(
         Vec::with_capacity(bytes.len() / 4),
         flate2::Compression::fast(),

@@ -356,6 +356,9 @@ impl<'a> Walk<'a> {
     fn next(&mut self) -> Result<Option<(FrameView<'a>, Frame<'a>)>, Dropped> {
         for f in self.frames.by_ref() {
             let f = f?;
+            if is_structural(f.ftype) {
+                return Err(Dropped::at(Drop::MisplacedFrame, f.offset));
+            }
             match Frame::parse(f.ftype, f.value) {
                 Ok(Frame::Unknown { .. }) => self.unknown = self.unknown.saturating_add(1),
                 Ok(typed) => return Ok(Some((f, typed))),
@@ -375,14 +378,16 @@ fn once<T>(slot: &mut Option<T>, v: T, at: usize) -> Result<(), Dropped> {
     Ok(())
 }
 
+/// SIG, CRYPTCURVE25519, COMPRESS and REQID stand only before the payload.
+fn is_structural(ftype: u16) -> bool {
+    matches!(
+        FrameType::from_wire(ftype),
+        Some(FrameType::Sig | FrameType::CryptCurve25519 | FrameType::Compress | FrameType::ReqId)
+    )
+}
+
 fn unexpected(f: &FrameView<'_>) -> Dropped {
-    let reason = match FrameType::from_wire(f.ftype) {
-        Some(
-            FrameType::Sig | FrameType::CryptCurve25519 | FrameType::Compress | FrameType::ReqId,
-        ) => Drop::MisplacedFrame,
-        _ => Drop::UnexpectedFrame,
-    };
-    Dropped::at(reason, f.offset)
+    Dropped::at(Drop::UnexpectedFrame, f.offset)
 }
 
 impl<'a> Message<'a> {

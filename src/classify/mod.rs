@@ -34,7 +34,7 @@ use std::borrow::Cow;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-pub use encode::{COMPRESS_THRESHOLD, EncodeOptions, encode};
+pub use encode::{COMPRESS_THRESHOLD, EncodeError, EncodeOptions, deflate, encode, seal};
 pub use error::{Drop, DropCounters, Dropped};
 pub use frame::{
     ADDR_FAMILY_802, ADDR_FAMILY_IPV4, ADDR_FAMILY_IPV6, AddrFrame, CryptHeader, DigestKind, Frame,
@@ -349,7 +349,7 @@ pub(crate) fn inflate(data: &[u8], declared: usize) -> Result<Vec<u8>, Drop> {
         let consumed = z.total_in() as usize;
         let produced = out.len();
         let status = z
-            .decompress_vec(&data[consumed..], &mut out, FlushDecompress::Finish)
+            .decompress_vec(&data[consumed..], &mut out, FlushDecompress::None)
             .map_err(|_| Drop::InflateError)?;
         let progressed = z.total_in() as usize != consumed || out.len() != produced;
         if out.len() > declared {

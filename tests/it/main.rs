@@ -1,0 +1,7 @@
+//! Integration tests, built as one test binary.
+
+mod alloc;
+mod codec;
+mod decode_cmd;
+mod drops;
+mod support;
