@@ -1,0 +1,201 @@
+//! Writes the fuzz seed corpora: `cargo run --example fuzz_seeds`.
+//!
+//! `fuzz/corpus/classify/`: the known HEARTBEAT vector, every datagram of
+//! the real nanoprobe captures, and one FrameSet per message type from the
+//! encoder (plain, SHA-1 and compressed variants). `fuzz/corpus/decode_pcap/`:
+//! pcap files of those datagrams over each supported link type. Files are
+//! named by the SHA-1 of their contents, as libFuzzer names its own.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cma::classify::{
+    DigestKind, Discoveries, Discovery, EncodeOptions, FrameSetType, HbParams, Message, Peers,
+    ReqId, Startup, SwDiscover, encode,
+};
+use sha1::{Digest, Sha1};
+
+const HEARTBEAT_VECTOR: &str = "000100002c0000000100002201028855508aade16ec573d21e6a485dfd0a7624085c1a14b5ecdd6485de0c6839a40000000000";
+
+fn main() -> std::io::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut datagrams = vec![hex::decode(HEARTBEAT_VECTOR).expect("vector is hex")];
+    for file in ["handshake.tsv", "startup.tsv"] {
+        let path = root.join("../shared/spec/captures").join(file);
+        let text = std::fs::read_to_string(&path)?;
+        for line in text.lines() {
+            if let Some(h) = line.split('\t').nth(1) {
+                datagrams.push(hex::decode(h).expect("capture lines are hex"));
+            }
+        }
+    }
+    datagrams.extend(encoded_messages());
+    let dir = root.join("fuzz/corpus/classify");
+    for d in &datagrams {
+        write_named(&dir, d)?;
+    }
+    let dir = root.join("fuzz/corpus/decode_pcap");
+    for (link, wrap) in [(101u32, None), (1, Some(ETHERNET)), (113, Some(SLL))] {
+        let packets: Vec<Vec<u8>> = datagrams
+            .iter()
+            .take(12)
+            .map(|d| udp_ipv4(d, wrap))
+            .collect();
+        write_named(&dir, &pcap(link, &packets))?;
+    }
+    println!("wrote {} classify seeds and 3 pcap seeds", datagrams.len());
+    Ok(())
+}
+
+fn encoded_messages() -> Vec<Vec<u8>> {
+    let peer: SocketAddr = "10.0.0.2:1984".parse().expect("literal address");
+    let peers = [
+        "10.0.0.3:1984".parse().expect("literal"),
+        "[fd00::4]:1984".parse().expect("literal"),
+    ];
+    let key = [5u8; 32];
+    let discoveries = [Discovery {
+        name: "os",
+        interval_s: 0,
+        json: "{}",
+    }];
+    let big = format!("{{\"data\":\"{}\"}}", "netconfig ".repeat(3000));
+    let params = HbParams {
+        rscjson: Some(r#"{"repeat":1,"warn":5,"timeout":30}"#),
+        ..HbParams::default()
+    };
+    let messages = [
+        Message::Heartbeat,
+        Message::Ping,
+        Message::Pong,
+        Message::Startup(Startup {
+            hostname: "node1",
+            listen: "[::ffff:10.0.0.1]:1984".parse().expect("literal"),
+            wallclock_us: 1_795_614_845_375_833,
+            netconfig: r#"{"instance":"netconfig"}"#,
+            key: Some(("node1", &key)),
+        }),
+        Message::Ack,
+        Message::ConnShut,
+        Message::ConnNak,
+        Message::HbDead { peer },
+        Message::HbShutdown { hostname: "node1" },
+        Message::HbLate {
+            peer,
+            elapsed_us: 2_500_000,
+        },
+        Message::HbBackAlive {
+            peer,
+            elapsed_us: 0,
+        },
+        Message::HbMartian { peer },
+        Message::SwDiscover(SwDiscover {
+            wallclock_us: 1,
+            pktdata: &[
+                0x01, 0x80, 0xc2, 0, 0, 0x0e, 2, 0, 0, 0, 0, 1, 0x88, 0xcc, 0, 0,
+            ],
+            interface: "eth0",
+            hostname: "node1",
+            discname: "lldp",
+        }),
+        Message::JsDiscovery {
+            wallclock_us: Some(1),
+            json: &big,
+        },
+        Message::RscOpReply { json: "{}" },
+        Message::SeqPing,
+        Message::SeqPong,
+        Message::Heartbeats {
+            kind: FrameSetType::SendExpectHb,
+            params,
+            peers: Peers::List(&peers),
+        },
+        Message::Heartbeats {
+            kind: FrameSetType::SendHb,
+            params: HbParams {
+                interval_s: Some(1),
+                ..HbParams::default()
+            },
+            peers: Peers::List(&peers),
+        },
+        Message::StopHeartbeats {
+            kind: FrameSetType::StopSendExpectHb,
+            peers: Peers::List(&peers),
+        },
+        Message::SetConfig {
+            json: r#"{"cmaaddr":"127.0.0.1:1984"}"#,
+        },
+        Message::IncrDebug,
+        Message::DecrDebug,
+        Message::Discover {
+            stop: false,
+            list: Discoveries::List(&discoveries),
+        },
+        Message::Discover {
+            stop: true,
+            list: Discoveries::List(&discoveries),
+        },
+        Message::RscOp {
+            stop: false,
+            json: "{}",
+        },
+        Message::AckStartup,
+    ];
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let reqid = (m.fstype() >= 16).then_some(ReqId {
+            session: 7,
+            request: i as u64 + 1,
+            queue: 0,
+        });
+        for digest in [DigestKind::Sha256, DigestKind::Sha1] {
+            let mut bytes = Vec::new();
+            let opts = EncodeOptions {
+                digest,
+                ..EncodeOptions::default()
+            };
+            encode(m, reqid, &opts, &mut bytes).expect("seed messages fit a datagram");
+            out.push(bytes);
+        }
+    }
+    out
+}
+
+const ETHERNET: &[u8] = &[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+const SLL: &[u8] = &[0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+
+/// An IPv4/UDP packet on loopback (checksums zero: allowed for UDP/IPv4).
+fn udp_ipv4(payload: &[u8], link_header: Option<&[u8]>) -> Vec<u8> {
+    let mut p = link_header.unwrap_or_default().to_vec();
+    let total = (20 + 8 + payload.len()) as u16;
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 2]);
+    p.extend_from_slice(&1985u16.to_be_bytes());
+    p.extend_from_slice(&1984u16.to_be_bytes());
+    p.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn pcap(linktype: u32, packets: &[Vec<u8>]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&[2, 0, 4, 0]);
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&linktype.to_le_bytes());
+    for p in packets {
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(p);
+    }
+    f
+}
+
+fn write_named(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(hex::encode(Sha1::digest(bytes))), bytes)
+}
