@@ -16,3 +16,4 @@ pub mod decide;
 pub mod decode;
 pub mod ring_buffer;
 pub mod wal;
+pub mod wal_tools;

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::time::Duration;
+
 use cma::decode::{DecodeInput, run_decode};
+use cma::wal_tools::Verdict;
 
 /// cma: Central Monitoring Authority for large server fleets.
 #[derive(Parser)]
@@ -29,13 +32,80 @@ enum Command {
         #[arg(long)]
         text: bool,
     },
+    /// Inspect a write-ahead log directory (read-only).
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Check every record and say how the log ends (exit 1 on corruption).
+    Verify {
+        /// The log directory (e.g. cma-data/wal).
+        dir: PathBuf,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print records as JSON lines.
+    Dump {
+        /// The log directory.
+        dir: PathBuf,
+        /// First LSN to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Decode FrameSet payloads.
+        #[arg(long)]
+        decode: bool,
+    },
+    /// Crash-test child: append numbered records and print durable LSNs.
+    #[command(hide = true)]
+    CrashChild {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 64 * 1024)]
+        segment_size: usize,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode { hex, pcap, text } => decode(hex, pcap, text),
+        Command::Wal { command } => wal(command),
     }
+}
+
+fn wal(command: WalCommand) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = match command {
+        WalCommand::Verify { dir, json } => {
+            cma::wal_tools::verify(&dir, json, &mut out).map(|v| match v {
+                Verdict::Corrupt => ExitCode::FAILURE,
+                Verdict::Clean | Verdict::TornTail => ExitCode::SUCCESS,
+            })
+        }
+        WalCommand::Dump { dir, from, decode } => {
+            cma::wal_tools::dump(&dir, from, decode, &mut out).map(|_| ExitCode::SUCCESS)
+        }
+        WalCommand::CrashChild {
+            dir,
+            segment_size,
+            seconds,
+        } => {
+            cma::wal_tools::crash_child(&dir, segment_size, Duration::from_secs(seconds), &mut out)
+                .map(|_| ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("cma wal: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn decode(hex: Vec<String>, pcap: Option<PathBuf>, text: bool) -> ExitCode {

@@ -277,11 +277,7 @@ pub fn classify(datagram: &[u8]) -> Result<Classified<'_>, Dropped> {
         unknown_frames,
         malformed,
         payload,
-        payload_offset: if compressed {
-            payload_start
-        } else {
-            payload_offset
-        },
+        payload_offset,
     })
 }
 

@@ -5,3 +5,5 @@ mod codec;
 mod decode_cmd;
 mod drops;
 mod support;
+mod wal;
+mod wal_crash;
