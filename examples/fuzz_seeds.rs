@@ -43,8 +43,82 @@ fn main() -> std::io::Result<()> {
             .collect();
         write_named(&dir, &pcap(link, &packets))?;
     }
-    println!("wrote {} classify seeds and 3 pcap seeds", datagrams.len());
+    let wal_seeds = wal_segments()?;
+    let dir = root.join("fuzz/corpus/wal_recovery");
+    for seed in &wal_seeds {
+        write_named(&dir, seed)?;
+    }
+    println!(
+        "wrote {} classify seeds, 3 pcap seeds, {} WAL seeds",
+        datagrams.len(),
+        wal_seeds.len()
+    );
     Ok(())
+}
+
+/// Seeds for `wal_recovery`: a count byte (segments - 1), then segment
+/// files of a small log written by the real writer: one segment alone, two
+/// in a row, and one with a torn last record.
+fn wal_segments() -> std::io::Result<Vec<Vec<u8>>> {
+    use cma::wal::{RecordKind, RecordMeta, SyncPolicy, Wal, WalConfig};
+    let dir = tempfile::tempdir()?;
+    let config = WalConfig {
+        segment_size: 4096,
+        sync: SyncPolicy::Batch {
+            max_records: 4,
+            max_delay_us: 1000,
+        },
+        ..WalConfig::new(dir.path())
+    };
+    {
+        let (mut wal, _) = Wal::open(config).map_err(std::io::Error::other)?;
+        for i in 0..40u64 {
+            let meta = RecordMeta {
+                kind: if i % 5 == 0 {
+                    RecordKind::Tick
+                } else {
+                    RecordKind::FrameSet
+                },
+                time_ns: i * 1_000_000,
+                peer: Some(SocketAddr::from(([10, 0, 0, (i % 250) as u8], 1984))),
+            };
+            wal.append(&meta, &vec![i as u8; (i * 7 % 100) as usize])
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    names.sort();
+    let mut segs: Vec<Vec<u8>> = names.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    // Clear the creation time (and fix the header's CRC) so that the seeds
+    // are the same on every run.
+    for s in &mut segs {
+        s[32..40].fill(0);
+        let crc = crc32c::crc32c(&s[..60]);
+        s[60..64].copy_from_slice(&crc.to_le_bytes());
+    }
+    let mut seeds = Vec::new();
+    for s in &segs {
+        let mut one = vec![0u8];
+        one.extend_from_slice(s);
+        seeds.push(one);
+    }
+    if segs.len() >= 2 {
+        let mut two = vec![1u8];
+        two.extend_from_slice(&segs[0]);
+        two.extend_from_slice(&segs[1]);
+        seeds.push(two);
+    }
+    if let Some(last) = segs.last() {
+        let mut torn = vec![0u8];
+        torn.extend_from_slice(last);
+        let used = torn.iter().rposition(|b| *b != 0).unwrap_or(0);
+        torn[used.saturating_sub(20)..=used].fill(0);
+        seeds.push(torn);
+    }
+    Ok(seeds)
 }
 
 fn encoded_messages() -> Vec<Vec<u8>> {

@@ -10,6 +10,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"CMAWAL\0\x01";
 pub const FORMAT_VERSION: u32 = 1;
 /// Bytes of the segment header; records start here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
+/// Largest segment file (1 GiB): a header claiming more is damaged.
+pub const SEGMENT_SIZE_MAX: usize = 1 << 30;
 /// Marks the start of every record.
 pub const RECORD_MAGIC: u16 = 0x57a1;
 /// Bytes of a record header.
@@ -291,6 +293,12 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, &'static str> {
     };
     if h.base_lsn == 0 {
         return Err("segment base LSN is 0");
+    }
+    if h.segment_size > SEGMENT_SIZE_MAX as u64
+        || h.segment_size < SEGMENT_HEADER_LEN as u64
+        || !h.segment_size.is_multiple_of(4096)
+    {
+        return Err("segment size in the header is out of range");
     }
     Ok(h)
 }

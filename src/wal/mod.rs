@@ -82,7 +82,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use format::{
     RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX, RecordFault, RecordHeader, RecordKind, RecordMeta,
-    SEGMENT_HEADER_LEN, SegmentHeader, record_size,
+    SEGMENT_HEADER_LEN, SEGMENT_SIZE_MAX, SegmentHeader, record_size,
 };
 pub use recovery::{ScanOutcome, SegmentScan, Stop};
 pub use segment::{parse_segment_file_name, segment_file_name};
@@ -914,10 +914,14 @@ pub fn for_each_record(
 }
 
 fn check_config(c: &WalConfig) -> Result<(), WalError> {
-    if c.segment_size < MIN_SEGMENT_SIZE || !c.segment_size.is_multiple_of(4096) {
+    if c.segment_size < MIN_SEGMENT_SIZE
+        || c.segment_size > format::SEGMENT_SIZE_MAX
+        || !c.segment_size.is_multiple_of(4096)
+    {
         return Err(WalError::Config(format!(
-            "segment size {} must be a multiple of 4096 and at least {MIN_SEGMENT_SIZE}",
-            c.segment_size
+            "segment size {} must be a multiple of 4096 from {MIN_SEGMENT_SIZE} to {}",
+            c.segment_size,
+            format::SEGMENT_SIZE_MAX
         )));
     }
     if c.first_lsn == 0 {
