@@ -14,6 +14,7 @@
 pub mod classify;
 pub mod decide;
 pub mod decode;
+pub mod engine;
 pub mod ring_buffer;
 pub mod wal;
 pub mod wal_tools;

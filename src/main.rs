@@ -37,6 +37,34 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Whole-system benchmarks (loopback only).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// A sendmmsg generator against (a) a bare recvmmsg discard loop and
+    /// (b) the io loop + ring buffer + classify, in one run.
+    Recv {
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Offered datagrams per second; 0 sends flat out.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Datagram size in bytes (an HBDEAD with REQID, padded; 95 or >= 100).
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        /// Seconds of idle CPU measurement after the phases.
+        #[arg(long, default_value_t = 3.0)]
+        idle: f64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +105,41 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Decode { hex, pcap, text } => decode(hex, pcap, text),
         Command::Wal { command } => wal(command),
+        Command::Bench { command } => bench(command),
+    }
+}
+
+fn bench(command: BenchCommand) -> ExitCode {
+    match command {
+        BenchCommand::Recv {
+            seconds,
+            rate,
+            size,
+            idle,
+            json,
+        } => {
+            let config = cma::engine::bench_recv::RecvBenchConfig {
+                seconds,
+                rate,
+                size,
+                idle_seconds: idle,
+                ..Default::default()
+            };
+            match cma::engine::bench_recv::run(&config) {
+                Ok(r) if json => {
+                    println!("{}", cma::engine::bench_recv::to_json(&config, &r));
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{}", cma::engine::bench_recv::render(&config, &r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cma bench recv: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

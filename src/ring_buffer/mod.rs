@@ -61,6 +61,7 @@ const PARKED: usize = 1 << (usize::BITS - 1);
 const COUNT: usize = PARKED - 1;
 
 /// `a - b` for counts modulo 2^63.
+#[inline]
 fn distance(a: usize, b: usize) -> usize {
     a.wrapping_sub(b) & COUNT
 }
@@ -89,7 +90,8 @@ pub struct SlotMeta {
 }
 
 impl SlotMeta {
-    const EMPTY: SlotMeta = SlotMeta {
+    /// All zero: no data, no address.
+    pub const EMPTY: SlotMeta = SlotMeta {
         len: 0,
         flags: 0,
         recv_ns: 0,
@@ -113,11 +115,25 @@ struct Inner {
     consumer: Mutex<Option<Thread>>,
     mask: usize,
     slot_size: usize,
-    bufs: NonNull<u8>,
-    metas: NonNull<SlotMeta>,
+    /// Bytes from one slot to the next: metadata then buffer, rounded up to
+    /// a cache line, so a small datagram and its metadata share one line
+    /// and no two slots share a line.
+    stride: usize,
+    /// `capacity * stride` bytes, aligned to a cache line.
+    slots: NonNull<u8>,
 }
 
-// SAFETY: `Inner` owns its two allocations. Access to slot memory is
+/// Alignment (and stride granularity) of slots: a cache line.
+const SLOT_ALIGN: usize = 64;
+const _: () = assert!(align_of::<SlotMeta>() <= SLOT_ALIGN);
+
+fn slots_layout(capacity: usize, stride: usize) -> std::alloc::Layout {
+    // Both factors are bounded by `channel`'s checks (2^20 slots of at most
+    // 1 MiB + 64 bytes), so the size fits and the alignment is a power of two.
+    std::alloc::Layout::from_size_align(capacity * stride, SLOT_ALIGN).expect("bounded ring layout")
+}
+
+// SAFETY: `Inner` owns its allocation. Access to slot memory is
 // partitioned between the one producer and the one consumer by the
 // head/tail protocol described in the module docs; everything else is
 // atomics or a mutex.
@@ -128,32 +144,24 @@ unsafe impl Sync for Inner {}
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let capacity = self.mask + 1;
-        // SAFETY: both pointers came from `Box::into_raw` of boxed slices of
-        // exactly these lengths in `channel`, and are freed only here, once.
-        unsafe {
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                self.bufs.as_ptr(),
-                capacity * self.slot_size,
-            )));
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                self.metas.as_ptr(),
-                capacity,
-            )));
-        }
+        let layout = slots_layout(self.mask + 1, self.stride);
+        // SAFETY: `slots` came from `alloc_zeroed` with this very layout in
+        // `channel` and is freed only here, once.
+        unsafe { std::alloc::dealloc(self.slots.as_ptr(), layout) }
     }
 }
 
 impl Inner {
+    #[inline]
     fn slot_ptrs(&self, index: usize) -> (*mut u8, *mut SlotMeta) {
         let i = index & self.mask;
-        // SAFETY: `i <= mask`, so both offsets stay inside their
-        // allocations (`capacity * slot_size` bytes, `capacity` metas).
+        // SAFETY: `i <= mask`, so the slot's `stride` bytes lie inside the
+        // `capacity * stride` allocation; the metadata sits at the slot's
+        // start (aligned: slots are 64-aligned, stride a multiple of 64) and
+        // the buffer right after it, `slot_size` bytes, within the stride.
         unsafe {
-            (
-                self.bufs.as_ptr().add(i * self.slot_size),
-                self.metas.as_ptr().add(i),
-            )
+            let base = self.slots.as_ptr().add(i * self.stride);
+            (base.add(size_of::<SlotMeta>()), base.cast::<SlotMeta>())
         }
     }
 }
@@ -169,8 +177,15 @@ pub fn channel(capacity: usize, slot_size: usize) -> (Producer, Consumer) {
         (1..=1 << 20).contains(&slot_size),
         "slot size {slot_size} out of range"
     );
-    let bufs = Box::into_raw(vec![0u8; capacity * slot_size].into_boxed_slice());
-    let metas = Box::into_raw(vec![SlotMeta::EMPTY; capacity].into_boxed_slice());
+    let stride = (size_of::<SlotMeta>() + slot_size).next_multiple_of(SLOT_ALIGN);
+    let layout = slots_layout(capacity, stride);
+    // SAFETY: the layout has a non-zero size (capacity >= 2, stride >= 64).
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+    let Some(slots) = NonNull::new(raw) else {
+        std::alloc::handle_alloc_error(layout)
+    };
+    // All-zero bytes are a valid SlotMeta (integers and a byte array), so the
+    // zeroed allocation already holds valid metadata in every slot.
     let inner = Arc::new(Inner {
         head: Padded(AtomicUsize::new(0)),
         tail: Padded(AtomicUsize::new(0)),
@@ -178,9 +193,8 @@ pub fn channel(capacity: usize, slot_size: usize) -> (Producer, Consumer) {
         consumer: Mutex::new(None),
         mask: capacity - 1,
         slot_size,
-        // `Box::into_raw` never returns null.
-        bufs: NonNull::new(bufs.cast::<u8>()).expect("boxed slice pointer is non-null"),
-        metas: NonNull::new(metas.cast::<SlotMeta>()).expect("boxed slice pointer is non-null"),
+        stride,
+        slots,
     });
     let producer = Producer {
         inner: inner.clone(),
@@ -207,11 +221,13 @@ pub struct Producer {
 
 impl Producer {
     /// Slots in the ring.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.inner.mask + 1
     }
 
     /// Bytes per slot.
+    #[inline]
     pub fn slot_size(&self) -> usize {
         self.inner.slot_size
     }
@@ -223,6 +239,7 @@ impl Producer {
 
     /// Free slots as cached, reloading the consumer's index only when the
     /// cache shows fewer than `want`.
+    #[inline]
     fn free_at_least(&mut self, want: usize) -> usize {
         let cap = self.capacity();
         let cached = cap - distance(self.tail, self.cached_head);
@@ -235,6 +252,7 @@ impl Producer {
 
     /// Borrows up to `max` contiguous free slots (fewer at the wrap point or
     /// when the ring is nearly full; possibly none).
+    #[inline]
     pub fn write_batch(&mut self, max: usize) -> WriteBatch<'_> {
         let free = self.free_at_least(max);
         let to_wrap = self.capacity() - (self.tail & self.inner.mask);
@@ -263,6 +281,7 @@ impl Producer {
         true
     }
 
+    #[inline]
     fn publish(&mut self, n: usize) {
         self.tail = self.tail.wrapping_add(n) & COUNT;
         // Write our count and clear the parked bit in one read-modify-write
@@ -298,16 +317,19 @@ pub struct WriteBatch<'a> {
 
 impl WriteBatch<'_> {
     /// Slots in the batch.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// No slots (the ring is full).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Slot `i`'s buffer (`slot_size` bytes) and metadata.
+    #[inline]
     pub fn slot(&mut self, i: usize) -> (&mut [u8], &mut SlotMeta) {
         assert!(i < self.len, "slot {i} outside a batch of {}", self.len);
         let (buf, meta) = self
@@ -328,6 +350,7 @@ impl WriteBatch<'_> {
     /// Raw pointers to slot `i`'s buffer (`slot_size` bytes) and metadata,
     /// for a `recvmmsg` that fills many slots at once. They stay valid, and
     /// may be written, until this batch is committed or dropped.
+    #[inline]
     pub fn slot_ptrs(&mut self, i: usize) -> (*mut u8, *mut SlotMeta) {
         assert!(i < self.len, "slot {i} outside a batch of {}", self.len);
         self.producer
@@ -336,6 +359,7 @@ impl WriteBatch<'_> {
     }
 
     /// Hands the first `n` slots to the consumer.
+    #[inline]
     pub fn commit(self, n: usize) {
         assert!(
             n <= self.len,
@@ -371,6 +395,7 @@ impl Consumer {
 
     /// Filled slots as cached, reloading the producer's index only when the
     /// cache shows fewer than `want`.
+    #[inline]
     fn ready_at_least(&mut self, want: usize) -> usize {
         let cached = distance(self.cached_tail, self.head);
         if cached >= want {
@@ -386,6 +411,7 @@ impl Consumer {
     }
 
     /// Borrows up to `max` contiguous filled slots (possibly none).
+    #[inline]
     pub fn read_batch(&mut self, max: usize) -> ReadBatch<'_> {
         let ready = self.ready_at_least(max);
         let to_wrap = self.inner.mask + 1 - (self.head & self.inner.mask);
@@ -444,17 +470,20 @@ pub struct ReadBatch<'a> {
 
 impl ReadBatch<'_> {
     /// Slots in the batch.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// No slots.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Slot `i`'s data (its first `meta.len` bytes, at most the slot size)
     /// and metadata.
+    #[inline]
     pub fn get(&self, i: usize) -> (&[u8], &SlotMeta) {
         assert!(i < self.len, "slot {i} outside a batch of {}", self.len);
         let (buf, meta) = self
@@ -473,12 +502,14 @@ impl ReadBatch<'_> {
     }
 
     /// Releases every slot of the batch back to the producer.
+    #[inline]
     pub fn release(self) {
         let n = self.len;
         self.release_first(n);
     }
 
     /// Releases the first `n` slots of the batch.
+    #[inline]
     pub fn release_first(self, n: usize) {
         assert!(
             n <= self.len,

@@ -4,6 +4,7 @@ mod alloc;
 mod codec;
 mod decode_cmd;
 mod drops;
+mod io_loop;
 mod support;
 mod wal;
 mod wal_crash;
