@@ -61,6 +61,9 @@ enum BenchCommand {
         /// Seconds of idle CPU measurement after the phases.
         #[arg(long, default_value_t = 3.0)]
         idle: f64,
+        /// Do not pin threads (generator on CPU 0, receivers on CPU 1).
+        #[arg(long)]
+        no_pin: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -116,6 +119,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             rate,
             size,
             idle,
+            no_pin,
             json,
         } => {
             let config = cma::engine::bench_recv::RecvBenchConfig {
@@ -123,6 +127,7 @@ fn bench(command: BenchCommand) -> ExitCode {
                 rate,
                 size,
                 idle_seconds: idle,
+                pin: !no_pin,
                 ..Default::default()
             };
             match cma::engine::bench_recv::run(&config) {

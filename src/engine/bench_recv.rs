@@ -31,6 +31,8 @@ pub struct RecvBenchConfig {
     pub ring_capacity: usize,
     /// Bytes per slot.
     pub slot_size: usize,
+    /// Pin the generator to CPU 0 and the receiving threads to CPU 1.
+    pub pin: bool,
 }
 
 impl Default for RecvBenchConfig {
@@ -42,6 +44,7 @@ impl Default for RecvBenchConfig {
             idle_seconds: 3.0,
             ring_capacity: 4096,
             slot_size: 2048,
+            pin: true,
         }
     }
 }
@@ -134,20 +137,22 @@ pub fn pin_to(cpu: usize) {
 }
 
 /// Sends `datagram` to `target` for `seconds` at `rate` (0: flat out);
-/// returns how many and for how long.
-/// Runs the generator on its own thread pinned to CPU 0 (the caller stays
-/// unpinned, so that later threads inherit the full CPU set).
+/// returns how many and for how long. Runs on its own thread, pinned to
+/// CPU 0 if asked (the caller stays unpinned, so that later threads inherit
+/// the full CPU set).
 fn generate(
     target: SocketAddr,
     datagram: &[u8],
-    rate: u64,
-    seconds: f64,
+    config: &RecvBenchConfig,
 ) -> std::io::Result<(u64, f64)> {
     let datagram = datagram.to_vec();
+    let (rate, seconds, pin) = (config.rate, config.seconds, config.pin);
     std::thread::Builder::new()
         .name("generator".into())
         .spawn(move || {
-            pin_to(0);
+            if pin {
+                pin_to(0);
+            }
             generate_here(target, &datagram, rate, seconds)
         })?
         .join()
@@ -254,7 +259,7 @@ fn bare_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<Phas
             })?
     };
     let drops_before = udp_rcvbuf_errors();
-    let (sent, seconds) = generate(target, datagram, config.rate, config.seconds)?;
+    let (sent, seconds) = generate(target, datagram, config)?;
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Release);
     receiver
@@ -312,7 +317,7 @@ fn our_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<(Phas
             })?
     };
     let drops_before = udp_rcvbuf_errors();
-    let (sent, seconds) = generate(target, datagram, config.rate, config.seconds)?;
+    let (sent, seconds) = generate(target, datagram, config)?;
     std::thread::sleep(Duration::from_millis(100));
     let kernel_drops = udp_rcvbuf_errors().saturating_sub(drops_before);
     // Idle: nothing arrives; the threads should sleep.
@@ -377,10 +382,15 @@ pub fn render(config: &RecvBenchConfig, r: &RecvBenchResult) -> String {
     let mut s = format!(
         "cma bench recv: {}-byte HBDEAD FrameSets on loopback, offered {offered}, {:.1} s per phase\n\
          machine: {cores} cores, kernel {}, {profile} build; threads: generator + receiver (a), \
-         generator + io + classify consumer (b); generator pinned to CPU 0, receiving threads to CPU 1\n\n",
+         generator + io + classify consumer (b); {}\n\n",
         config.size,
         config.seconds,
-        kernel.trim()
+        kernel.trim(),
+        if config.pin {
+            "generator pinned to CPU 0, receiving threads to CPU 1"
+        } else {
+            "no thread pinned (the scheduler places all of them on 2 cores)"
+        }
     );
     s += &format!(
         "{:<30} {:>12} {:>12} {:>12} {:>10} {:>12}\n",
@@ -426,6 +436,7 @@ pub fn to_json(config: &RecvBenchConfig, r: &RecvBenchResult) -> serde_json::Val
         "bare": phase(&r.bare), "ours": phase(&r.ours), "ratio": r.ratio(),
         "idle_cpu_percent": r.idle_cpu_percent,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "pinned": config.pin,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
     })
 }
