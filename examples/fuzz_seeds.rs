@@ -30,8 +30,21 @@ fn main() -> std::io::Result<()> {
         }
     }
     datagrams.extend(encoded_messages());
+    // Real LLDP/CDP frames (the fuzz target also feeds the switch parser).
+    let switch_dir = root.join("../shared/spec/captures/switch");
+    let mut pcaps: Vec<_> = std::fs::read_dir(&switch_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    pcaps.sort();
+    let mut switch_frames = Vec::new();
+    for p in pcaps {
+        let data = std::fs::read(&p)?;
+        if let Ok(capture) = cma::decode::read_pcap_frames(&data) {
+            switch_frames.extend(capture.frames.into_iter().map(|(_, f)| f.to_vec()));
+        }
+    }
     let dir = root.join("fuzz/corpus/classify");
-    for d in &datagrams {
+    for d in datagrams.iter().chain(&switch_frames) {
         write_named(&dir, d)?;
     }
     let dir = root.join("fuzz/corpus/decode_pcap");

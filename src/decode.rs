@@ -159,6 +159,22 @@ fn describe_frame(
     match typed {
         Ok(f) => {
             o.insert("value".into(), frame_value(&f));
+            if let Frame::PktData(b) = f
+                && let Ok(sw) = crate::classify::switch::parse_switch_frame(b)
+            {
+                o.insert(
+                    "switch".into(),
+                    json!({
+                        "protocol": format!("{:?}", sw.protocol).to_lowercase(),
+                        "chassis_id": sw.chassis_id,
+                        "port_id": sw.port_id,
+                        "system_name": sw.system_name,
+                        "port_description": sw.port_description,
+                        "management_address": sw.management_address.map(|a| a.to_string()),
+                        "ttl_s": sw.ttl_s,
+                    }),
+                );
+            }
         }
         Err(d) => {
             o.insert("error".into(), json!(d.name()));
@@ -385,15 +401,63 @@ const LINKTYPE_LINUX_SLL: i32 = 113;
 const LINKTYPE_IPV4: i32 = 228;
 const LINKTYPE_IPV6: i32 = 229;
 
-/// Reads every UDP datagram of a classic pcap file held in memory. Packets
-/// read before a truncation are kept: a truncated tail is reported only if
-/// nothing was read.
-pub fn read_pcap(data: &[u8]) -> Result<CaptureSummary, PcapError> {
+/// The link-layer frames of a classic pcap file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcapFrames<'a> {
+    /// The link type (1 Ethernet, 113 Linux cooked, ...).
+    pub link: i32,
+    /// Each frame with its 1-based packet number.
+    pub frames: Vec<(usize, &'a [u8])>,
+    /// The file ended inside a record after these frames.
+    pub truncated: bool,
+}
+
+/// Reads the frames of a classic pcap file held in memory. Frames read
+/// before a truncated last record are kept; the truncation is an error only
+/// when no frame could be read.
+pub fn read_pcap_frames(data: &[u8]) -> Result<PcapFrames<'_>, PcapError> {
     use pcap_parser::pcap::{
         parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header,
     };
     let (mut rest, header) = parse_pcap_header(data).map_err(|_| PcapError::NotPcap)?;
     let link = header.network.0;
+    let mut frames = Vec::new();
+    let mut truncated = false;
+    while !rest.is_empty() {
+        let packet = frames.len() + 1;
+        let parsed = if header.is_modified_format() {
+            parse_pcap_frame_modified(rest)
+        } else if header.is_bigendian() {
+            parse_pcap_frame_be(rest)
+        } else {
+            parse_pcap_frame(rest)
+        };
+        let Ok((next, block)) = parsed else {
+            if frames.is_empty() {
+                return Err(PcapError::Truncated { packet });
+            }
+            truncated = true;
+            break;
+        };
+        rest = next;
+        frames.push((packet, block.data));
+    }
+    Ok(PcapFrames {
+        link,
+        frames,
+        truncated,
+    })
+}
+
+/// Reads every UDP datagram of a classic pcap file held in memory. Packets
+/// read before a truncation are kept: a truncated tail is reported only if
+/// nothing was read.
+pub fn read_pcap(data: &[u8]) -> Result<CaptureSummary, PcapError> {
+    let PcapFrames {
+        link,
+        frames,
+        truncated,
+    } = read_pcap_frames(data)?;
     if ![
         LINKTYPE_ETHERNET,
         LINKTYPE_RAW_OPENBSD,
@@ -406,26 +470,12 @@ pub fn read_pcap(data: &[u8]) -> Result<CaptureSummary, PcapError> {
     {
         return Err(PcapError::UnsupportedLinkType(link));
     }
-    let mut summary = CaptureSummary::default();
-    let mut packet = 0usize;
-    while !rest.is_empty() {
-        packet += 1;
-        let parsed = if header.is_modified_format() {
-            parse_pcap_frame_modified(rest)
-        } else if header.is_bigendian() {
-            parse_pcap_frame_be(rest)
-        } else {
-            parse_pcap_frame(rest)
-        };
-        let Ok((next, block)) = parsed else {
-            if summary.datagrams.is_empty() && summary.skipped == 0 {
-                return Err(PcapError::Truncated { packet });
-            }
-            summary.skipped += 1;
-            break;
-        };
-        rest = next;
-        match udp_of(link, block.data) {
+    let mut summary = CaptureSummary {
+        skipped: usize::from(truncated),
+        ..CaptureSummary::default()
+    };
+    for (packet, data) in frames {
+        match udp_of(link, data) {
             Some((src, dst, payload)) => summary.datagrams.push(CapturedDatagram {
                 packet,
                 src,

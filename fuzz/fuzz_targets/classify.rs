@@ -1,5 +1,6 @@
 //! classify must never panic; whatever it accepts must re-encode to a
-//! FrameSet that classifies to the same message and REQID.
+//! FrameSet that classifies to the same message and REQID. The same bytes
+//! also go through the decoder and the LLDP/CDP parser.
 #![no_main]
 
 use cma::classify::{EncodeOptions, classify, classify_all, encode};
@@ -26,4 +27,6 @@ fuzz_target!(|data: &[u8]| {
     // The decoder walks the same bytes differently (frames of dropped
     // FrameSets, inflation for display): it must not panic either.
     let _ = cma::decode::decode_datagram(data, &serde_json::Value::Null);
+    // SWDISCOVER's payload: LLDP/CDP frames from the wire.
+    let _ = cma::classify::switch::parse_switch_frame(data);
 });

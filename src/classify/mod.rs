@@ -26,6 +26,7 @@ mod encode;
 mod error;
 mod frame;
 mod message;
+pub mod switch;
 mod types;
 mod view;
 

@@ -6,5 +6,6 @@ mod decode_cmd;
 mod drops;
 mod io_loop;
 mod support;
+mod switch;
 mod wal;
 mod wal_crash;
