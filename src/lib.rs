@@ -15,6 +15,7 @@ pub mod classify;
 pub mod decide;
 pub mod decode;
 pub mod engine;
+pub mod reliable;
 pub mod ring_buffer;
 pub mod wal;
 pub mod wal_tools;

@@ -5,6 +5,7 @@ mod codec;
 mod decode_cmd;
 mod drops;
 mod io_loop;
+mod reliable;
 mod support;
 mod switch;
 mod wal;
