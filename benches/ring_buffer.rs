@@ -5,11 +5,14 @@
 //! and 64 (crossbeam has no batch API: it sends one at a time). Throughput is ns per item (criterion's time per element);
 //! `roundtrip` measures one item to the other thread and back (p50 from
 //! criterion's median, divided by nothing: it is the round trip).
-//! Both sides spin (no parking) so that all three are measured alike.
+//! Both sides spin (no parking) so that all three are measured alike, and
+//! each side is pinned to its own CPU (0 and 1): two spinning threads that
+//! the scheduler put on one vCPU measure the scheduler, not the queue.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use cma::engine::bench_recv::pin_to;
 use cma::ring_buffer::{self, SlotMeta};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -36,6 +39,7 @@ fn packet(seq: u64) -> Packet {
 fn ours(items: u64, batch: usize) -> Duration {
     let (mut p, mut c) = ring_buffer::channel(CAPACITY, 8);
     let consumer = std::thread::spawn(move || {
+        pin_to(1);
         let mut want = 0u64;
         while want < items {
             let b = c.read_batch(batch);
@@ -50,6 +54,7 @@ fn ours(items: u64, batch: usize) -> Duration {
             b.release();
         }
     });
+    pin_to(0);
     let start = Instant::now();
     let mut next = 0u64;
     while next < items {
@@ -71,6 +76,7 @@ fn ours(items: u64, batch: usize) -> Duration {
 fn rtrb_run(items: u64, batch: usize) -> Duration {
     let (mut p, mut c) = rtrb::RingBuffer::<Packet>::new(CAPACITY);
     let consumer = std::thread::spawn(move || {
+        pin_to(1);
         let mut want = 0u64;
         while want < items {
             let n = c.slots().min(batch);
@@ -85,6 +91,7 @@ fn rtrb_run(items: u64, batch: usize) -> Duration {
             }
         }
     });
+    pin_to(0);
     let start = Instant::now();
     let mut next = 0u64;
     while next < items {
@@ -103,12 +110,14 @@ fn rtrb_run(items: u64, batch: usize) -> Duration {
 fn crossbeam_run(items: u64) -> Duration {
     let (tx, rx) = crossbeam_channel::bounded::<Packet>(CAPACITY);
     let consumer = std::thread::spawn(move || {
+        pin_to(1);
         for want in 0..items {
             let v = rx.recv().expect("sender alive");
             assert_eq!(u64::from_le_bytes(v.data), want);
             assert_eq!(v.meta.len, 8);
         }
     });
+    pin_to(0);
     let start = Instant::now();
     for i in 0..items {
         tx.send(packet(i)).expect("receiver alive");
@@ -145,6 +154,7 @@ fn roundtrip(c: &mut Criterion) {
             let (mut to, mut from_main) = ring_buffer::channel(2, 8);
             let (mut back, mut from_echo) = ring_buffer::channel(2, 8);
             let echo = std::thread::spawn(move || {
+                pin_to(1);
                 for _ in 0..iters {
                     loop {
                         let r = from_main.read_batch(1);
@@ -162,6 +172,7 @@ fn roundtrip(c: &mut Criterion) {
                     ) {}
                 }
             });
+            pin_to(0);
             let start = Instant::now();
             for _ in 0..iters {
                 while !to.push(
@@ -189,11 +200,13 @@ fn roundtrip(c: &mut Criterion) {
             let (mut to, mut from_main) = rtrb::RingBuffer::<u8>::new(2);
             let (mut back, mut from_echo) = rtrb::RingBuffer::<u8>::new(2);
             let echo = std::thread::spawn(move || {
+                pin_to(1);
                 for _ in 0..iters {
                     while from_main.pop().is_err() {}
                     while back.push(1).is_err() {}
                 }
             });
+            pin_to(0);
             let start = Instant::now();
             for _ in 0..iters {
                 while to.push(black_box(1)).is_err() {}

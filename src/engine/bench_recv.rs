@@ -127,7 +127,9 @@ pub fn bench_datagram(size: usize) -> Result<Vec<u8>, String> {
 /// Pins the calling thread to `cpu` (modulo the cores there are); a
 /// failure only costs precision, so it is logged, not fatal.
 pub fn pin_to(cpu: usize) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Count the machine's CPUs, not this thread's: after one pin, the
+    // thread's own set has a single CPU.
+    let cores = mmsg::online_cpus();
     let mut set = nix::sched::CpuSet::new();
     if set.set(cpu % cores).is_ok()
         && let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)

@@ -279,6 +279,14 @@ pub fn recv_discard(fd: RawFd, scratch: &mut [u8], flags: libc::c_int) -> io::Re
     Ok(got as usize)
 }
 
+/// CPUs online on the machine (not only those this thread may use).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf only reads a system value; _SC_NPROCESSORS_ONLN is a
+    // valid name, and a failure returns -1, handled below.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
