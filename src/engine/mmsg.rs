@@ -295,14 +295,7 @@ mod tests {
     fn sockaddr_round_trip() {
         for a in ["127.0.0.1:1984", "[::1]:7", "[fd00::1%3]:9"] {
             let a: SocketAddr = a.parse().unwrap();
-            let mut meta = SlotMeta {
-                len: 0,
-                flags: 0,
-                recv_ns: 0,
-                addr: [0; SLOT_ADDR_LEN],
-                addr_len: 0,
-                tag: 0,
-            };
+            let mut meta = SlotMeta::EMPTY;
             meta.addr_len = encode_sockaddr(&a, &mut meta.addr);
             assert_eq!(slot_addr(&meta), Some(a));
         }

@@ -255,6 +255,14 @@ struct Shared {
     failed: AtomicBool,
 }
 
+impl Shared {
+    /// The segment list. A panic while it was held leaves it consistent
+    /// (every change is one push or one drain), so a poisoned lock is used.
+    fn segments(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The log's writer. One per directory (an exclusive lock guards it).
 pub struct Wal {
     shared: Arc<Shared>,
@@ -606,11 +614,7 @@ impl Wal {
     /// the number of segments deleted.
     pub fn release_through(&mut self, lsn: u64) -> Result<usize, WalError> {
         let doomed: Vec<Arc<Segment>> = {
-            let mut segs = self
-                .shared
-                .segments
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut segs = self.shared.segments();
             let mut n = 0;
             // Segment i holds LSNs [base_i, base_{i+1}).
             while n + 1 < segs.len() && segs[n + 1].header.base_lsn <= lsn.saturating_add(1) {
@@ -670,11 +674,7 @@ impl Wal {
                 .map_err(io_err("activate segment"))?,
         );
         self.current.seal();
-        self.shared
-            .segments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(seg.clone());
+        self.shared.segments().push(seg.clone());
         self.current = seg;
         self.offset = SEGMENT_HEADER_LEN;
         self.synced_offset = SEGMENT_HEADER_LEN;
@@ -754,11 +754,7 @@ impl WalReader {
     /// Positions at `next_lsn`: the segment holding it, then a walk to it.
     fn seek(&mut self) -> Result<(), WalError> {
         let seg = {
-            let segs = self
-                .shared
-                .segments
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let segs = self.shared.segments();
             let first = segs.first().map_or(1, |s| s.header.base_lsn);
             if self.next_lsn < first {
                 return Err(WalError::Config(format!(
@@ -852,11 +848,7 @@ impl WalReader {
             }
             // The writer moved on: continue in the segment that starts here.
             let next = {
-                let segs = self
-                    .shared
-                    .segments
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let segs = self.shared.segments();
                 segs.iter()
                     .find(|s| s.header.base_lsn == self.next_lsn)
                     .cloned()
