@@ -1,0 +1,260 @@
+//! One heartbeat ring: an ordered cycle of nodes, and the exact
+//! instructions (WIRE.md) that keep every member heartbeating its two
+//! neighbours as nodes join and leave.
+//!
+//! Agents do not de-duplicate heartbeat instructions (each SENDEXPECTHB adds
+//! a sender, each STOP removes one), so every instruction here must take
+//! effect exactly once; the tests apply them to agents that count.
+//!
+//! ```text
+//!  members before   join N (between P and its successor Q)      leave D (neighbours P, Q)
+//!  0                nothing                                      -
+//!  1 {P}            N<->P                                        nothing
+//!  2 {P,Q}          N<->P, N<->Q (the P-Q edge stays)            P stops D
+//!  3                stop P<->Q; N<->P, N<->Q                     P, Q stop D (P-Q already an edge)
+//!  4+               stop P<->Q; N<->P, N<->Q                     P, Q stop D; P<->Q
+//! ```
+
+use super::NodeId;
+
+/// A heartbeat instruction for one agent about some peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HbInstruction {
+    /// The agent told.
+    pub to: NodeId,
+    /// Start (SENDEXPECTHB) or stop (STOPSENDEXPECTHB).
+    pub start: bool,
+    /// The peers it is about.
+    pub peers: Vec<NodeId>,
+}
+
+/// A ring of nodes in heartbeat order; the last member's successor is the
+/// first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ring {
+    members: Vec<NodeId>,
+}
+
+impl Ring {
+    /// The members in ring order.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// Members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// No members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Is `n` a member?
+    pub fn contains(&self, n: NodeId) -> bool {
+        self.members.contains(&n)
+    }
+
+    /// The peers `n` heartbeats: none in a ring of 1, the other in a ring of
+    /// 2, predecessor and successor otherwise.
+    pub fn neighbours(&self, n: NodeId) -> Vec<NodeId> {
+        let Some(i) = self.members.iter().position(|m| *m == n) else {
+            return Vec::new();
+        };
+        let k = self.members.len();
+        match k {
+            1 => Vec::new(),
+            2 => vec![self.members[1 - i]],
+            _ => vec![self.members[(i + k - 1) % k], self.members[(i + 1) % k]],
+        }
+    }
+
+    /// Adds `n` after the last member (between it and the first) and
+    /// returns the instructions. A member joining again gets nothing.
+    pub fn join(&mut self, n: NodeId) -> Vec<HbInstruction> {
+        if self.contains(n) {
+            return Vec::new();
+        }
+        let k = self.members.len();
+        let mut out = Vec::new();
+        match k {
+            0 => {}
+            1 => {
+                let p = self.members[0];
+                out.push(start(n, vec![p]));
+                out.push(start(p, vec![n]));
+            }
+            _ => {
+                let (p, q) = (self.members[k - 1], self.members[0]);
+                if k >= 3 {
+                    out.push(stop(p, vec![q]));
+                    out.push(stop(q, vec![p]));
+                }
+                out.push(start(n, vec![p, q]));
+                out.push(start(p, vec![n]));
+                out.push(start(q, vec![n]));
+            }
+        }
+        self.members.push(n);
+        out
+    }
+
+    /// Removes `d` and returns the instructions that close the gap.
+    pub fn leave(&mut self, d: NodeId) -> Vec<HbInstruction> {
+        let Some(i) = self.members.iter().position(|m| *m == d) else {
+            return Vec::new();
+        };
+        let k = self.members.len();
+        let mut out = Vec::new();
+        match k {
+            1 => {}
+            2 => out.push(stop(self.members[1 - i], vec![d])),
+            _ => {
+                let p = self.members[(i + k - 1) % k];
+                let q = self.members[(i + 1) % k];
+                out.push(stop(p, vec![d]));
+                out.push(stop(q, vec![d]));
+                if k >= 4 {
+                    out.push(start(p, vec![q]));
+                    out.push(start(q, vec![p]));
+                }
+            }
+        }
+        self.members.remove(i);
+        out
+    }
+}
+
+fn start(to: NodeId, peers: Vec<NodeId>) -> HbInstruction {
+    HbInstruction {
+        to,
+        start: true,
+        peers,
+    }
+}
+
+fn stop(to: NodeId, peers: Vec<NodeId>) -> HbInstruction {
+    HbInstruction {
+        to,
+        start: false,
+        peers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Agents as real nanoprobes are: a count per peer, +1 per start, -1 per
+    /// stop, never de-duplicated.
+    #[derive(Default)]
+    struct Agents(BTreeMap<(NodeId, NodeId), i64>);
+
+    impl Agents {
+        fn apply(&mut self, list: &[HbInstruction]) {
+            for i in list {
+                for p in &i.peers {
+                    *self.0.entry((i.to, *p)).or_default() += if i.start { 1 } else { -1 };
+                }
+            }
+        }
+
+        /// Every agent heartbeats exactly its ring neighbours, once each.
+        fn check(&self, ring: &Ring, gone: &[NodeId]) {
+            for ((a, b), count) in &self.0 {
+                let want = i64::from(ring.neighbours(*a).contains(b));
+                if gone.contains(a) {
+                    continue;
+                }
+                assert_eq!(
+                    *count,
+                    want,
+                    "agent {a} about {b} in ring {:?}",
+                    ring.members()
+                );
+            }
+            for n in ring.members() {
+                for p in ring.neighbours(*n) {
+                    assert_eq!(
+                        self.0.get(&(*n, p)),
+                        Some(&1),
+                        "agent {n} must heartbeat {p}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn joins_and_leaves_keep_every_agent_on_its_neighbours() {
+        let mut x = 0x1234_5678u64;
+        for _ in 0..200 {
+            let mut ring = Ring::default();
+            let mut agents = Agents::default();
+            let mut gone = Vec::new();
+            let mut next: NodeId = 0;
+            for _ in 0..60 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if ring.is_empty() || !x.is_multiple_of(3) {
+                    let out = ring.join(next);
+                    next += 1;
+                    agents.apply(&out);
+                } else {
+                    let d = ring.members()[(x >> 8) as usize % ring.len()];
+                    let out = ring.leave(d);
+                    assert!(
+                        out.iter().all(|i| i.to != d),
+                        "the leaver gets no instruction"
+                    );
+                    agents.apply(&out);
+                    gone.push(d);
+                }
+                agents.check(&ring, &gone);
+                assert!(
+                    ring.members()
+                        .iter()
+                        .all(|m| ring.neighbours(*m).len() <= 2)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn instructions_match_the_wire_table() {
+        let mut r = Ring::default();
+        assert!(r.join(1).is_empty());
+        assert_eq!(r.join(2), vec![start(2, vec![1]), start(1, vec![2])]);
+        assert_eq!(
+            r.join(3),
+            vec![start(3, vec![2, 1]), start(2, vec![3]), start(1, vec![3])]
+        );
+        assert_eq!(
+            r.join(4),
+            vec![
+                stop(3, vec![1]),
+                stop(1, vec![3]),
+                start(4, vec![3, 1]),
+                start(3, vec![4]),
+                start(1, vec![4])
+            ]
+        );
+        assert_eq!(
+            r.leave(2),
+            vec![
+                stop(1, vec![2]),
+                stop(3, vec![2]),
+                start(1, vec![3]),
+                start(3, vec![1])
+            ]
+        );
+        assert_eq!(r.leave(1), vec![stop(4, vec![1]), stop(3, vec![1])]);
+        assert_eq!(r.leave(3), vec![stop(4, vec![3])]);
+        assert!(r.leave(4).is_empty());
+        assert!(r.leave(4).is_empty());
+    }
+}
