@@ -3,11 +3,14 @@
 //! `classify`'s types and nothing that does I/O.
 //!
 //! Built so far: [`ring::Ring`], one heartbeat ring and the exact
-//! instructions that keep it whole as nodes join and leave. The registry,
-//! switch groups and the top-level ring, the failure state machine and the
-//! simulation are the decider issue's remaining work.
+//! instructions that keep it whole as nodes join and leave, and
+//! [`topology::Topology`], a ring per switch (or subnet) group plus the
+//! top-level ring of representatives. The registry, the failure state
+//! machine, the checkpoint and the simulation are the decider issue's
+//! remaining work.
 
 pub mod ring;
+pub mod topology;
 
 /// A node's dense index in the decider's registry.
 pub type NodeId = u32;

@@ -100,7 +100,20 @@ impl Ring {
         out
     }
 
-    /// Removes `d` and returns the instructions that close the gap.
+    /// Removes a node that stays alive (a representative stepping down, a
+    /// node moving to another group): closes the gap and tells the node
+    /// itself to stop heartbeating its neighbours here.
+    pub fn step_down(&mut self, n: NodeId) -> Vec<HbInstruction> {
+        let peers = self.neighbours(n);
+        let mut out = self.leave(n);
+        if !peers.is_empty() {
+            out.push(stop(n, peers));
+        }
+        out
+    }
+
+    /// Removes `d` (dead or gone: it is told nothing) and returns the
+    /// instructions that close the gap.
     pub fn leave(&mut self, d: NodeId) -> Vec<HbInstruction> {
         let Some(i) = self.members.iter().position(|m| *m == d) else {
             return Vec::new();

@@ -1,0 +1,314 @@
+//! Switch-aware rings: one ring per group (the switch a node hangs off, or
+//! its subnet, or a default group), and a top-level ring of one
+//! representative per group, two when the group has at least four members
+//! so that one failure never cuts a group off. Most heartbeat traffic stays
+//! behind an edge switch, and no node heartbeats more than four peers (two
+//! in its group, two in the top ring).
+//!
+//! Every change returns the exact instructions for the agents (see
+//! [`Ring`]); [`Topology::check`] verifies the invariants.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::NodeId;
+use super::ring::{HbInstruction, Ring};
+
+/// How nodes are grouped: the switch's chassis id, a subnet, or the default
+/// group. Ordered, so that iteration (and so every decision) is
+/// deterministic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupKey {
+    /// Behind this switch (LLDP chassis id, CDP device id).
+    Switch(String),
+    /// In this subnet (e.g. `10.1.2.0/24`).
+    Subnet(String),
+    /// Nothing known.
+    Default,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Group {
+    ring: Ring,
+    /// The members also in the top ring.
+    reps: Vec<NodeId>,
+}
+
+/// All rings of the fleet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    groups: BTreeMap<GroupKey, Group>,
+    top: Ring,
+    group_of: HashMap<NodeId, GroupKey>,
+}
+
+impl Topology {
+    /// Places `n` in `group` (moving it if it was in another) and returns
+    /// the instructions.
+    pub fn join(&mut self, n: NodeId, group: GroupKey) -> Vec<HbInstruction> {
+        let mut out = Vec::new();
+        if let Some(old) = self.group_of.get(&n) {
+            if *old == group {
+                return out;
+            }
+            // A move: the node lives on, so besides closing the gap behind
+            // it, it must stop heartbeating its old peers itself.
+            let old_peers = self.peers_of(n);
+            out.extend(self.leave(n));
+            if !old_peers.is_empty() {
+                out.push(HbInstruction {
+                    to: n,
+                    start: false,
+                    peers: old_peers,
+                });
+            }
+        }
+        let g = self.groups.entry(group.clone()).or_default();
+        out.extend(g.ring.join(n));
+        self.group_of.insert(n, group.clone());
+        out.extend(self.rebalance(&group));
+        out
+    }
+
+    /// Removes `n` (dead or gone) and returns the instructions.
+    pub fn leave(&mut self, n: NodeId) -> Vec<HbInstruction> {
+        let Some(key) = self.group_of.remove(&n) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(g) = self.groups.get_mut(&key)
+            && let Some(i) = g.reps.iter().position(|r| *r == n)
+        {
+            g.reps.remove(i);
+            out.extend(self.top.leave(n));
+        }
+        if let Some(g) = self.groups.get_mut(&key) {
+            out.extend(g.ring.leave(n));
+        }
+        out.extend(self.rebalance(&key));
+        if self.groups.get(&key).is_some_and(|g| g.ring.is_empty()) {
+            self.groups.remove(&key);
+        }
+        out
+    }
+
+    /// The group of `n`, if it is in a ring.
+    pub fn group_of(&self, n: NodeId) -> Option<&GroupKey> {
+        self.group_of.get(&n)
+    }
+
+    /// Every peer `n` heartbeats, with multiplicity (a representative whose
+    /// group neighbour is also its top-ring neighbour is told twice).
+    pub fn peers_of(&self, n: NodeId) -> Vec<NodeId> {
+        let mut peers = Vec::new();
+        if let Some(g) = self.group_of.get(&n).and_then(|k| self.groups.get(k)) {
+            peers.extend(g.ring.neighbours(n));
+        }
+        peers.extend(self.top.neighbours(n));
+        peers
+    }
+
+    /// The top-level ring.
+    pub fn top(&self) -> &Ring {
+        &self.top
+    }
+
+    /// Groups with their rings, in key order.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupKey, &Ring)> {
+        self.groups.iter().map(|(k, g)| (k, &g.ring))
+    }
+
+    /// Checks the invariants: every placed node is in exactly one group
+    /// ring; representatives are members, one per group (two from four
+    /// members on); the top ring holds exactly the representatives; nobody
+    /// heartbeats more than four peers.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = HashMap::new();
+        let mut reps = Vec::new();
+        for (key, g) in &self.groups {
+            if g.ring.is_empty() {
+                return Err(format!("empty group {key:?} kept"));
+            }
+            for m in g.ring.members() {
+                if seen.insert(*m, key.clone()).is_some() {
+                    return Err(format!("node {m} in two group rings"));
+                }
+            }
+            let want = wanted_reps(g.ring.len());
+            if g.reps.len() != want || g.reps.iter().any(|r| !g.ring.contains(*r)) {
+                return Err(format!("group {key:?} has representatives {:?}", g.reps));
+            }
+            reps.extend(g.reps.iter().copied());
+        }
+        if seen != self.group_of {
+            return Err("group index differs from the rings".into());
+        }
+        let mut top: Vec<NodeId> = self.top.members().to_vec();
+        top.sort_unstable();
+        reps.sort_unstable();
+        if top != reps {
+            return Err(format!(
+                "top ring {top:?} is not the representatives {reps:?}"
+            ));
+        }
+        for n in self.group_of.keys() {
+            let k = self.peers_of(*n).len();
+            if k > 4 {
+                return Err(format!("node {n} heartbeats {k} peers"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings group `key`'s representatives to the wanted number, in ring
+    /// order, and moves the top ring along.
+    fn rebalance(&mut self, key: &GroupKey) -> Vec<HbInstruction> {
+        let mut out = Vec::new();
+        let Some(g) = self.groups.get_mut(key) else {
+            return out;
+        };
+        let want = wanted_reps(g.ring.len());
+        while g.reps.len() > want {
+            let Some(r) = g.reps.pop() else { break };
+            // The representative stays in its group: it steps down.
+            out.extend(self.top.step_down(r));
+        }
+        let candidates: Vec<NodeId> = g
+            .ring
+            .members()
+            .iter()
+            .copied()
+            .filter(|m| !g.reps.contains(m))
+            .collect();
+        for c in candidates.into_iter().take(want - g.reps.len()) {
+            g.reps.push(c);
+            out.extend(self.top.join(c));
+        }
+        out
+    }
+}
+
+/// Representatives a group of `members` nodes sends to the top ring.
+fn wanted_reps(members: usize) -> usize {
+    match members {
+        0 => 0,
+        1..=3 => 1,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Agents that count instructions, as real nanoprobes do.
+    #[derive(Default)]
+    struct Agents(BTreeMap<(NodeId, NodeId), i64>);
+
+    impl Agents {
+        fn apply(&mut self, list: &[HbInstruction]) {
+            for i in list {
+                for p in &i.peers {
+                    *self.0.entry((i.to, *p)).or_default() += if i.start { 1 } else { -1 };
+                }
+            }
+        }
+
+        fn check(&self, t: &Topology) {
+            let mut want: BTreeMap<(NodeId, NodeId), i64> = BTreeMap::new();
+            for n in t.group_of.keys() {
+                for p in t.peers_of(*n) {
+                    *want.entry((*n, p)).or_default() += 1;
+                }
+            }
+            for (k, v) in &self.0 {
+                // Departed agents are no longer told anything.
+                if !t.group_of.contains_key(&k.0) {
+                    continue;
+                }
+                assert_eq!(
+                    want.get(k).copied().unwrap_or(0),
+                    *v,
+                    "agent {} about {}",
+                    k.0,
+                    k.1
+                );
+            }
+            for (k, v) in &want {
+                assert_eq!(
+                    self.0.get(k).copied().unwrap_or(0),
+                    *v,
+                    "agent {} about {}",
+                    k.0,
+                    k.1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_joins_moves_and_leaves_keep_the_invariants() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..100 {
+            let mut t = Topology::default();
+            let mut agents = Agents::default();
+            let mut live: Vec<NodeId> = Vec::new();
+            let mut next: NodeId = 0;
+            for _ in 0..150 {
+                let group = match rand(5) {
+                    0 => GroupKey::Default,
+                    1 => GroupKey::Subnet("10.0.1.0/24".into()),
+                    s => GroupKey::Switch(format!("sw{s}")),
+                };
+                match rand(10) {
+                    0..=5 => {
+                        agents.apply(&t.join(next, group));
+                        live.push(next);
+                        next += 1;
+                    }
+                    6 if !live.is_empty() => {
+                        // A node seen behind another switch moves.
+                        let n = live[rand(live.len() as u64) as usize];
+                        agents.apply(&t.join(n, group));
+                    }
+                    _ if !live.is_empty() => {
+                        let n = live.swap_remove(rand(live.len() as u64) as usize);
+                        let out = t.leave(n);
+                        assert!(
+                            out.iter().all(|i| i.to != n),
+                            "the leaver gets no instruction"
+                        );
+                        agents.apply(&out);
+                    }
+                    _ => {}
+                }
+                t.check().unwrap();
+                agents.check(&t);
+            }
+        }
+    }
+
+    #[test]
+    fn big_groups_send_two_representatives() {
+        let mut t = Topology::default();
+        for n in 0..4 {
+            t.join(n, GroupKey::Switch("a".into()));
+        }
+        for n in 10..12 {
+            t.join(n, GroupKey::Switch("b".into()));
+        }
+        assert_eq!(t.top().members(), &[0, 1, 10]);
+        t.check().unwrap();
+        t.leave(0);
+        // Three left in "a": one representative.
+        assert_eq!(t.top().len(), 2);
+        t.check().unwrap();
+    }
+}
