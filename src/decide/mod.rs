@@ -9,6 +9,7 @@
 //! machine, the checkpoint and the simulation are the decider issue's
 //! remaining work.
 
+pub mod failure;
 pub mod ring;
 pub mod topology;
 

@@ -1,0 +1,414 @@
+//! The failure state machine of one watched node D (DESIGN.md):
+//!
+//! ```text
+//!  Up ──HBDEAD(P)──▶ Suspect{P} ──HBDEAD(Q ≠ P) before the window ends──▶ Dead(two monitors)
+//!   ▲   (probe D now)    │
+//!   │                    ├──D heard from (HBBACKALIVE, its own traffic)──▶ Up   (false alarm)
+//!   │                    ├──probe answered──────────────────────────────▶ Up   (path fault P→D)
+//!   │                    └──window ends, no second report─────────────▶ Disputed{P}
+//!   │                                           ├──probe answered / D heard──▶ Up (path fault P→D)
+//!   │                                           └──probe deadline──────────▶ Dead(probe)
+//!  any ──HBSHUTDOWN from D──▶ Left         Dead/Left ──STARTUP from D──▶ Up (rejoin)
+//!  Dead ──HBMARTIAN about D──▶ Up (resurrected; a Left node stays Left)
+//! ```
+//!
+//! Pure: time is passed in (log time, ms), effects are returned. The window
+//! for the second monitor is `max(2 heartbeat intervals, retransmit + 1 s)`
+//! and probing starts at the first report (hard-won rule 6).
+
+use super::NodeId;
+
+/// Timers of the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureConfig {
+    /// How long the second monitor has to agree, ms.
+    pub window_ms: u64,
+    /// How long after the first report an unanswered probe means dead, ms
+    /// (at least `window_ms`).
+    pub probe_timeout_ms: u64,
+}
+
+impl FailureConfig {
+    /// The window of rule 6 for a heartbeat interval and a retransmit
+    /// interval; the probe gets two retransmits more than the window.
+    pub fn new(heartbeat_interval_ms: u64, retransmit_ms: u64) -> FailureConfig {
+        let window_ms = (2 * heartbeat_interval_ms).max(retransmit_ms + 1000);
+        FailureConfig {
+            window_ms,
+            probe_timeout_ms: window_ms + 2 * retransmit_ms,
+        }
+    }
+}
+
+/// Why a node was declared dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeathCause {
+    /// Both monitors reported it.
+    TwoMonitors {
+        /// The first reporter.
+        first: NodeId,
+        /// The one who agreed.
+        second: NodeId,
+    },
+    /// One monitor reported it and it did not answer the CMA's probe.
+    Probe {
+        /// The reporter.
+        reporter: NodeId,
+    },
+}
+
+/// Where a node stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Alive as far as anyone knows.
+    Up,
+    /// One monitor reported it; waiting for the other, probing meanwhile.
+    Suspect {
+        /// The monitor that reported.
+        reporter: NodeId,
+        /// When (log time, ms).
+        since_ms: u64,
+    },
+    /// The window passed with one report only; the probe decides.
+    Disputed {
+        /// The monitor that reported.
+        reporter: NodeId,
+        /// When it reported.
+        since_ms: u64,
+    },
+    /// Confirmed dead.
+    Dead(DeathCause),
+    /// Shut down cleanly.
+    Left,
+}
+
+/// What a transition asks the decider to do or record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Probe the node with an instruction it obeys and ACKs.
+    Probe,
+    /// It became suspect (event).
+    Suspected {
+        /// The reporter.
+        reporter: NodeId,
+    },
+    /// A suspicion ended with the node alive: nobody confirmed it.
+    FalseAlarm {
+        /// Who reported it.
+        reporter: NodeId,
+    },
+    /// The node answered the probe after one monitor called it dead: the
+    /// fault is on the path from that monitor (or the monitor itself).
+    PathFault {
+        /// The monitor whose heartbeats did not arrive.
+        reporter: NodeId,
+    },
+    /// Declared dead: close the ring around it.
+    Died(DeathCause),
+    /// Left cleanly: close the ring, no suspicion.
+    Departed,
+    /// Came back after death or departure: place it again.
+    Rejoined,
+    /// Declared dead, yet it heartbeats (a peer reported it as a martian):
+    /// the verdict was wrong; place it again.
+    Resurrected,
+}
+
+/// An event that does not apply in the current state (counted by the
+/// caller, never an error for the fleet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ignored;
+
+impl Health {
+    /// A monitor reports the node stopped heartbeating. `reporter` must be
+    /// one of its current monitors (the caller checks).
+    pub fn on_hbdead(
+        &mut self,
+        reporter: NodeId,
+        now_ms: u64,
+        cfg: &FailureConfig,
+    ) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Up => {
+                *self = Health::Suspect {
+                    reporter,
+                    since_ms: now_ms,
+                };
+                Ok(vec![Effect::Suspected { reporter }, Effect::Probe])
+            }
+            Health::Suspect {
+                reporter: first,
+                since_ms,
+            } if first != reporter && now_ms <= since_ms + cfg.window_ms => {
+                let cause = DeathCause::TwoMonitors {
+                    first,
+                    second: reporter,
+                };
+                *self = Health::Dead(cause);
+                Ok(vec![Effect::Died(cause)])
+            }
+            Health::Disputed {
+                reporter: first, ..
+            } if first != reporter => {
+                // The second monitor agrees late: still two independent reports.
+                let cause = DeathCause::TwoMonitors {
+                    first,
+                    second: reporter,
+                };
+                *self = Health::Dead(cause);
+                Ok(vec![Effect::Died(cause)])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// Direct evidence the node lives: HBBACKALIVE about it, its own
+    /// traffic, or its ACK of the CMA's probe (`probe` set).
+    pub fn on_alive(&mut self, probe: bool) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Suspect { reporter, .. } | Health::Disputed { reporter, .. } => {
+                *self = Health::Up;
+                Ok(vec![if probe {
+                    Effect::PathFault { reporter }
+                } else {
+                    Effect::FalseAlarm { reporter }
+                }])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// Time passes: the window or the probe may run out.
+    pub fn on_tick(&mut self, now_ms: u64, cfg: &FailureConfig) -> Vec<Effect> {
+        match *self {
+            Health::Suspect { reporter, since_ms } if now_ms > since_ms + cfg.window_ms => {
+                *self = Health::Disputed { reporter, since_ms };
+                // Re-check the probe deadline at once (it may be no later).
+                self.on_tick(now_ms, cfg)
+            }
+            Health::Disputed { reporter, since_ms } if now_ms > since_ms + cfg.probe_timeout_ms => {
+                let cause = DeathCause::Probe { reporter };
+                *self = Health::Dead(cause);
+                vec![Effect::Died(cause)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The next time `on_tick` can change anything.
+    pub fn deadline_ms(&self, cfg: &FailureConfig) -> Option<u64> {
+        match *self {
+            Health::Suspect { since_ms, .. } => Some(since_ms + cfg.window_ms + 1),
+            Health::Disputed { since_ms, .. } => Some(since_ms + cfg.probe_timeout_ms + 1),
+            _ => None,
+        }
+    }
+
+    /// The node says it is shutting down (HBSHUTDOWN).
+    pub fn on_shutdown(&mut self) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Left | Health::Dead(_) => Err(Ignored),
+            _ => {
+                *self = Health::Left;
+                Ok(vec![Effect::Departed])
+            }
+        }
+    }
+
+    /// A peer reports the node heartbeating it unexpectedly (HBMARTIAN
+    /// about it). A dead node is alive after all; a node that left cleanly
+    /// stays left (the caller tells the martian to stop); otherwise nothing
+    /// changes.
+    pub fn on_martian(&mut self) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Dead(_) => {
+                *self = Health::Up;
+                Ok(vec![Effect::Resurrected])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// The node starts (STARTUP with a new incarnation).
+    pub fn on_startup(&mut self) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Dead(_) | Health::Left => {
+                *self = Health::Up;
+                Ok(vec![Effect::Rejoined])
+            }
+            _ => Err(Ignored),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: FailureConfig = FailureConfig {
+        window_ms: 3000,
+        probe_timeout_ms: 7000,
+    };
+
+    #[test]
+    fn config_follows_rule_six() {
+        assert_eq!(FailureConfig::new(1000, 2000).window_ms, 3000);
+        assert_eq!(FailureConfig::new(5000, 2000).window_ms, 10_000);
+        assert!(FailureConfig::new(1000, 2000).probe_timeout_ms >= 3000);
+    }
+
+    #[test]
+    fn up_to_suspect_probes_at_once() {
+        let mut h = Health::Up;
+        assert_eq!(
+            h.on_hbdead(1, 100, &CFG),
+            Ok(vec![Effect::Suspected { reporter: 1 }, Effect::Probe])
+        );
+        assert_eq!(
+            h,
+            Health::Suspect {
+                reporter: 1,
+                since_ms: 100
+            }
+        );
+        assert_eq!(h.deadline_ms(&CFG), Some(3101));
+    }
+
+    #[test]
+    fn suspect_to_dead_when_the_other_monitor_agrees_in_time() {
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 100,
+        };
+        // The same monitor again proves nothing.
+        assert_eq!(h.on_hbdead(1, 200, &CFG), Err(Ignored));
+        let cause = DeathCause::TwoMonitors {
+            first: 1,
+            second: 2,
+        };
+        assert_eq!(h.on_hbdead(2, 3100, &CFG), Ok(vec![Effect::Died(cause)]));
+        assert_eq!(h, Health::Dead(cause));
+    }
+
+    #[test]
+    fn suspect_to_up_on_evidence_or_probe_answer() {
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert_eq!(
+            h.on_alive(false),
+            Ok(vec![Effect::FalseAlarm { reporter: 1 }])
+        );
+        assert_eq!(h, Health::Up);
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert_eq!(
+            h.on_alive(true),
+            Ok(vec![Effect::PathFault { reporter: 1 }])
+        );
+        assert_eq!(h.on_alive(true), Err(Ignored));
+    }
+
+    #[test]
+    fn suspect_to_disputed_when_the_window_ends() {
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert!(h.on_tick(3000, &CFG).is_empty());
+        assert_eq!(
+            h,
+            Health::Suspect {
+                reporter: 1,
+                since_ms: 0
+            }
+        );
+        assert!(h.on_tick(3001, &CFG).is_empty());
+        assert_eq!(
+            h,
+            Health::Disputed {
+                reporter: 1,
+                since_ms: 0
+            }
+        );
+        assert_eq!(h.deadline_ms(&CFG), Some(7001));
+    }
+
+    #[test]
+    fn disputed_to_up_with_a_path_fault_or_dead_by_probe() {
+        let mut h = Health::Disputed {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert_eq!(
+            h.on_alive(true),
+            Ok(vec![Effect::PathFault { reporter: 1 }])
+        );
+        let mut h = Health::Disputed {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert!(h.on_tick(7000, &CFG).is_empty());
+        let cause = DeathCause::Probe { reporter: 1 };
+        assert_eq!(h.on_tick(7001, &CFG), vec![Effect::Died(cause)]);
+        assert_eq!(h, Health::Dead(cause));
+        // A late second report in the disputed state still confirms.
+        let mut h = Health::Disputed {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert_eq!(
+            h.on_hbdead(2, 5000, &CFG),
+            Ok(vec![Effect::Died(DeathCause::TwoMonitors {
+                first: 1,
+                second: 2
+            })])
+        );
+    }
+
+    #[test]
+    fn a_long_silence_goes_through_disputed_to_dead_in_one_tick() {
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert_eq!(
+            h.on_tick(60_000, &CFG),
+            vec![Effect::Died(DeathCause::Probe { reporter: 1 })]
+        );
+    }
+
+    #[test]
+    fn shutdown_and_rejoin() {
+        for mut h in [
+            Health::Up,
+            Health::Suspect {
+                reporter: 1,
+                since_ms: 0,
+            },
+            Health::Disputed {
+                reporter: 1,
+                since_ms: 0,
+            },
+        ] {
+            assert_eq!(h.on_shutdown(), Ok(vec![Effect::Departed]));
+            assert_eq!(h, Health::Left);
+            assert_eq!(h.on_shutdown(), Err(Ignored));
+            assert_eq!(h.on_hbdead(2, 0, &CFG), Err(Ignored));
+            assert_eq!(h.on_startup(), Ok(vec![Effect::Rejoined]));
+            assert_eq!(h, Health::Up);
+        }
+        let mut h = Health::Dead(DeathCause::Probe { reporter: 3 });
+        assert_eq!(h.on_alive(false), Err(Ignored));
+        let mut copy = h;
+        assert_eq!(copy.on_martian(), Ok(vec![Effect::Resurrected]));
+        assert_eq!(Health::Left.on_martian(), Err(Ignored));
+        assert_eq!(Health::Up.on_martian(), Err(Ignored));
+        assert!(h.on_tick(u64::MAX / 2, &CFG).is_empty());
+        assert_eq!(h.on_startup(), Ok(vec![Effect::Rejoined]));
+        assert_eq!(Health::Up.on_startup(), Err(Ignored));
+    }
+}
