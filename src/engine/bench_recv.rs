@@ -42,7 +42,7 @@ impl Default for RecvBenchConfig {
             rate: 0,
             size: 128,
             idle_seconds: 3.0,
-            ring_capacity: 4096,
+            ring_capacity: 16384,
             slot_size: 2048,
             pin: true,
         }
