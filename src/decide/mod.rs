@@ -9,6 +9,8 @@
 //! machine, the checkpoint and the simulation are the decider issue's
 //! remaining work.
 
+#[cfg(test)]
+mod counting_agents;
 pub mod failure;
 pub mod ring;
 pub mod topology;

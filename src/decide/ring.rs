@@ -157,57 +157,15 @@ fn stop(to: NodeId, peers: Vec<NodeId>) -> HbInstruction {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    /// Agents as real nanoprobes are: a count per peer, +1 per start, -1 per
-    /// stop, never de-duplicated.
-    #[derive(Default)]
-    struct Agents(BTreeMap<(NodeId, NodeId), i64>);
-
-    impl Agents {
-        fn apply(&mut self, list: &[HbInstruction]) {
-            for i in list {
-                for p in &i.peers {
-                    *self.0.entry((i.to, *p)).or_default() += if i.start { 1 } else { -1 };
-                }
-            }
-        }
-
-        /// Every agent heartbeats exactly its ring neighbours, once each.
-        fn check(&self, ring: &Ring, gone: &[NodeId]) {
-            for ((a, b), count) in &self.0 {
-                let want = i64::from(ring.neighbours(*a).contains(b));
-                if gone.contains(a) {
-                    continue;
-                }
-                assert_eq!(
-                    *count,
-                    want,
-                    "agent {a} about {b} in ring {:?}",
-                    ring.members()
-                );
-            }
-            for n in ring.members() {
-                for p in ring.neighbours(*n) {
-                    assert_eq!(
-                        self.0.get(&(*n, p)),
-                        Some(&1),
-                        "agent {n} must heartbeat {p}"
-                    );
-                }
-            }
-        }
-    }
+    use crate::decide::counting_agents::CountingAgents;
 
     #[test]
     fn joins_and_leaves_keep_every_agent_on_its_neighbours() {
         let mut x = 0x1234_5678u64;
         for _ in 0..200 {
             let mut ring = Ring::default();
-            let mut agents = Agents::default();
-            let mut gone = Vec::new();
+            let mut agents = CountingAgents::default();
             let mut next: NodeId = 0;
             for _ in 0..60 {
                 x ^= x << 13;
@@ -225,9 +183,8 @@ mod tests {
                         "the leaver gets no instruction"
                     );
                     agents.apply(&out);
-                    gone.push(d);
                 }
-                agents.check(&ring, &gone);
+                agents.assert_matches(ring.members(), |n| ring.neighbours(n));
                 assert!(
                     ring.members()
                         .iter()
