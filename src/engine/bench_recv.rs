@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -243,13 +243,15 @@ fn bare_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<Phas
     socket.set_read_timeout(Some(Duration::from_millis(20)))?;
     let target = socket.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
+    let pin = config.pin;
     let receiver = {
-        let (stop, received) = (stop.clone(), received.clone());
+        let stop = stop.clone();
         std::thread::Builder::new()
             .name("bare-recv".into())
             .spawn(move || {
-                pin_to(1);
+                if pin {
+                    pin_to(1);
+                }
                 let mut scratch = vec![0u8; 65536];
                 let fd = socket.as_raw_fd();
                 let mut n = 0u64;
@@ -257,19 +259,19 @@ fn bare_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<Phas
                     n += mmsg::recv_discard(fd, &mut scratch, libc::MSG_WAITFORONE).unwrap_or(0)
                         as u64;
                 }
-                received.store(n, Ordering::Release);
+                n
             })?
     };
     let drops_before = udp_rcvbuf_errors();
     let (sent, seconds) = generate(target, datagram, config)?;
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Release);
-    receiver
+    let received = receiver
         .join()
         .map_err(|_| std::io::Error::other("receiver panicked"))?;
     Ok(PhaseResult {
         sent,
-        received: received.load(Ordering::Acquire),
+        received,
         kernel_drops: udp_rcvbuf_errors().saturating_sub(drops_before),
         seconds,
         ..PhaseResult::default()
@@ -284,40 +286,36 @@ fn our_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<(Phas
     };
     let (io, handle) = IoLoop::bind(&io_config, producer)?;
     let target = io.local_addrs()?[0];
+    let pin = config.pin;
     let io_thread = std::thread::Builder::new()
         .name("io".into())
         .spawn(move || {
-            pin_to(1);
+            if pin {
+                pin_to(1);
+            }
             io.run()
         })?;
-    let classified = Arc::new(AtomicU64::new(0));
-    let consumed = Arc::new(AtomicU64::new(0));
-    let consumer_thread = {
-        let (classified, consumed) = (classified.clone(), consumed.clone());
-        std::thread::Builder::new()
-            .name("classify".into())
-            .spawn(move || {
+    // The consumer returns how many datagrams classified as accepted.
+    let consumer_thread = std::thread::Builder::new()
+        .name("classify".into())
+        .spawn(move || {
+            if pin {
                 pin_to(1);
-                let (mut ok, mut n) = (0u64, 0u64);
-                while !consumer.is_finished() {
-                    if !consumer.wait(Some(Duration::from_millis(100))) {
-                        continue;
-                    }
-                    let batch = consumer.read_batch(MMSG_BATCH_MAX);
-                    for i in 0..batch.len() {
-                        let (data, _) = batch.get(i);
-                        ok += u64::from(classify(data).is_ok());
-                    }
-                    n += batch.len() as u64;
-                    batch.release();
-                    // Publish progress without a store per datagram.
-                    consumed.store(n, Ordering::Relaxed);
-                    classified.store(ok, Ordering::Relaxed);
+            }
+            let mut ok = 0u64;
+            while !consumer.is_finished() {
+                if !consumer.wait(Some(Duration::from_millis(100))) {
+                    continue;
                 }
-                consumed.store(n, Ordering::Release);
-                classified.store(ok, Ordering::Release);
-            })?
-    };
+                let batch = consumer.read_batch(MMSG_BATCH_MAX);
+                for i in 0..batch.len() {
+                    let (data, _) = batch.get(i);
+                    ok += u64::from(classify(data).is_ok());
+                }
+                batch.release();
+            }
+            ok
+        })?;
     let drops_before = udp_rcvbuf_errors();
     let (sent, seconds) = generate(target, datagram, config)?;
     std::thread::sleep(Duration::from_millis(100));
@@ -331,14 +329,14 @@ fn our_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<(Phas
     let stats = io_thread
         .join()
         .map_err(|_| std::io::Error::other("io thread panicked"))??;
-    consumer_thread
+    let classified = consumer_thread
         .join()
         .map_err(|_| std::io::Error::other("consumer panicked"))?;
     Ok((
         PhaseResult {
             sent,
             received: stats.received,
-            classified: classified.load(Ordering::Acquire),
+            classified,
             kernel_drops,
             ring_drops: stats.ring_full_drops,
             seconds,

@@ -9,7 +9,7 @@ use cma::classify::{
 };
 use proptest::prelude::*;
 
-use crate::support::{END, capture, sealed};
+use crate::support::{END, capture, encoded, sealed};
 
 const HEARTBEAT_VECTOR: &str = "000100002c0000000100002201028855508aade16ec573d21e6a485dfd0a7624085c1a14b5ecdd6485de0c6839a40000000000";
 
@@ -23,15 +23,10 @@ fn heartbeat_vector_decodes_and_encodes_byte_for_byte() {
     assert_eq!(c.reqid, None);
     assert_eq!(c.wire_len, 51);
     assert_eq!(c.message().unwrap(), Message::Heartbeat);
-    let mut out = Vec::new();
-    encode(
-        &Message::Heartbeat,
-        None,
-        &EncodeOptions::default(),
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(hex::encode(&out), HEARTBEAT_VECTOR);
+    assert_eq!(
+        hex::encode(encoded(&Message::Heartbeat, None)),
+        HEARTBEAT_VECTOR
+    );
 }
 
 /// Every datagram a real nanoprobe sent, and every one a test CMA sent it

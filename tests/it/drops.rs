@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use cma::classify::{
-    Drop, DropCounters, EncodeOptions, Frame, FrameType, MAX_DECOMPRESSED_LEN, Message, ReqId,
-    classify, encode,
+    Drop, DropCounters, Frame, FrameType, MAX_DECOMPRESSED_LEN, Message, ReqId, classify,
 };
 
-use crate::support::{END, frames, raw_frame, sealed};
+use crate::support::{END, encoded, frames, raw_frame, sealed};
 
 fn zlib(bytes: &[u8]) -> Vec<u8> {
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
@@ -45,15 +44,7 @@ fn hbshutdown_with(value: &[u8]) -> Vec<u8> {
 }
 
 fn heartbeat() -> Vec<u8> {
-    let mut out = Vec::new();
-    encode(
-        &Message::Heartbeat,
-        None,
-        &EncodeOptions::default(),
-        &mut out,
-    )
-    .unwrap();
-    out
+    encoded(&Message::Heartbeat, None)
 }
 
 /// (name, datagram, expected reason, expected offset or None).

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cma::classify::{DigestKind, Frame, seal};
+use cma::classify::{DigestKind, EncodeOptions, Frame, Message, ReqId, encode, seal};
 
 /// `shared/` beside the repository (read-only, present in CI too).
 pub fn shared_dir() -> PathBuf {
@@ -50,3 +50,11 @@ pub fn sealed(fstype: u16, frames: &[u8]) -> Vec<u8> {
 
 /// The END frame.
 pub const END: [u8; 5] = [0; 5];
+
+/// A message encoded with the default options (SHA-256, compression above
+/// the C library's threshold).
+pub fn encoded(m: &Message<'_>, reqid: Option<ReqId>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(m, reqid, &EncodeOptions::default(), &mut out).expect("test messages fit a datagram");
+    out
+}
