@@ -10,16 +10,25 @@
 //!   │                                           └──probe deadline──────────▶ Dead(probe)
 //!  any ──HBSHUTDOWN from D──▶ Left         Dead/Left ──STARTUP from D──▶ Up (rejoin)
 //!  Dead ──HBMARTIAN about D──▶ Up (resurrected; a Left node stays Left)
+//!
+//!  Up ──HBDEAD from a peer not (yet) watching D──▶ Disputed{P} (probe only:
+//!        an edge counts as watching once both ends ACKed it, rule 6)
+//!  Dead (just declared, D a switch representative whose sampled group is
+//!        silent too) ──cut off──▶ Unreachable   (verdict: switch fault)
+//!  Unreachable ──D heard──▶ Up (reconnected)
+//!  Unreachable ──one of its group heard──▶ Disputed (probe D afresh)
 //! ```
 //!
 //! Pure: time is passed in (log time, ms), effects are returned. The window
 //! for the second monitor is `max(2 heartbeat intervals, retransmit + 1 s)`
 //! and probing starts at the first report (hard-won rule 6).
 
+use serde::{Deserialize, Serialize};
+
 use super::NodeId;
 
 /// Timers of the machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureConfig {
     /// How long the second monitor has to agree, ms.
     pub window_ms: u64,
@@ -41,7 +50,7 @@ impl FailureConfig {
 }
 
 /// Why a node was declared dead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeathCause {
     /// Both monitors reported it.
     TwoMonitors {
@@ -58,7 +67,7 @@ pub enum DeathCause {
 }
 
 /// Where a node stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Health {
     /// Alive as far as anyone knows.
     Up,
@@ -78,6 +87,15 @@ pub enum Health {
     },
     /// Confirmed dead.
     Dead(DeathCause),
+    /// Reported dead together with its whole group (a switch or path
+    /// fault cut it off): not declared dead; waiting to hear from it or
+    /// its group.
+    Unreachable {
+        /// The monitor that reported first.
+        reporter: NodeId,
+        /// When it was cut off.
+        since_ms: u64,
+    },
     /// Shut down cleanly.
     Left,
 }
@@ -109,6 +127,11 @@ pub enum Effect {
     Departed,
     /// Came back after death or departure: place it again.
     Rejoined,
+    /// About to be declared dead, but its group was silent too: cut off
+    /// (the decider names the switch fault).
+    CutOff,
+    /// Heard from again after being cut off.
+    Reconnected,
     /// Declared dead, yet it heartbeats (a peer reported it as a martian):
     /// the verdict was wrong; place it again.
     Resurrected,
@@ -162,6 +185,58 @@ impl Health {
         }
     }
 
+    /// A peer that is not (yet) a watching monitor of the node reports it
+    /// dead: no second report can confirm this one; the probe decides.
+    pub fn on_unwatched_report(
+        &mut self,
+        reporter: NodeId,
+        now_ms: u64,
+    ) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Up => {
+                *self = Health::Disputed {
+                    reporter,
+                    since_ms: now_ms,
+                };
+                Ok(vec![Effect::Suspected { reporter }, Effect::Probe])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// The node was just declared dead, but the group it belongs to has
+    /// gone silent with it: it is cut off, not dead.
+    pub fn on_cut_off(&mut self, now_ms: u64) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Dead(DeathCause::TwoMonitors {
+                first: reporter, ..
+            })
+            | Health::Dead(DeathCause::Probe { reporter }) => {
+                *self = Health::Unreachable {
+                    reporter,
+                    since_ms: now_ms,
+                };
+                Ok(vec![Effect::CutOff])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// A member of the node's group was heard while the node is cut off:
+    /// the group is reachable again, so the node must answer for itself.
+    pub fn on_group_heard(&mut self, now_ms: u64) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Unreachable { reporter, .. } => {
+                *self = Health::Disputed {
+                    reporter,
+                    since_ms: now_ms,
+                };
+                Ok(vec![Effect::Probe])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
     /// Direct evidence the node lives: HBBACKALIVE about it, its own
     /// traffic, or its ACK of the CMA's probe (`probe` set).
     pub fn on_alive(&mut self, probe: bool) -> Result<Vec<Effect>, Ignored> {
@@ -173,6 +248,10 @@ impl Health {
                 } else {
                     Effect::FalseAlarm { reporter }
                 }])
+            }
+            Health::Unreachable { .. } => {
+                *self = Health::Up;
+                Ok(vec![Effect::Reconnected])
             }
             _ => Err(Ignored),
         }
@@ -232,7 +311,7 @@ impl Health {
     /// The node starts (STARTUP with a new incarnation).
     pub fn on_startup(&mut self) -> Result<Vec<Effect>, Ignored> {
         match *self {
-            Health::Dead(_) | Health::Left => {
+            Health::Dead(_) | Health::Left | Health::Unreachable { .. } => {
                 *self = Health::Up;
                 Ok(vec![Effect::Rejoined])
             }
@@ -367,6 +446,63 @@ mod tests {
                 second: 2
             })])
         );
+    }
+
+    #[test]
+    fn an_unwatched_report_goes_straight_to_the_probe() {
+        let mut h = Health::Up;
+        assert_eq!(
+            h.on_unwatched_report(4, 50),
+            Ok(vec![Effect::Suspected { reporter: 4 }, Effect::Probe])
+        );
+        assert_eq!(
+            h,
+            Health::Disputed {
+                reporter: 4,
+                since_ms: 50
+            }
+        );
+        assert_eq!(h.on_unwatched_report(5, 60), Err(Ignored));
+        assert_eq!(h.deadline_ms(&CFG), Some(7051));
+    }
+
+    #[test]
+    fn cut_off_instead_of_dead_then_back() {
+        let mut h = Health::Dead(DeathCause::TwoMonitors {
+            first: 1,
+            second: 2,
+        });
+        assert_eq!(h.on_cut_off(900), Ok(vec![Effect::CutOff]));
+        assert_eq!(
+            h,
+            Health::Unreachable {
+                reporter: 1,
+                since_ms: 900
+            }
+        );
+        assert_eq!(h.deadline_ms(&CFG), None);
+        assert!(h.on_tick(1_000_000, &CFG).is_empty());
+        assert_eq!(h.on_hbdead(3, 1000, &CFG), Err(Ignored));
+        assert_eq!(h.on_cut_off(1000), Err(Ignored));
+        let mut back = h;
+        assert_eq!(back.on_alive(false), Ok(vec![Effect::Reconnected]));
+        assert_eq!(back, Health::Up);
+        // Its group is heard first: it is probed afresh.
+        assert_eq!(h.on_group_heard(2000), Ok(vec![Effect::Probe]));
+        assert_eq!(
+            h,
+            Health::Disputed {
+                reporter: 1,
+                since_ms: 2000
+            }
+        );
+        assert_eq!(Health::Up.on_group_heard(0), Err(Ignored));
+        assert_eq!(Health::Up.on_cut_off(0), Err(Ignored));
+        let mut h = Health::Unreachable {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert_eq!(h.on_startup(), Ok(vec![Effect::Rejoined]));
     }
 
     #[test]

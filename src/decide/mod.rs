@@ -12,6 +12,7 @@
 #[cfg(test)]
 mod counting_agents;
 pub mod failure;
+pub mod idmap;
 pub mod ring;
 pub mod topology;
 

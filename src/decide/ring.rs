@@ -15,7 +15,10 @@
 //!  4+               stop P<->Q; N<->P, N<->Q                     P, Q stop D; P<->Q
 //! ```
 
+use serde::{Deserialize, Serialize};
+
 use super::NodeId;
+use super::idmap::IdMap;
 
 /// A heartbeat instruction for one agent about some peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,45 +32,72 @@ pub struct HbInstruction {
 }
 
 /// A ring of nodes in heartbeat order; the last member's successor is the
-/// first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// first. Stored as links (predecessor, successor) so that every operation
+/// is O(1) however large the ring.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ring {
-    members: Vec<NodeId>,
+    links: IdMap<(NodeId, NodeId)>,
+    head: Option<NodeId>,
 }
 
 impl Ring {
-    /// The members in ring order.
-    pub fn members(&self) -> &[NodeId] {
-        &self.members
+    /// The members in ring order, from the first.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut out = Vec::with_capacity(self.links.len());
+        if let Some(h) = self.head {
+            let mut n = h;
+            loop {
+                out.push(n);
+                n = self.links[&n].1;
+                if n == h {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The first member.
+    pub fn first(&self) -> Option<NodeId> {
+        self.head
+    }
+
+    /// The member after `n` (itself in a ring of 1).
+    pub fn successor(&self, n: NodeId) -> Option<NodeId> {
+        self.links.get(&n).map(|l| l.1)
     }
 
     /// Members.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.links.len()
     }
 
     /// No members.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.links.is_empty()
     }
 
     /// Is `n` a member?
     pub fn contains(&self, n: NodeId) -> bool {
-        self.members.contains(&n)
+        self.links.contains_key(&n)
     }
 
     /// The peers `n` heartbeats: none in a ring of 1, the other in a ring of
     /// 2, predecessor and successor otherwise.
     pub fn neighbours(&self, n: NodeId) -> Vec<NodeId> {
-        let Some(i) = self.members.iter().position(|m| *m == n) else {
+        let Some(&(p, q)) = self.links.get(&n) else {
             return Vec::new();
         };
-        let k = self.members.len();
-        match k {
+        match self.links.len() {
             1 => Vec::new(),
-            2 => vec![self.members[1 - i]],
-            _ => vec![self.members[(i + k - 1) % k], self.members[(i + 1) % k]],
+            2 => vec![q],
+            _ => vec![p, q],
         }
+    }
+
+    /// Is `m` one of the peers `n` heartbeats here?
+    pub fn adjacent(&self, n: NodeId, m: NodeId) -> bool {
+        n != m && self.links.get(&n).is_some_and(|&(p, q)| p == m || q == m)
     }
 
     /// Adds `n` after the last member (between it and the first) and
@@ -76,17 +106,20 @@ impl Ring {
         if self.contains(n) {
             return Vec::new();
         }
-        let k = self.members.len();
+        let k = self.links.len();
         let mut out = Vec::new();
+        let Some(q) = self.head else {
+            self.links.insert(n, (n, n));
+            self.head = Some(n);
+            return out;
+        };
+        let p = self.links[&q].0;
         match k {
-            0 => {}
             1 => {
-                let p = self.members[0];
                 out.push(start(n, vec![p]));
                 out.push(start(p, vec![n]));
             }
             _ => {
-                let (p, q) = (self.members[k - 1], self.members[0]);
                 if k >= 3 {
                     out.push(stop(p, vec![q]));
                     out.push(stop(q, vec![p]));
@@ -96,7 +129,9 @@ impl Ring {
                 out.push(start(q, vec![n]));
             }
         }
-        self.members.push(n);
+        self.links.insert(n, (p, q));
+        self.link_next(p, n);
+        self.link_prev(q, n);
         out
     }
 
@@ -115,17 +150,18 @@ impl Ring {
     /// Removes `d` (dead or gone: it is told nothing) and returns the
     /// instructions that close the gap.
     pub fn leave(&mut self, d: NodeId) -> Vec<HbInstruction> {
-        let Some(i) = self.members.iter().position(|m| *m == d) else {
+        let Some((p, q)) = self.links.remove(&d) else {
             return Vec::new();
         };
-        let k = self.members.len();
+        let k = self.links.len() + 1;
         let mut out = Vec::new();
         match k {
-            1 => {}
-            2 => out.push(stop(self.members[1 - i], vec![d])),
+            1 => {
+                self.head = None;
+                return out;
+            }
+            2 => out.push(stop(q, vec![d])),
             _ => {
-                let p = self.members[(i + k - 1) % k];
-                let q = self.members[(i + 1) % k];
                 out.push(stop(p, vec![d]));
                 out.push(stop(q, vec![d]));
                 if k >= 4 {
@@ -134,8 +170,45 @@ impl Ring {
                 }
             }
         }
-        self.members.remove(i);
+        self.link_next(p, q);
+        self.link_prev(q, p);
+        if self.head == Some(d) {
+            self.head = Some(q);
+        }
         out
+    }
+
+    fn link_next(&mut self, n: NodeId, next: NodeId) {
+        if let Some(l) = self.links.get_mut(&n) {
+            l.1 = next;
+        }
+    }
+
+    fn link_prev(&mut self, n: NodeId, prev: NodeId) {
+        if let Some(l) = self.links.get_mut(&n) {
+            l.0 = prev;
+        }
+    }
+
+    /// Checks that the links form one cycle through every member.
+    pub fn check(&self) -> Result<(), String> {
+        let walked = self.members();
+        if walked.len() != self.links.len() {
+            return Err(format!(
+                "ring walk finds {} of {} members",
+                walked.len(),
+                self.links.len()
+            ));
+        }
+        for n in &walked {
+            let (p, q) = self.links[n];
+            if self.links.get(&q).map(|l| l.0) != Some(*n)
+                || self.links.get(&p).map(|l| l.1) != Some(*n)
+            {
+                return Err(format!("ring links around {n} disagree"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -184,7 +257,8 @@ mod tests {
                     );
                     agents.apply(&out);
                 }
-                agents.assert_matches(ring.members(), |n| ring.neighbours(n));
+                ring.check().unwrap();
+                agents.assert_matches(&ring.members(), |n| ring.neighbours(n));
                 assert!(
                     ring.members()
                         .iter()

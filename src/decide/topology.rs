@@ -8,15 +8,18 @@
 //! Every change returns the exact instructions for the agents (see
 //! [`Ring`]); [`Topology::check`] verifies the invariants.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use super::NodeId;
+use super::idmap::IdMap;
 use super::ring::{HbInstruction, Ring};
 
 /// How nodes are grouped: the switch's chassis id, a subnet, or the default
 /// group. Ordered, so that iteration (and so every decision) is
 /// deterministic.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum GroupKey {
     /// Behind this switch (LLDP chassis id, CDP device id).
     Switch(String),
@@ -26,7 +29,7 @@ pub enum GroupKey {
     Default,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Group {
     ring: Ring,
     /// The members also in the top ring.
@@ -34,11 +37,11 @@ struct Group {
 }
 
 /// All rings of the fleet.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     groups: BTreeMap<GroupKey, Group>,
     top: Ring,
-    group_of: HashMap<NodeId, GroupKey>,
+    group_of: IdMap<GroupKey>,
 }
 
 impl Topology {
@@ -107,6 +110,37 @@ impl Topology {
         peers
     }
 
+    /// Does `a` heartbeat `b` (in its group ring or the top ring)?
+    pub fn adjacent(&self, a: NodeId, b: NodeId) -> bool {
+        let same_group = match (self.group_of.get(&a), self.group_of.get(&b)) {
+            (Some(ka), Some(kb)) if ka == kb => {
+                self.groups.get(ka).is_some_and(|g| g.ring.adjacent(a, b))
+            }
+            _ => false,
+        };
+        same_group || self.top.adjacent(a, b)
+    }
+
+    /// Is `n` one of its group's representatives in the top ring?
+    pub fn is_rep(&self, n: NodeId) -> bool {
+        self.top.contains(n)
+    }
+
+    /// The ring of group `key`.
+    pub fn group(&self, key: &GroupKey) -> Option<&Ring> {
+        self.groups.get(key).map(|g| &g.ring)
+    }
+
+    /// Placed nodes.
+    pub fn len(&self) -> usize {
+        self.group_of.len()
+    }
+
+    /// Nobody placed.
+    pub fn is_empty(&self) -> bool {
+        self.group_of.is_empty()
+    }
+
     /// The top-level ring.
     pub fn top(&self) -> &Ring {
         &self.top
@@ -122,14 +156,15 @@ impl Topology {
     /// members on); the top ring holds exactly the representatives; nobody
     /// heartbeats more than four peers.
     pub fn check(&self) -> Result<(), String> {
-        let mut seen = HashMap::new();
+        let mut seen = IdMap::default();
         let mut reps = Vec::new();
         for (key, g) in &self.groups {
             if g.ring.is_empty() {
                 return Err(format!("empty group {key:?} kept"));
             }
+            g.ring.check()?;
             for m in g.ring.members() {
-                if seen.insert(*m, key.clone()).is_some() {
+                if seen.insert(m, key.clone()).is_some() {
                     return Err(format!("node {m} in two group rings"));
                 }
             }
@@ -142,7 +177,8 @@ impl Topology {
         if seen != self.group_of {
             return Err("group index differs from the rings".into());
         }
-        let mut top: Vec<NodeId> = self.top.members().to_vec();
+        self.top.check()?;
+        let mut top: Vec<NodeId> = self.top.members();
         top.sort_unstable();
         reps.sort_unstable();
         if top != reps {
@@ -172,14 +208,20 @@ impl Topology {
             // The representative stays in its group: it steps down.
             out.extend(self.top.step_down(r));
         }
-        let candidates: Vec<NodeId> = g
-            .ring
-            .members()
-            .iter()
-            .copied()
-            .filter(|m| !g.reps.contains(m))
-            .collect();
-        for c in candidates.into_iter().take(want - g.reps.len()) {
+        // Candidates in ring order from the first member; at most three
+        // steps, whatever the group's size.
+        let mut candidates = Vec::new();
+        let mut at = g.ring.first();
+        while let Some(m) = at {
+            if candidates.len() + g.reps.len() >= want {
+                break;
+            }
+            if !g.reps.contains(&m) {
+                candidates.push(m);
+            }
+            at = g.ring.successor(m).filter(|s| Some(*s) != g.ring.first());
+        }
+        for c in candidates {
             g.reps.push(c);
             out.extend(self.top.join(c));
         }
