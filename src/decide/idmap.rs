@@ -32,3 +32,31 @@ impl Hasher for IdHasher {
 pub type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
 /// A set of node ids.
 pub type IdSet = HashSet<NodeId, BuildHasherDefault<IdHasher>>;
+
+/// Serde for ordered maps whose keys are no strings (JSON objects need
+/// string keys): a sequence of `[key, value]` pairs.
+pub mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the map as pairs.
+    pub fn serialize<S, K, V>(m: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        K: Serialize,
+        V: Serialize,
+    {
+        s.collect_seq(m.iter())
+    }
+
+    /// Reads pairs into a map.
+    pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}

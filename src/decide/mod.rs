@@ -12,7 +12,9 @@
 #[cfg(test)]
 mod counting_agents;
 pub mod failure;
+pub mod decider;
 pub mod idmap;
+pub mod outq;
 pub mod ring;
 pub mod topology;
 

@@ -39,6 +39,7 @@ struct Group {
 /// All rings of the fleet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
+    #[serde(with = "super::idmap::pairs")]
     groups: BTreeMap<GroupKey, Group>,
     top: Ring,
     group_of: IdMap<GroupKey>,

@@ -1,0 +1,1035 @@
+//! [`Decider`]: the whole decision state of the CMA, as a pure function of
+//! the log. `handle(input, &mut effects)` takes one log record (an accepted
+//! FrameSet with its receive time and source, or a TICK) and appends what
+//! must happen: instructions for agents, store rows, notices. No clock, no
+//! I/O, no randomness; iteration never depends on hash order; so the same
+//! inputs give the same effects in any process, and recovery is replay.
+//!
+//! It owns the node registry (identity = host name; address, incarnation
+//! from STARTUP's WALLCLOCK, switch from SWDISCOVER, subnet from netconfig),
+//! the switch-aware [`Topology`], one failure state machine ([`Health`]) per
+//! node, and the sending side towards every agent ([`OutQueue`], rule 1) and
+//! the receiving position of every agent (rule 2).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::NodeId;
+use super::failure::{DeathCause, Effect as Fsm, FailureConfig, Health};
+use super::idmap::pairs;
+use super::outq::{Instruction, OutQueue};
+use super::ring::HbInstruction;
+use super::topology::{GroupKey, Topology};
+use crate::classify::switch::parse_switch_frame;
+use crate::classify::{Message, ReqId, Startup};
+use crate::reliable::normalize;
+
+/// Bumped whenever a change to this module could change effects for the
+/// same log (logged in the CONFIG record, so replay knows).
+pub const DECIDER_VERSION: u32 = 1;
+
+/// How many group members are probed before a representative is declared
+/// dead (rule 6).
+const GROUP_SAMPLE: usize = 3;
+/// Suspects in one group within one window that name a switch fault.
+const SWITCH_FAULT_SUSPECTS: usize = 3;
+
+/// The decider's settings; part of its state (and of the CONFIG record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeciderConfig {
+    /// Heartbeat interval handed to agents, ms.
+    pub heartbeat_ms: u64,
+    /// Late-heartbeat warning, ms.
+    pub warn_ms: u64,
+    /// Dead time: an agent reports a peer silent this long, ms.
+    pub dead_ms: u64,
+    /// The reliable layer's retransmit interval, ms.
+    pub retransmit_ms: u64,
+    /// Where agents reach the CMA (SETCONFIG's `cmaaddr`, `cmafail`,
+    /// `cmadisc`); also the address a probe names.
+    pub cma_addr: SocketAddr,
+    /// The CMA's session id on every instruction.
+    pub session: u32,
+}
+
+impl DeciderConfig {
+    /// Defaults of WIRE.md: heartbeat 1 s, warn 5 s, dead 30 s,
+    /// retransmit 2 s.
+    pub fn new(cma_addr: SocketAddr, session: u32) -> DeciderConfig {
+        DeciderConfig {
+            heartbeat_ms: 1000,
+            warn_ms: 5000,
+            dead_ms: 30_000,
+            retransmit_ms: 2000,
+            cma_addr,
+            session,
+        }
+    }
+
+    /// The failure machine's timers (rule 6).
+    pub fn failure(&self) -> FailureConfig {
+        FailureConfig::new(self.heartbeat_ms, self.retransmit_ms)
+    }
+
+    /// SENDEXPECTHB's RSCJSON, in whole seconds (at least 1).
+    pub fn rscjson(&self) -> String {
+        let s = |ms: u64| ms.div_ceil(1000).max(1);
+        format!(
+            "{{\"repeat\":{},\"warn\":{},\"timeout\":{}}}",
+            s(self.heartbeat_ms),
+            s(self.warn_ms),
+            s(self.dead_ms)
+        )
+    }
+
+    /// SETCONFIG's CONFIGJSON: the keys a real nanoprobe needs.
+    pub fn config_json(&self) -> String {
+        let a = self.cma_addr;
+        format!(
+            "{{\"cmaaddr\":\"{a}\",\"cmadisc\":\"{a}\",\"cmafail\":\"{a}\",\"cmaport\":{}}}",
+            a.port()
+        )
+    }
+}
+
+/// One input: a log record.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// Its log sequence number.
+    pub lsn: u64,
+    /// Its time on the log clock, ms.
+    pub time_ms: u64,
+    /// What it is.
+    pub event: Event<'a>,
+}
+
+/// What a record says.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// An accepted FrameSet from `from`.
+    Received {
+        /// Source address.
+        from: SocketAddr,
+        /// Its REQID (an ACK's: the one acknowledged).
+        reqid: Option<ReqId>,
+        /// The typed payload.
+        message: Message<'a>,
+    },
+    /// A sequenced FrameSet that was logged (and ACKed) but whose payload
+    /// did not decode: only the receiving position moves.
+    Malformed {
+        /// Source address.
+        from: SocketAddr,
+        /// Its REQID.
+        reqid: ReqId,
+    },
+    /// The log clock advanced: deadlines may fire.
+    Tick,
+}
+
+/// What the decider asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a sequenced instruction (and retransmit it until ACKed).
+    Send {
+        /// The agent.
+        node: NodeId,
+        /// Its address.
+        to: SocketAddr,
+        /// (session, request id): the same on every replay.
+        reqid: ReqId,
+        /// What.
+        instruction: Instruction,
+    },
+    /// Stop retransmitting to this address (the agent died, restarted or
+    /// closed the connection).
+    Forget {
+        /// The address.
+        to: SocketAddr,
+    },
+    /// Answer a CONNSHUT with our own (unsequenced).
+    ConnShut {
+        /// The agent.
+        to: SocketAddr,
+    },
+    /// A node's row changed.
+    Row(NodeRow),
+    /// Discovery data to keep.
+    Discovery {
+        /// From whom.
+        node: NodeId,
+        /// The JSON.
+        json: String,
+    },
+    /// Something to tell operators (and keep as an event).
+    Notice(Notice),
+}
+
+/// A node as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRow {
+    /// Its id.
+    pub id: NodeId,
+    /// Host name.
+    pub hostname: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Start time (WALLCLOCK, µs).
+    pub incarnation: u64,
+    /// Its group, when placed.
+    pub group: Option<GroupKey>,
+    /// Failure state.
+    pub health: Health,
+    /// The switch port it hangs off, when known: (chassis id, port id).
+    pub switch: Option<(String, Option<String>)>,
+}
+
+/// Events and verdicts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// A new node joined.
+    Joined(NodeId),
+    /// A known node started again (new incarnation).
+    Restarted(NodeId),
+    /// Moved to another group (its switch became known or changed).
+    Moved(NodeId),
+    /// One monitor reported it.
+    Suspected {
+        /// The node.
+        node: NodeId,
+        /// Who reported it.
+        reporter: NodeId,
+    },
+    /// Nobody confirmed; it was heard from.
+    FalseAlarm {
+        /// The node.
+        node: NodeId,
+        /// Who reported it.
+        reporter: NodeId,
+    },
+    /// It answered the CMA after `reporter` called it dead: the fault is on
+    /// the path from the reporter.
+    PathFault {
+        /// The node.
+        node: NodeId,
+        /// The reporter.
+        reporter: NodeId,
+    },
+    /// Confirmed dead.
+    Dead {
+        /// The node.
+        node: NodeId,
+        /// How it was confirmed.
+        cause: DeathCause,
+    },
+    /// Shut down cleanly.
+    Left(NodeId),
+    /// Back after death or departure.
+    Rejoined(NodeId),
+    /// Declared dead, yet heartbeating: placed again.
+    Resurrected(NodeId),
+    /// A switch (or the path to it) failed: these nodes are cut off, not
+    /// dead.
+    SwitchFault {
+        /// The group.
+        group: GroupKey,
+        /// The nodes reported (representatives cut off, or suspects).
+        nodes: Vec<NodeId>,
+    },
+    /// Reported with its whole group silent: cut off, not dead.
+    CutOff(NodeId),
+    /// Heard from again after being cut off.
+    Reconnected(NodeId),
+    /// A late-heartbeat warning about a node.
+    Late {
+        /// The node.
+        node: NodeId,
+        /// Who saw it late.
+        reporter: NodeId,
+    },
+}
+
+/// What the decider ignored, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Records handled.
+    pub records: u64,
+    /// FrameSets from an address that is no registered node.
+    pub unknown_sender: u64,
+    /// Reports about an address that is no registered node.
+    pub unknown_peer: u64,
+    /// Reports that did not apply in the node's state.
+    pub not_applicable: u64,
+    /// Repeated STARTUPs (same incarnation).
+    pub duplicate_startup: u64,
+    /// Martian reports about live nodes (transient during ring changes).
+    pub martian_ignored: u64,
+    /// Sequenced FrameSets whose payload did not decode.
+    pub malformed: u64,
+    /// SWDISCOVER frames that were no LLDP/CDP.
+    pub bad_switch_frame: u64,
+    /// FrameSet types the decider has no use for.
+    pub unused_type: u64,
+    /// ACKs for instructions never sent (or of another session).
+    pub stray_ack: u64,
+}
+
+/// A registered node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Host name (its identity).
+    pub hostname: String,
+    /// Where it listens and is told to be heartbeated.
+    pub addr: SocketAddr,
+    /// STARTUP's WALLCLOCK.
+    pub incarnation: u64,
+    /// Failure state.
+    pub health: Health,
+    /// Subnet from its netconfig, when it names the address.
+    pub subnet: Option<String>,
+    /// Switch (chassis id, port id) from SWDISCOVER.
+    pub switch: Option<(String, Option<String>)>,
+    /// Last FrameSet from it, log ms.
+    pub last_heard_ms: u64,
+    /// The sending side towards it.
+    pub out: OutQueue,
+    /// Its receiving position: (session, last request id logged).
+    pub inbound: Option<(u32, u64)>,
+    /// An ACK of a request id at least this proves it answered after it
+    /// was suspected.
+    probe_from: Option<u64>,
+    /// The peers it heartbeated when it was declared dead (stopped again
+    /// if it turns out alive).
+    stale_peers: Vec<SocketAddr>,
+}
+
+impl Node {
+    fn group_key(&self) -> GroupKey {
+        match (&self.switch, &self.subnet) {
+            (Some((chassis, _)), _) => GroupKey::Switch(chassis.clone()),
+            (None, Some(s)) => GroupKey::Subnet(s.clone()),
+            _ => GroupKey::Default,
+        }
+    }
+
+    fn in_service(&self) -> bool {
+        !matches!(self.health, Health::Dead(_) | Health::Left)
+    }
+}
+
+/// The decider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decider {
+    cfg: DeciderConfig,
+    fcfg: FailureConfig,
+    nodes: Vec<Node>,
+    by_addr: HashMap<SocketAddr, NodeId>,
+    by_host: HashMap<String, NodeId>,
+    topo: Topology,
+    /// (deadline ms, node): may hold stale entries, checked when due.
+    deadlines: BTreeSet<(u64, NodeId)>,
+    /// Groups with members cut off.
+    #[serde(with = "pairs")]
+    cut_off: BTreeMap<GroupKey, Vec<NodeId>>,
+    /// Recent suspicions per group: (when, node).
+    #[serde(with = "pairs")]
+    recent_suspects: BTreeMap<GroupKey, Vec<(u64, NodeId)>>,
+    now_ms: u64,
+    last_lsn: u64,
+    counters: Counters,
+    #[serde(skip)]
+    dirty: Vec<NodeId>,
+}
+
+impl Decider {
+    /// An empty decider.
+    pub fn new(cfg: DeciderConfig) -> Decider {
+        Decider {
+            fcfg: cfg.failure(),
+            cfg,
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            by_host: HashMap::new(),
+            topo: Topology::default(),
+            deadlines: BTreeSet::new(),
+            cut_off: BTreeMap::new(),
+            recent_suspects: BTreeMap::new(),
+            now_ms: 0,
+            last_lsn: 0,
+            counters: Counters::default(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DeciderConfig {
+        &self.cfg
+    }
+
+    /// What was ignored.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The LSN of the last record handled.
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    /// The rings.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// A node.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id as usize)
+    }
+
+    /// All nodes, by id.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node registered at an address.
+    pub fn node_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.by_addr.get(&normalize(addr)).copied()
+    }
+
+    /// The earliest time a TICK can change anything (the io thread appends
+    /// one then, and not before: rule 5).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.first().map(|d| d.0)
+    }
+
+    /// Instructions sent and not yet ACKed, to seed the transport after a
+    /// restart from a checkpoint.
+    pub fn unacked(&self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for (id, n) in self.nodes.iter().enumerate() {
+            for (r, i) in n.out.inflight() {
+                out.push(self.send_effect(id as NodeId, *r, i.clone()));
+            }
+        }
+        out
+    }
+
+    /// Every agent's receiving position, to seed the io thread's duplicate
+    /// detection (rule 2).
+    pub fn inbound_positions(&self) -> Vec<(SocketAddr, u32, u64)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.inbound.map(|(s, r)| (n.addr, s, r)))
+            .collect()
+    }
+
+    /// The whole state, for a checkpoint.
+    pub fn export(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("decider state always serialises")
+    }
+
+    /// A decider from [`Decider::export`]'s bytes.
+    pub fn import(bytes: &[u8]) -> Result<Decider, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Handles one record, appending its effects to `out`.
+    pub fn handle(&mut self, input: &Input<'_>, out: &mut Vec<Effect>) {
+        self.counters.records += 1;
+        self.last_lsn = input.lsn;
+        self.now_ms = self.now_ms.max(input.time_ms);
+        match input.event {
+            Event::Tick => self.on_tick(out),
+            Event::Malformed { from, reqid } => {
+                self.counters.malformed += 1;
+                if let Some(&id) = self.by_addr.get(&normalize(from)) {
+                    self.nodes[id as usize].inbound = Some((reqid.session, reqid.request));
+                    self.heard(id, false, out);
+                }
+            }
+            Event::Received {
+                from,
+                reqid,
+                message,
+            } => self.on_message(normalize(from), reqid, &message, out),
+        }
+        self.flush(out);
+    }
+
+    /// Checks the invariants of DESIGN.md over the whole state.
+    pub fn check(&self) -> Result<(), String> {
+        self.topo.check()?;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let id = i as NodeId;
+            let placed = self.topo.group_of(id).is_some();
+            if n.in_service() != placed {
+                return Err(format!(
+                    "node {id} ({}) is {:?} but placed={placed}",
+                    n.hostname, n.health
+                ));
+            }
+            if placed && self.topo.group_of(id) != Some(&n.group_key()) {
+                return Err(format!("node {id} is in the wrong group"));
+            }
+            if self.by_addr.get(&n.addr) != Some(&id) || self.by_host.get(&n.hostname) != Some(&id)
+            {
+                return Err(format!("node {id} is missing from an index"));
+            }
+        }
+        if self.by_addr.len() != self.nodes.len() || self.by_host.len() != self.nodes.len() {
+            return Err("indexes hold unknown nodes".into());
+        }
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        from: SocketAddr,
+        reqid: Option<ReqId>,
+        message: &Message<'_>,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Message::Startup(s) = message {
+            self.on_startup(from, s, out);
+            return;
+        }
+        let Some(&id) = self.by_addr.get(&from) else {
+            self.counters.unknown_sender += 1;
+            return;
+        };
+        let mut probe_answered = false;
+        if let Some(r) = reqid {
+            if matches!(message, Message::Ack) {
+                let n = &mut self.nodes[id as usize];
+                if r.session == self.cfg.session && n.out.on_ack(r.request) {
+                    probe_answered = n.probe_from.is_some_and(|p| r.request >= p);
+                    self.mark_dirty(id);
+                } else {
+                    self.counters.stray_ack += 1;
+                }
+            } else {
+                self.nodes[id as usize].inbound = Some((r.session, r.request));
+            }
+        }
+        self.heard(id, probe_answered, out);
+        match *message {
+            Message::HbDead { peer } => self.on_hbdead(id, peer, out),
+            Message::HbShutdown { .. } => {
+                let h = self.nodes[id as usize].health;
+                let e = self.nodes[id as usize].health.on_shutdown();
+                self.apply(id, h, e, out);
+            }
+            Message::HbLate { peer, .. } => match self.by_addr.get(&normalize(peer)) {
+                Some(&d) => out.push(Effect::Notice(Notice::Late {
+                    node: d,
+                    reporter: id,
+                })),
+                None => self.counters.unknown_peer += 1,
+            },
+            Message::HbBackAlive { peer, .. } => match self.by_addr.get(&normalize(peer)) {
+                Some(&d) => {
+                    let h = self.nodes[d as usize].health;
+                    let e = self.nodes[d as usize].health.on_alive(false);
+                    self.apply(d, h, e, out);
+                }
+                None => self.counters.unknown_peer += 1,
+            },
+            Message::HbMartian { peer } => self.on_martian(id, peer, out),
+            Message::SwDiscover(sw) => match parse_switch_frame(sw.pktdata) {
+                Ok(info) => self.set_switch(id, (info.chassis_id, info.port_id), out),
+                Err(_) => self.counters.bad_switch_frame += 1,
+            },
+            Message::JsDiscovery { json, .. } | Message::RscOpReply { json } => {
+                out.push(Effect::Discovery {
+                    node: id,
+                    json: json.to_string(),
+                })
+            }
+            Message::ConnShut => {
+                let n = &mut self.nodes[id as usize];
+                n.inbound = None;
+                n.out.reset();
+                out.push(Effect::Forget { to: from });
+                out.push(Effect::ConnShut { to: from });
+            }
+            Message::Ack => {}
+            _ => self.counters.unused_type += 1,
+        }
+    }
+
+    fn on_startup(&mut self, from: SocketAddr, s: &Startup<'_>, out: &mut Vec<Effect>) {
+        let addr = if s.listen.ip().is_unspecified() {
+            SocketAddr::new(from.ip(), s.listen.port())
+        } else {
+            normalize(s.listen)
+        };
+        let subnet = subnet_of(s.netconfig, addr.ip());
+        if let Some(&id) = self.by_host.get(s.hostname) {
+            let n = &self.nodes[id as usize];
+            if n.incarnation == s.wallclock_us && n.addr == addr {
+                self.counters.duplicate_startup += 1;
+                if !n.out.holds(&Instruction::AckStartup) {
+                    self.nodes[id as usize].out.push(Instruction::AckStartup);
+                    self.mark_dirty(id);
+                }
+                return;
+            }
+            // A restart: the old incarnation is gone. Close the ring behind
+            // it (its peers stop expecting it), forget what was queued for
+            // the old process, and place the new one afresh.
+            let old_addr = n.addr;
+            let was_placed = self.topo.group_of(id).is_some();
+            if was_placed {
+                let i = self.topo.leave(id);
+                self.apply_hb(&i);
+            }
+            out.push(Effect::Forget { to: old_addr });
+            self.by_addr.remove(&old_addr);
+            self.claim_addr(addr, id, out);
+            let n = &mut self.nodes[id as usize];
+            n.addr = addr;
+            n.incarnation = s.wallclock_us;
+            n.subnet = subnet;
+            n.out.reset();
+            n.inbound = None;
+            n.probe_from = None;
+            n.stale_peers.clear();
+            n.health = Health::Up;
+            n.last_heard_ms = self.now_ms;
+            out.push(Effect::Notice(Notice::Restarted(id)));
+            self.greet_and_place(id, out);
+            return;
+        }
+        let id = self.nodes.len() as NodeId;
+        self.nodes.push(Node {
+            hostname: s.hostname.to_string(),
+            addr,
+            incarnation: s.wallclock_us,
+            health: Health::Up,
+            subnet,
+            switch: None,
+            last_heard_ms: self.now_ms,
+            out: OutQueue::default(),
+            inbound: None,
+            probe_from: None,
+            stale_peers: Vec::new(),
+        });
+        self.by_host.insert(s.hostname.to_string(), id);
+        self.claim_addr(addr, id, out);
+        out.push(Effect::Notice(Notice::Joined(id)));
+        self.greet_and_place(id, out);
+    }
+
+    /// `addr` now belongs to `id`; a node that had it is gone (its host was
+    /// renamed or the address reused).
+    fn claim_addr(&mut self, addr: SocketAddr, id: NodeId, out: &mut Vec<Effect>) {
+        if let Some(old) = self.by_addr.insert(addr, id)
+            && old != id
+        {
+            // The old node departs; it keeps its name, not the address.
+            let h = self.nodes[old as usize].health;
+            let e = self.nodes[old as usize].health.on_shutdown();
+            self.apply(old, h, e, out);
+            // Park it on an address no agent uses (`::N`, port 0), unique
+            // per id.
+            let parked = SocketAddr::new(IpAddr::from((u128::from(old) + 1).to_be_bytes()), 0);
+            self.nodes[old as usize].addr = parked;
+            self.by_addr.insert(parked, old);
+        }
+    }
+
+    fn greet_and_place(&mut self, id: NodeId, out: &mut Vec<Effect>) {
+        let n = &mut self.nodes[id as usize];
+        n.out.push(Instruction::SetConfig(self.cfg.config_json()));
+        n.out.push(Instruction::AckStartup);
+        self.mark_dirty(id);
+        self.place(id);
+        out.push(Effect::Row(self.row(id)));
+    }
+
+    fn place(&mut self, id: NodeId) {
+        let key = self.nodes[id as usize].group_key();
+        let i = self.topo.join(id, key);
+        self.apply_hb(&i);
+    }
+
+    fn set_switch(&mut self, id: NodeId, sw: (String, Option<String>), out: &mut Vec<Effect>) {
+        let n = &mut self.nodes[id as usize];
+        if n.switch.as_ref() == Some(&sw) {
+            return;
+        }
+        let moved = n.switch.as_ref().map(|s| &s.0) != Some(&sw.0);
+        n.switch = Some(sw);
+        if moved && self.topo.group_of(id).is_some() {
+            self.place(id);
+            out.push(Effect::Notice(Notice::Moved(id)));
+        }
+        out.push(Effect::Row(self.row(id)));
+    }
+
+    fn on_hbdead(&mut self, reporter: NodeId, peer: SocketAddr, out: &mut Vec<Effect>) {
+        let Some(&d) = self.by_addr.get(&normalize(peer)) else {
+            self.counters.unknown_peer += 1;
+            return;
+        };
+        if d == reporter {
+            self.counters.not_applicable += 1;
+            return;
+        }
+        let watching = self.topo.adjacent(reporter, d)
+            && !self.nodes[reporter as usize]
+                .out
+                .unsettled_about(self.nodes[d as usize].addr)
+            && !self.nodes[d as usize]
+                .out
+                .unsettled_about(self.nodes[reporter as usize].addr);
+        let now = self.now_ms;
+        let before = self.nodes[d as usize].health;
+        let h = &mut self.nodes[d as usize].health;
+        let e = if watching {
+            h.on_hbdead(reporter, now, &self.fcfg)
+        } else {
+            h.on_unwatched_report(reporter, now)
+        };
+        self.apply(d, before, e, out);
+    }
+
+    fn on_martian(&mut self, reporter: NodeId, peer: SocketAddr, out: &mut Vec<Effect>) {
+        let Some(&m) = self.by_addr.get(&normalize(peer)) else {
+            self.counters.unknown_peer += 1;
+            return;
+        };
+        let before = self.nodes[m as usize].health;
+        match before {
+            Health::Dead(_) => {
+                let e = self.nodes[m as usize].health.on_martian();
+                self.apply(m, before, e, out);
+            }
+            Health::Left => {
+                // It left cleanly yet heartbeats `reporter`: tell it to stop.
+                let to = self.nodes[reporter as usize].addr;
+                self.nodes[m as usize]
+                    .out
+                    .push(Instruction::StopSending(vec![to]));
+                self.mark_dirty(m);
+            }
+            _ => self.counters.martian_ignored += 1,
+        }
+    }
+
+    /// Direct traffic from `id`: it lives (and answered the probe when
+    /// `probe`); its group is reachable.
+    fn heard(&mut self, id: NodeId, probe: bool, out: &mut Vec<Effect>) {
+        let now = self.now_ms;
+        let n = &mut self.nodes[id as usize];
+        n.last_heard_ms = now;
+        let before = n.health;
+        if matches!(
+            before,
+            Health::Suspect { .. } | Health::Disputed { .. } | Health::Unreachable { .. }
+        ) {
+            let e = n.health.on_alive(probe);
+            self.apply(id, before, e, out);
+        }
+        if self.cut_off.is_empty() {
+            return;
+        }
+        let Some(key) = self.topo.group_of(id).cloned() else {
+            return;
+        };
+        if let Some(cut) = self.cut_off.remove(&key) {
+            for c in cut {
+                let before = self.nodes[c as usize].health;
+                let e = self.nodes[c as usize].health.on_group_heard(now);
+                self.apply(c, before, e, out);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Effect>) {
+        while let Some(&(t, id)) = self.deadlines.first() {
+            if t > self.now_ms {
+                break;
+            }
+            self.deadlines.pop_first();
+            let n = &mut self.nodes[id as usize];
+            if n.health.deadline_ms(&self.fcfg) != Some(t) {
+                continue;
+            }
+            let before = n.health;
+            let e = n.health.on_tick(self.now_ms, &self.fcfg);
+            self.apply(id, before, Ok(e), out);
+        }
+    }
+
+    /// Carries out what a failure transition of node `d` asks.
+    fn apply(
+        &mut self,
+        d: NodeId,
+        before: Health,
+        effects: Result<Vec<Fsm>, super::failure::Ignored>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Ok(effects) = effects else {
+            self.counters.not_applicable += 1;
+            return;
+        };
+        for e in effects {
+            match e {
+                Fsm::Probe => self.probe(d),
+                Fsm::Suspected { reporter } => {
+                    out.push(Effect::Notice(Notice::Suspected { node: d, reporter }));
+                    if self.topo.is_rep(d) {
+                        for m in self.group_sample(d) {
+                            self.probe(m);
+                        }
+                    }
+                    self.note_suspect(d, out);
+                }
+                Fsm::FalseAlarm { reporter } => {
+                    out.push(Effect::Notice(Notice::FalseAlarm { node: d, reporter }))
+                }
+                Fsm::PathFault { reporter } => {
+                    out.push(Effect::Notice(Notice::PathFault { node: d, reporter }))
+                }
+                Fsm::Died(cause) => {
+                    let since = match before {
+                        Health::Suspect { since_ms, .. } | Health::Disputed { since_ms, .. } => {
+                            since_ms
+                        }
+                        _ => self.now_ms,
+                    };
+                    if self.topo.is_rep(d) && self.group_silent(d, since) {
+                        let e = self.nodes[d as usize].health.on_cut_off(self.now_ms);
+                        self.apply(d, before, e, out);
+                    } else {
+                        self.remove(d, true);
+                        out.push(Effect::Forget {
+                            to: self.nodes[d as usize].addr,
+                        });
+                        out.push(Effect::Notice(Notice::Dead { node: d, cause }));
+                    }
+                }
+                Fsm::Departed => {
+                    self.remove(d, false);
+                    out.push(Effect::Notice(Notice::Left(d)));
+                }
+                Fsm::Rejoined => {
+                    self.place(d);
+                    out.push(Effect::Notice(Notice::Rejoined(d)));
+                }
+                Fsm::Resurrected => {
+                    // It still heartbeats the peers it had: stop those
+                    // first, then place it again (rule 1: STOP then SEND).
+                    let stale = std::mem::take(&mut self.nodes[d as usize].stale_peers);
+                    if !stale.is_empty() {
+                        self.nodes[d as usize].out.push_hb(false, &stale);
+                        self.mark_dirty(d);
+                    }
+                    self.place(d);
+                    out.push(Effect::Notice(Notice::Resurrected(d)));
+                }
+                Fsm::CutOff => {
+                    let key = self.nodes[d as usize].group_key();
+                    let cut = self.cut_off.entry(key.clone()).or_default();
+                    cut.push(d);
+                    out.push(Effect::Notice(Notice::CutOff(d)));
+                    if cut.len() == 1 {
+                        out.push(Effect::Notice(Notice::SwitchFault {
+                            group: key,
+                            nodes: vec![d],
+                        }));
+                    }
+                }
+                Fsm::Reconnected => {
+                    let key = self.nodes[d as usize].group_key();
+                    if let Some(cut) = self.cut_off.get_mut(&key) {
+                        cut.retain(|c| *c != d);
+                        if cut.is_empty() {
+                            self.cut_off.remove(&key);
+                        }
+                    }
+                    out.push(Effect::Notice(Notice::Reconnected(d)));
+                }
+            }
+        }
+        let n = &mut self.nodes[d as usize];
+        if !matches!(n.health, Health::Suspect { .. } | Health::Disputed { .. }) {
+            n.probe_from = None;
+        }
+        if let Some(t) = n.health.deadline_ms(&self.fcfg) {
+            self.deadlines.insert((t, d));
+        }
+        if n.health != before {
+            out.push(Effect::Row(self.row(d)));
+        }
+    }
+
+    /// Takes `d` out of the rings; its queue is dropped.
+    fn remove(&mut self, d: NodeId, remember_peers: bool) {
+        let peers: Vec<SocketAddr> = if remember_peers {
+            self.topo
+                .peers_of(d)
+                .into_iter()
+                .map(|p| self.nodes[p as usize].addr)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let i = self.topo.leave(d);
+        self.apply_hb(&i);
+        let n = &mut self.nodes[d as usize];
+        n.stale_peers = peers;
+        n.out.reset();
+    }
+
+    fn probe(&mut self, id: NodeId) {
+        let n = &mut self.nodes[id as usize];
+        if !n.in_service() {
+            return;
+        }
+        if n.probe_from.is_none() {
+            n.probe_from = Some(n.out.next_request());
+        }
+        if !n.out.holds(&Instruction::Probe) {
+            n.out.push(Instruction::Probe);
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Up to [`GROUP_SAMPLE`] other members of `d`'s group, in ring order
+    /// after it.
+    fn group_sample(&self, d: NodeId) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        let Some(ring) = self.topo.group_of(d).and_then(|k| self.topo.group(k)) else {
+            return out;
+        };
+        let mut at = ring.successor(d);
+        while let Some(m) = at {
+            if m == d || out.len() == GROUP_SAMPLE {
+                break;
+            }
+            out.push(m);
+            at = ring.successor(m);
+        }
+        out
+    }
+
+    /// Has no sampled member of `d`'s group been heard since `since`?
+    fn group_silent(&self, d: NodeId, since: u64) -> bool {
+        let sample = self.group_sample(d);
+        !sample.is_empty()
+            && sample
+                .iter()
+                .all(|m| self.nodes[*m as usize].last_heard_ms < since)
+    }
+
+    /// Many suspects behind one switch within one window name it.
+    fn note_suspect(&mut self, d: NodeId, out: &mut Vec<Effect>) {
+        let key = self.nodes[d as usize].group_key();
+        let now = self.now_ms;
+        let window = self.fcfg.window_ms;
+        let list = self.recent_suspects.entry(key.clone()).or_default();
+        list.retain(|(t, n)| now.saturating_sub(*t) <= window && *n != d);
+        list.push((now, d));
+        if list.len() == SWITCH_FAULT_SUSPECTS {
+            let nodes = list.iter().map(|x| x.1).collect();
+            out.push(Effect::Notice(Notice::SwitchFault { group: key, nodes }));
+        }
+        // Keep the map small: forget groups whose suspicions all expired.
+        self.recent_suspects
+            .retain(|_, l| l.iter().any(|(t, _)| now.saturating_sub(*t) <= window));
+    }
+
+    fn apply_hb(&mut self, list: &[HbInstruction]) {
+        for i in list {
+            let peers: Vec<SocketAddr> = i
+                .peers
+                .iter()
+                .map(|p| self.nodes[*p as usize].addr)
+                .collect();
+            self.nodes[i.to as usize].out.push_hb(i.start, &peers);
+            self.mark_dirty(i.to);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: NodeId) {
+        if !self.dirty.contains(&id) {
+            self.dirty.push(id);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Effect>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            for (r, i) in self.nodes[id as usize].out.promote() {
+                out.push(self.send_effect(id, r, i));
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    fn send_effect(&self, id: NodeId, request: u64, instruction: Instruction) -> Effect {
+        Effect::Send {
+            node: id,
+            to: self.nodes[id as usize].addr,
+            reqid: ReqId {
+                session: self.cfg.session,
+                request,
+                queue: 0,
+            },
+            instruction,
+        }
+    }
+
+    fn row(&self, id: NodeId) -> NodeRow {
+        let n = &self.nodes[id as usize];
+        NodeRow {
+            id,
+            hostname: n.hostname.clone(),
+            addr: n.addr,
+            incarnation: n.incarnation,
+            group: self.topo.group_of(id).cloned(),
+            health: n.health,
+            switch: n.switch.clone(),
+        }
+    }
+}
+
+/// The subnet (`network/prefix`) of the interface address in a netconfig
+/// JSON that equals `ip`, if any.
+pub fn subnet_of(netconfig: &str, ip: IpAddr) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(netconfig).ok()?;
+    for (_, iface) in v.get("data")?.as_object()? {
+        let Some(addrs) = iface.get("ipaddrs").and_then(|a| a.as_object()) else {
+            continue;
+        };
+        for cidr in addrs.keys() {
+            let Some((a, p)) = cidr.split_once('/') else {
+                continue;
+            };
+            let (Ok(a), Ok(p)) = (a.parse::<IpAddr>(), p.parse::<u8>()) else {
+                continue;
+            };
+            if a != ip {
+                continue;
+            }
+            return match a {
+                IpAddr::V4(v4) if p <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+                    let net = std::net::Ipv4Addr::from(u32::from(v4) & mask);
+                    Some(format!("{net}/{p}"))
+                }
+                IpAddr::V6(v6) if p <= 128 => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(p)).unwrap_or(0);
+                    let net = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+                    Some(format!("{net}/{p}"))
+                }
+                _ => None,
+            };
+        }
+    }
+    None
+}

@@ -1,0 +1,331 @@
+//! The CMA's sending side towards one agent (hard-won rule 1): request ids,
+//! the window of instructions in flight, and the coalesced queue behind it.
+//! It lives in the decider's state and checkpoint, so that replay re-emits
+//! an instruction with the same (session, request id) and an agent discards
+//! it as a duplicate.
+//!
+//! Heartbeat instructions not yet sent are kept as net changes per peer
+//! address: a SENDEXPECTHB cancelled by a later STOPSENDEXPECTHB for the
+//! same peer is neither sent. Nothing is ever truncated.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Instructions in flight once the agent has ACKed anything (WIRE.md: a
+/// window of 2); one until then.
+pub const WINDOW: usize = 2;
+
+/// An instruction for an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Instruction {
+    /// SETCONFIG with this CONFIGJSON.
+    SetConfig(String),
+    /// ACKSTARTUP.
+    AckStartup,
+    /// SENDEXPECTHB (`start`) or STOPSENDEXPECTHB about these peers; a
+    /// peer listed twice is started (or stopped) twice.
+    Heartbeat {
+        /// Start or stop.
+        start: bool,
+        /// The peers.
+        peers: Vec<SocketAddr>,
+    },
+    /// A probe the agent obeys as a no-op and ACKs: STOPSENDHB naming an
+    /// address it never heartbeats (the CMA's own).
+    Probe,
+    /// STOPSENDHB about these peers: a martian heartbeating a node that
+    /// does not expect it.
+    StopSending(Vec<SocketAddr>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Pending {
+    One(Instruction),
+    /// Net heartbeat changes per peer (never zero).
+    Hb(Vec<(SocketAddr, i32)>),
+}
+
+/// The queue towards one agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutQueue {
+    next_request: u64,
+    acked: u64,
+    ever_acked: bool,
+    inflight: VecDeque<(u64, Instruction)>,
+    pending: VecDeque<Pending>,
+}
+
+impl Default for OutQueue {
+    fn default() -> Self {
+        OutQueue {
+            next_request: 1,
+            acked: 0,
+            ever_acked: false,
+            inflight: VecDeque::new(),
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+impl OutQueue {
+    /// Queues an instruction that does not coalesce.
+    pub fn push(&mut self, i: Instruction) {
+        self.pending.push_back(Pending::One(i));
+    }
+
+    /// Is an equal instruction already waiting or in flight?
+    pub fn holds(&self, i: &Instruction) -> bool {
+        self.inflight.iter().any(|(_, x)| x == i)
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pending::One(x) if x == i))
+    }
+
+    /// Queues heartbeat changes, merged into the unsent ones.
+    pub fn push_hb(&mut self, start: bool, peers: &[SocketAddr]) {
+        let d = if start { 1 } else { -1 };
+        let at = match self.pending.iter().position(|p| matches!(p, Pending::Hb(_))) {
+            Some(at) => at,
+            None => {
+                self.pending.push_back(Pending::Hb(Vec::new()));
+                self.pending.len() - 1
+            }
+        };
+        let Pending::Hb(net) = &mut self.pending[at] else {
+            unreachable!("position found an Hb entry")
+        };
+        for p in peers {
+            match net.iter().position(|(a, _)| a == p) {
+                Some(i) => net[i].1 += d,
+                None => net.push((*p, d)),
+            }
+        }
+        net.retain(|(_, n)| *n != 0);
+        if net.is_empty() {
+            self.pending.remove(at);
+        }
+    }
+
+    /// Moves instructions into the window, assigning request ids; returns
+    /// the newly sent ones.
+    pub fn promote(&mut self) -> Vec<(u64, Instruction)> {
+        let window = if self.ever_acked { WINDOW } else { 1 };
+        let mut sent = Vec::new();
+        while self.inflight.len() < window {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let i = match p {
+                Pending::One(i) => i,
+                Pending::Hb(net) => {
+                    let mut stops = Vec::new();
+                    let mut rest = Vec::new();
+                    for (a, n) in net {
+                        if n < 0 {
+                            stops.extend(std::iter::repeat_n(a, n.unsigned_abs() as usize));
+                        } else {
+                            rest.push((a, n));
+                        }
+                    }
+                    if stops.is_empty() {
+                        let mut starts = Vec::new();
+                        for (a, n) in rest {
+                            starts.extend(std::iter::repeat_n(a, n as usize));
+                        }
+                        Instruction::Heartbeat {
+                            start: true,
+                            peers: starts,
+                        }
+                    } else {
+                        if !rest.is_empty() {
+                            self.pending.push_front(Pending::Hb(rest));
+                        }
+                        Instruction::Heartbeat {
+                            start: false,
+                            peers: stops,
+                        }
+                    }
+                }
+            };
+            let r = self.next_request;
+            self.next_request += 1;
+            self.inflight.push_back((r, i.clone()));
+            sent.push((r, i));
+        }
+        sent
+    }
+
+    /// The agent ACKed through `request` (cumulative). Returns whether it
+    /// covered anything in flight.
+    pub fn on_ack(&mut self, request: u64) -> bool {
+        if request >= self.next_request {
+            // An ACK for something never sent: ignore it.
+            return false;
+        }
+        self.ever_acked = true;
+        self.acked = self.acked.max(request);
+        let before = self.inflight.len();
+        while self.inflight.front().is_some_and(|(r, _)| *r <= request) {
+            self.inflight.pop_front();
+        }
+        self.inflight.len() != before
+    }
+
+    /// The highest request id the agent ACKed.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The request id the next instruction will get.
+    pub fn next_request(&self) -> u64 {
+        self.next_request
+    }
+
+    /// Instructions sent and not yet ACKed, oldest first.
+    pub fn inflight(&self) -> impl Iterator<Item = &(u64, Instruction)> {
+        self.inflight.iter()
+    }
+
+    /// Is a heartbeat change about `peer` not yet ACKed (queued or in
+    /// flight)?
+    pub fn unsettled_about(&self, peer: SocketAddr) -> bool {
+        self.inflight.iter().any(|(_, i)| match i {
+            Instruction::Heartbeat { peers, .. } => peers.contains(&peer),
+            _ => false,
+        }) || self.pending.iter().any(|p| match p {
+            Pending::Hb(net) => net.iter().any(|(a, _)| *a == peer),
+            _ => false,
+        })
+    }
+
+    /// Instructions waiting behind the window.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The agent is gone (dead, restarted, closed the connection): drop
+    /// everything; request ids keep growing (a new agent process accepts
+    /// any first request id).
+    pub fn reset(&mut self) {
+        self.inflight.clear();
+        self.pending.clear();
+        self.ever_acked = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 1984))
+    }
+
+    #[test]
+    fn one_in_flight_until_the_first_ack_then_two() {
+        let mut q = OutQueue::default();
+        q.push(Instruction::SetConfig("{}".into()));
+        q.push(Instruction::AckStartup);
+        q.push(Instruction::Probe);
+        q.push(Instruction::Probe);
+        let s = q.promote();
+        assert_eq!(s, vec![(1, Instruction::SetConfig("{}".into()))]);
+        assert!(q.promote().is_empty());
+        assert!(!q.on_ack(5), "an ACK for a request never sent");
+        assert!(q.on_ack(1));
+        let s = q.promote();
+        assert_eq!(s.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 3]);
+        // A duplicate ACK changes nothing.
+        assert!(!q.on_ack(1));
+        assert!(q.on_ack(3));
+        assert_eq!(q.promote().len(), 1);
+        assert_eq!(q.acked(), 3);
+    }
+
+    #[test]
+    fn a_start_cancelled_by_a_stop_is_never_sent() {
+        let mut q = OutQueue::default();
+        q.push(Instruction::AckStartup);
+        q.push_hb(true, &[a(1), a(2)]);
+        q.push_hb(false, &[a(1)]);
+        q.push_hb(false, &[a(3)]);
+        assert!(q.unsettled_about(a(2)));
+        assert!(!q.unsettled_about(a(1)));
+        assert_eq!(q.promote(), vec![(1, Instruction::AckStartup)]);
+        q.on_ack(1);
+        assert_eq!(
+            q.promote(),
+            vec![
+                (
+                    2,
+                    Instruction::Heartbeat {
+                        start: false,
+                        peers: vec![a(3)]
+                    }
+                ),
+                (
+                    3,
+                    Instruction::Heartbeat {
+                        start: true,
+                        peers: vec![a(2)]
+                    }
+                )
+            ]
+        );
+        // Once sent, a change cannot be taken back: the stop goes out.
+        q.push_hb(false, &[a(2)]);
+        q.on_ack(3);
+        assert_eq!(
+            q.promote(),
+            vec![(
+                4,
+                Instruction::Heartbeat {
+                    start: false,
+                    peers: vec![a(2)]
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_long_burst_coalesces_instead_of_growing_or_dropping() {
+        let mut q = OutQueue::default();
+        q.push(Instruction::Probe);
+        for i in 0..1000u32 {
+            let p = a((i % 7) as u8);
+            q.push_hb(i % 2 == 0, &[p]);
+        }
+        assert!(q.pending_len() <= 2);
+        // Counts as a real agent keeps them: the net change survives.
+        q.promote();
+        q.on_ack(1);
+        let mut net = std::collections::BTreeMap::new();
+        for (_, i) in q.promote() {
+            if let Instruction::Heartbeat { start, peers } = i {
+                for p in peers {
+                    *net.entry(p).or_insert(0) += if start { 1 } else { -1 };
+                }
+            }
+        }
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..1000u32 {
+            *want.entry(a((i % 7) as u8)).or_insert(0) += if i % 2 == 0 { 1 } else { -1 };
+        }
+        want.retain(|_, v| *v != 0);
+        assert_eq!(net, want);
+    }
+
+    #[test]
+    fn reset_keeps_numbering() {
+        let mut q = OutQueue::default();
+        q.push(Instruction::Probe);
+        q.promote();
+        q.reset();
+        assert_eq!(q.inflight().count(), 0);
+        q.push(Instruction::Probe);
+        assert_eq!(q.promote()[0].0, 2);
+    }
+}
