@@ -17,5 +17,6 @@ pub mod decode;
 pub mod engine;
 pub mod reliable;
 pub mod ring_buffer;
+pub mod sim;
 pub mod wal;
 pub mod wal_tools;

@@ -37,6 +37,32 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Run the decider against a simulated fleet (in memory, virtual
+    /// clock) and print detection times, false positives and costs.
+    Simulate {
+        /// Agents.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Seed (the same seed gives the same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Faults, e.g. `crash=20,reboot=5,shutdown=5,partition=2,link=5`.
+        #[arg(
+            long,
+            default_value = "crash=20,reboot=5,shutdown=5,partition=2,link=5"
+        )]
+        faults: String,
+        /// Datagram loss between agents and the CMA (0..1).
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+        /// Agents per switch.
+        #[arg(long, default_value_t = 40)]
+        switch_size: usize,
+        /// Check the decider's invariants after every ring change (slow on
+        /// large fleets; on by default up to 100,000 nodes).
+        #[arg(long)]
+        check: Option<bool>,
+    },
     /// Whole-system benchmarks (loopback only).
     Bench {
         #[command(subcommand)]
@@ -109,6 +135,54 @@ fn main() -> ExitCode {
         Command::Decode { hex, pcap, text } => decode(hex, pcap, text),
         Command::Wal { command } => wal(command),
         Command::Bench { command } => bench(command),
+        Command::Simulate {
+            nodes,
+            seed,
+            faults,
+            loss,
+            switch_size,
+            check,
+        } => simulate(nodes, seed, &faults, loss, switch_size, check),
+    }
+}
+
+fn simulate(
+    nodes: usize,
+    seed: u64,
+    faults: &str,
+    loss: f64,
+    switch_size: usize,
+    check: Option<bool>,
+) -> ExitCode {
+    let faults = match cma::sim::Faults::parse(faults) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cma simulate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !(0.0..1.0).contains(&loss) || switch_size == 0 || switch_size > 250 {
+        eprintln!("cma simulate: --loss must be in [0, 1) and --switch-size in 1..=250");
+        return ExitCode::from(2);
+    }
+    let mut cfg = cma::sim::SimConfig::new(nodes, seed);
+    cfg.faults = faults;
+    cfg.loss = loss;
+    cfg.switch_size = switch_size;
+    cfg.check_invariants = check.unwrap_or(nodes <= 100_000);
+    let wall = std::time::Instant::now();
+    let report = cma::sim::run(cfg);
+    print!("{}", report.summary());
+    println!(
+        "simulated {} nodes, seed {seed}: {} events in {:.1} s wall",
+        nodes,
+        report.sim_events,
+        wall.elapsed().as_secs_f64()
+    );
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -314,6 +314,16 @@ impl Node {
         }
     }
 
+    /// Is `key` the group it belongs in (without building the key)?
+    fn is_in(&self, key: &GroupKey) -> bool {
+        match (key, &self.switch, &self.subnet) {
+            (GroupKey::Switch(k), Some((chassis, _)), _) => k == chassis,
+            (GroupKey::Subnet(k), None, Some(s)) => k == s,
+            (GroupKey::Default, None, None) => true,
+            _ => false,
+        }
+    }
+
     fn in_service(&self) -> bool {
         !matches!(self.health, Health::Dead(_) | Health::Left)
     }
@@ -325,7 +335,10 @@ pub struct Decider {
     cfg: DeciderConfig,
     fcfg: FailureConfig,
     nodes: Vec<Node>,
+    /// Indexes over `nodes` (rebuilt on import).
+    #[serde(skip)]
     by_addr: HashMap<SocketAddr, NodeId>,
+    #[serde(skip)]
     by_host: HashMap<String, NodeId>,
     topo: Topology,
     /// (deadline ms, node): may hold stale entries, checked when due.
@@ -432,7 +445,12 @@ impl Decider {
 
     /// A decider from [`Decider::export`]'s bytes.
     pub fn import(bytes: &[u8]) -> Result<Decider, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let mut d: Decider = serde_json::from_slice(bytes)?;
+        for (i, n) in d.nodes.iter().enumerate() {
+            d.by_addr.insert(n.addr, i as NodeId);
+            d.by_host.insert(n.hostname.clone(), i as NodeId);
+        }
+        Ok(d)
     }
 
     /// Handles one record, appending its effects to `out`.
@@ -470,7 +488,7 @@ impl Decider {
                     n.hostname, n.health
                 ));
             }
-            if placed && self.topo.group_of(id) != Some(&n.group_key()) {
+            if placed && !self.topo.group_of(id).is_some_and(|k| n.is_in(k)) {
                 return Err(format!("node {id} is in the wrong group"));
             }
             if self.by_addr.get(&n.addr) != Some(&id) || self.by_host.get(&n.hostname) != Some(&id)
@@ -589,6 +607,18 @@ impl Decider {
             self.by_addr.remove(&old_addr);
             self.claim_addr(addr, id, out);
             let n = &mut self.nodes[id as usize];
+            // Heartbeat starts in flight to the old process may have
+            // reached the new one at the same address (it accepts any first
+            // request id): stop them once more. A STOP for a peer it does
+            // not heartbeat changes nothing, so this is right either way.
+            let mut maybe_started = Vec::new();
+            if old_addr == addr {
+                for (_, i) in n.out.inflight() {
+                    if let Instruction::Heartbeat { start: true, peers } = i {
+                        maybe_started.extend(peers.iter().copied());
+                    }
+                }
+            }
             n.addr = addr;
             n.incarnation = s.wallclock_us;
             n.subnet = subnet;
@@ -599,7 +629,7 @@ impl Decider {
             n.health = Health::Up;
             n.last_heard_ms = self.now_ms;
             out.push(Effect::Notice(Notice::Restarted(id)));
-            self.greet_and_place(id, out);
+            self.greet_and_place(id, maybe_started, out);
             return;
         }
         let id = self.nodes.len() as NodeId;
@@ -619,7 +649,7 @@ impl Decider {
         self.by_host.insert(s.hostname.to_string(), id);
         self.claim_addr(addr, id, out);
         out.push(Effect::Notice(Notice::Joined(id)));
-        self.greet_and_place(id, out);
+        self.greet_and_place(id, Vec::new(), out);
     }
 
     /// `addr` now belongs to `id`; a node that had it is gone (its host was
@@ -640,10 +670,17 @@ impl Decider {
         }
     }
 
-    fn greet_and_place(&mut self, id: NodeId, out: &mut Vec<Effect>) {
+    fn greet_and_place(&mut self, id: NodeId, undo: Vec<SocketAddr>, out: &mut Vec<Effect>) {
         let n = &mut self.nodes[id as usize];
         n.out.push(Instruction::SetConfig(self.cfg.config_json()));
         n.out.push(Instruction::AckStartup);
+        if !undo.is_empty() {
+            // Not coalesced with the starts that follow: it must go first.
+            n.out.push(Instruction::Heartbeat {
+                start: false,
+                peers: undo,
+            });
+        }
         self.mark_dirty(id);
         self.place(id);
         out.push(Effect::Row(self.row(id)));
@@ -678,22 +715,45 @@ impl Decider {
             self.counters.not_applicable += 1;
             return;
         }
-        let watching = self.topo.adjacent(reporter, d)
-            && !self.nodes[reporter as usize]
-                .out
-                .unsettled_about(self.nodes[d as usize].addr)
-            && !self.nodes[d as usize]
-                .out
-                .unsettled_about(self.nodes[reporter as usize].addr);
+        let watching = self.watching(reporter, d);
         let now = self.now_ms;
         let before = self.nodes[d as usize].health;
         let h = &mut self.nodes[d as usize].health;
         let e = if watching {
             h.on_hbdead(reporter, now, &self.fcfg)
         } else {
-            h.on_unwatched_report(reporter, now)
+            h.on_unwatched_report(reporter, now, &self.fcfg)
         };
         self.apply(d, before, e, out);
+    }
+
+    /// Does `m` watch `d`: a ring edge both ends have ACKed (rule 6)?
+    fn watching(&self, m: NodeId, d: NodeId) -> bool {
+        self.topo.adjacent(m, d)
+            && !self.nodes[m as usize]
+                .out
+                .unsettled_about(self.nodes[d as usize].addr)
+            && !self.nodes[d as usize]
+                .out
+                .unsettled_about(self.nodes[m as usize].addr)
+    }
+
+    /// A suspect none of whose other monitors can report (each is itself
+    /// in trouble or not yet watching) is left to its probe.
+    fn check_lone(&mut self, d: NodeId, out: &mut Vec<Effect>) {
+        let Health::Suspect { reporter, .. } = self.nodes[d as usize].health else {
+            return;
+        };
+        let can_report = self.topo.peers_of(d).into_iter().any(|m| {
+            m != reporter
+                && matches!(self.nodes[m as usize].health, Health::Up)
+                && self.watching(m, d)
+        });
+        if !can_report {
+            let before = self.nodes[d as usize].health;
+            let e = self.nodes[d as usize].health.on_lone_report(&self.fcfg);
+            self.apply(d, before, e, out);
+        }
     }
 
     fn on_martian(&mut self, reporter: NodeId, peer: SocketAddr, out: &mut Vec<Effect>) {
@@ -742,7 +802,9 @@ impl Decider {
         if let Some(cut) = self.cut_off.remove(&key) {
             for c in cut {
                 let before = self.nodes[c as usize].health;
-                let e = self.nodes[c as usize].health.on_group_heard(now);
+                let e = self.nodes[c as usize]
+                    .health
+                    .on_group_heard(now, &self.fcfg);
                 self.apply(c, before, e, out);
             }
         }
@@ -787,6 +849,12 @@ impl Decider {
                         }
                     }
                     self.note_suspect(d, out);
+                    // Its monitors may be unable to report, and it may be
+                    // the only other monitor of a suspect neighbour.
+                    self.check_lone(d, out);
+                    for p in self.topo.peers_of(d) {
+                        self.check_lone(p, out);
+                    }
                 }
                 Fsm::FalseAlarm { reporter } => {
                     out.push(Effect::Notice(Notice::FalseAlarm { node: d, reporter }))
@@ -805,11 +873,16 @@ impl Decider {
                         let e = self.nodes[d as usize].health.on_cut_off(self.now_ms);
                         self.apply(d, before, e, out);
                     } else {
+                        let peers = self.topo.peers_of(d);
                         self.remove(d, true);
                         out.push(Effect::Forget {
                             to: self.nodes[d as usize].addr,
                         });
                         out.push(Effect::Notice(Notice::Dead { node: d, cause }));
+                        // A suspect it watched has lost a monitor.
+                        for p in peers {
+                            self.check_lone(p, out);
+                        }
                     }
                 }
                 Fsm::Departed => {

@@ -84,6 +84,8 @@ pub enum Health {
         reporter: NodeId,
         /// When it reported.
         since_ms: u64,
+        /// After this, an unanswered probe means dead.
+        until_ms: u64,
     },
     /// Confirmed dead.
     Dead(DeathCause),
@@ -191,12 +193,14 @@ impl Health {
         &mut self,
         reporter: NodeId,
         now_ms: u64,
+        cfg: &FailureConfig,
     ) -> Result<Vec<Effect>, Ignored> {
         match *self {
             Health::Up => {
                 *self = Health::Disputed {
                     reporter,
                     since_ms: now_ms,
+                    until_ms: now_ms + cfg.probe_timeout_ms,
                 };
                 Ok(vec![Effect::Suspected { reporter }, Effect::Probe])
             }
@@ -224,14 +228,37 @@ impl Health {
 
     /// A member of the node's group was heard while the node is cut off:
     /// the group is reachable again, so the node must answer for itself.
-    pub fn on_group_heard(&mut self, now_ms: u64) -> Result<Vec<Effect>, Ignored> {
+    pub fn on_group_heard(
+        &mut self,
+        now_ms: u64,
+        cfg: &FailureConfig,
+    ) -> Result<Vec<Effect>, Ignored> {
         match *self {
             Health::Unreachable { reporter, .. } => {
                 *self = Health::Disputed {
                     reporter,
                     since_ms: now_ms,
+                    until_ms: now_ms + cfg.probe_timeout_ms,
                 };
                 Ok(vec![Effect::Probe])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// No other monitor of the suspect can report (each is itself
+    /// suspect, dead, or not yet watching): waiting for a second report is
+    /// pointless, so the probe alone decides, by the end of the window (two
+    /// transmissions, `retransmit` apart, and a second to answer).
+    pub fn on_lone_report(&mut self, cfg: &FailureConfig) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Suspect { reporter, since_ms } => {
+                *self = Health::Disputed {
+                    reporter,
+                    since_ms,
+                    until_ms: since_ms + cfg.window_ms,
+                };
+                Ok(Vec::new())
             }
             _ => Err(Ignored),
         }
@@ -261,11 +288,17 @@ impl Health {
     pub fn on_tick(&mut self, now_ms: u64, cfg: &FailureConfig) -> Vec<Effect> {
         match *self {
             Health::Suspect { reporter, since_ms } if now_ms > since_ms + cfg.window_ms => {
-                *self = Health::Disputed { reporter, since_ms };
+                *self = Health::Disputed {
+                    reporter,
+                    since_ms,
+                    until_ms: since_ms + cfg.probe_timeout_ms,
+                };
                 // Re-check the probe deadline at once (it may be no later).
                 self.on_tick(now_ms, cfg)
             }
-            Health::Disputed { reporter, since_ms } if now_ms > since_ms + cfg.probe_timeout_ms => {
+            Health::Disputed {
+                reporter, until_ms, ..
+            } if now_ms > until_ms => {
                 let cause = DeathCause::Probe { reporter };
                 *self = Health::Dead(cause);
                 vec![Effect::Died(cause)]
@@ -278,7 +311,7 @@ impl Health {
     pub fn deadline_ms(&self, cfg: &FailureConfig) -> Option<u64> {
         match *self {
             Health::Suspect { since_ms, .. } => Some(since_ms + cfg.window_ms + 1),
-            Health::Disputed { since_ms, .. } => Some(since_ms + cfg.probe_timeout_ms + 1),
+            Health::Disputed { until_ms, .. } => Some(until_ms + 1),
             _ => None,
         }
     }
@@ -410,7 +443,8 @@ mod tests {
             h,
             Health::Disputed {
                 reporter: 1,
-                since_ms: 0
+                since_ms: 0,
+                until_ms: 7000,
             }
         );
         assert_eq!(h.deadline_ms(&CFG), Some(7001));
@@ -421,6 +455,7 @@ mod tests {
         let mut h = Health::Disputed {
             reporter: 1,
             since_ms: 0,
+            until_ms: 7000,
         };
         assert_eq!(
             h.on_alive(true),
@@ -429,6 +464,7 @@ mod tests {
         let mut h = Health::Disputed {
             reporter: 1,
             since_ms: 0,
+            until_ms: 7000,
         };
         assert!(h.on_tick(7000, &CFG).is_empty());
         let cause = DeathCause::Probe { reporter: 1 };
@@ -438,6 +474,7 @@ mod tests {
         let mut h = Health::Disputed {
             reporter: 1,
             since_ms: 0,
+            until_ms: 7000,
         };
         assert_eq!(
             h.on_hbdead(2, 5000, &CFG),
@@ -452,18 +489,42 @@ mod tests {
     fn an_unwatched_report_goes_straight_to_the_probe() {
         let mut h = Health::Up;
         assert_eq!(
-            h.on_unwatched_report(4, 50),
+            h.on_unwatched_report(4, 50, &CFG),
             Ok(vec![Effect::Suspected { reporter: 4 }, Effect::Probe])
         );
         assert_eq!(
             h,
             Health::Disputed {
                 reporter: 4,
-                since_ms: 50
+                since_ms: 50,
+                until_ms: 7050,
             }
         );
-        assert_eq!(h.on_unwatched_report(5, 60), Err(Ignored));
+        assert_eq!(h.on_unwatched_report(5, 60, &CFG), Err(Ignored));
         assert_eq!(h.deadline_ms(&CFG), Some(7051));
+    }
+
+    #[test]
+    fn a_lone_report_shortens_the_probe_to_the_window() {
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 100,
+        };
+        assert_eq!(h.on_lone_report(&CFG), Ok(vec![]));
+        assert_eq!(
+            h,
+            Health::Disputed {
+                reporter: 1,
+                since_ms: 100,
+                until_ms: 3100
+            }
+        );
+        assert_eq!(h.on_lone_report(&CFG), Err(Ignored));
+        assert!(h.on_tick(3100, &CFG).is_empty());
+        assert_eq!(
+            h.on_tick(3101, &CFG),
+            vec![Effect::Died(DeathCause::Probe { reporter: 1 })]
+        );
     }
 
     #[test]
@@ -488,15 +549,16 @@ mod tests {
         assert_eq!(back.on_alive(false), Ok(vec![Effect::Reconnected]));
         assert_eq!(back, Health::Up);
         // Its group is heard first: it is probed afresh.
-        assert_eq!(h.on_group_heard(2000), Ok(vec![Effect::Probe]));
+        assert_eq!(h.on_group_heard(2000, &CFG), Ok(vec![Effect::Probe]));
         assert_eq!(
             h,
             Health::Disputed {
                 reporter: 1,
-                since_ms: 2000
+                since_ms: 2000,
+                until_ms: 9000,
             }
         );
-        assert_eq!(Health::Up.on_group_heard(0), Err(Ignored));
+        assert_eq!(Health::Up.on_group_heard(0, &CFG), Err(Ignored));
         assert_eq!(Health::Up.on_cut_off(0), Err(Ignored));
         let mut h = Health::Unreachable {
             reporter: 1,
@@ -528,6 +590,7 @@ mod tests {
             Health::Disputed {
                 reporter: 1,
                 since_ms: 0,
+                until_ms: 7000,
             },
         ] {
             assert_eq!(h.on_shutdown(), Ok(vec![Effect::Departed]));

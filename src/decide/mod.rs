@@ -11,8 +11,8 @@
 
 #[cfg(test)]
 mod counting_agents;
-pub mod failure;
 pub mod decider;
+pub mod failure;
 pub mod idmap;
 pub mod outq;
 pub mod ring;

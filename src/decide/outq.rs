@@ -87,7 +87,11 @@ impl OutQueue {
     /// Queues heartbeat changes, merged into the unsent ones.
     pub fn push_hb(&mut self, start: bool, peers: &[SocketAddr]) {
         let d = if start { 1 } else { -1 };
-        let at = match self.pending.iter().position(|p| matches!(p, Pending::Hb(_))) {
+        let at = match self
+            .pending
+            .iter()
+            .position(|p| matches!(p, Pending::Hb(_)))
+        {
             Some(at) => at,
             None => {
                 self.pending.push_back(Pending::Hb(Vec::new()));

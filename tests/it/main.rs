@@ -6,6 +6,7 @@ mod decode_cmd;
 mod drops;
 mod io_loop;
 mod reliable;
+mod sim;
 mod support;
 mod switch;
 mod wal;

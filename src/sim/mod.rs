@@ -1,0 +1,1369 @@
+//! A deterministic simulation of a fleet around the [`Decider`]: seeded,
+//! on a virtual clock, entirely in memory (it never opens a socket).
+//!
+//! Agents behave as WIRE.md describes a nanoprobe: STARTUP every 5 s until
+//! configured, heartbeat counts that each SENDEXPECTHB raises and each STOP
+//! lowers (no de-duplication), in-order delivery of sequenced instructions
+//! with duplicate re-ACKs, one report in flight with a 2 s retransmit, and
+//! HBDEAD after `dead_ms` of silence, HBBACKALIVE when heard again,
+//! HBMARTIAN for unexpected heartbeats. The network between agents and the
+//! CMA loses, duplicates, delays and so reorders datagrams; faults crash,
+//! reboot and shut down nodes, cut a switch off, or break one direction of
+//! one heartbeat path.
+//!
+//! Heartbeats themselves are modelled per path, not per datagram: a path
+//! is either delivering or silent, and an agent reports a peer `dead_ms`
+//! (plus or minus one interval of phase) after the path fell silent. Random
+//! loss cannot silence a path: with 1 % loss, the chance of losing the 30
+//! consecutive heartbeats of a dead time is 10^-60, so loss is applied to
+//! the reports and instructions, where it matters.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use crate::classify::switch::lldp_frame;
+use crate::classify::{Message, ReqId, Startup, SwDiscover};
+use crate::decide::decider::{Decider, DeciderConfig, Effect, Event, Input, Notice};
+use crate::decide::failure::Health;
+use crate::decide::outq::Instruction;
+use crate::decide::topology::GroupKey;
+
+/// The CMA's address inside the simulation (never used on a network).
+const CMA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 255, 254)), 1984);
+/// The reliable layer's retransmit interval.
+const RETRANSMIT_MS: u64 = 2000;
+/// STARTUP resend interval.
+const STARTUP_RESEND_MS: u64 = 5000;
+
+/// How many faults of each kind a run injects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Nodes that crash for good.
+    pub crash: usize,
+    /// Nodes that crash and boot again 5-20 s later.
+    pub reboot: usize,
+    /// Nodes that shut down cleanly.
+    pub shutdown: usize,
+    /// Switches cut off from the rest for 45-60 s.
+    pub partition: usize,
+    /// Heartbeat paths broken in one direction for 40-60 s.
+    pub link: usize,
+}
+
+impl Faults {
+    /// Parses `crash=5,reboot=2,shutdown=1,partition=1,link=2` (any
+    /// subset; `none` for none).
+    pub fn parse(s: &str) -> Result<Faults, String> {
+        let mut f = Faults::default();
+        if s.trim() == "none" {
+            return Ok(f);
+        }
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("fault `{part}` is not kind=count"))?;
+            let v: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("fault count `{v}` is not a number"))?;
+            match k.trim() {
+                "crash" => f.crash = v,
+                "reboot" => f.reboot = v,
+                "shutdown" => f.shutdown = v,
+                "partition" => f.partition = v,
+                "link" => f.link = v,
+                other => {
+                    return Err(format!(
+                        "unknown fault `{other}` (crash, reboot, shutdown, partition, link)"
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    fn total(&self) -> usize {
+        self.crash + self.reboot + self.shutdown + self.partition + self.link
+    }
+}
+
+/// A run's settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Agents.
+    pub nodes: usize,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Agents per switch.
+    pub switch_size: usize,
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Probability a datagram arrives twice.
+    pub duplicate: f64,
+    /// Datagram delay is uniform in 0.1 ms .. this (so datagrams reorder).
+    pub max_delay_us: u64,
+    /// Heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Dead time.
+    pub dead_ms: u64,
+    /// Faults to inject.
+    pub faults: Faults,
+    /// Check the decider's invariants after every ring change.
+    pub check_invariants: bool,
+    /// Keep every decider input (for replay tests).
+    pub record_inputs: bool,
+}
+
+impl SimConfig {
+    /// 1 s heartbeats, 30 s dead time, 1 % loss, 40 agents per switch.
+    pub fn new(nodes: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            nodes,
+            seed,
+            switch_size: 40,
+            loss: 0.01,
+            duplicate: 0.002,
+            max_delay_us: 5000,
+            heartbeat_ms: 1000,
+            dead_ms: 30_000,
+            faults: Faults::default(),
+            check_invariants: true,
+            record_inputs: false,
+        }
+    }
+
+    fn startup_spread_ms(&self) -> u64 {
+        (self.nodes as u64 / 20).max(10_000)
+    }
+
+    fn faults_from_ms(&self) -> u64 {
+        self.startup_spread_ms() + 50_000
+    }
+
+    /// When the run ends: faults happen over two minutes after the fleet
+    /// settled, then everything heals and settles again.
+    pub fn end_ms(&self) -> u64 {
+        self.faults_from_ms() + 120_000 + 150_000
+    }
+}
+
+/// One decider input, owned (what the log would hold).
+#[derive(Clone, Debug)]
+pub struct RecordedInput {
+    /// LSN.
+    pub lsn: u64,
+    /// Log time, ms.
+    pub time_ms: u64,
+    /// Source (none for TICK).
+    pub from: Option<SocketAddr>,
+    /// REQID.
+    pub reqid: Option<ReqId>,
+    /// The message.
+    pub msg: Option<AgentMsg>,
+}
+
+impl RecordedInput {
+    /// Feeds it to a decider.
+    pub fn replay(&self, d: &mut Decider, out: &mut Vec<Effect>) {
+        match (&self.from, &self.msg) {
+            (Some(from), Some(msg)) => msg.with_message(|m| {
+                d.handle(
+                    &Input {
+                        lsn: self.lsn,
+                        time_ms: self.time_ms,
+                        event: Event::Received {
+                            from: *from,
+                            reqid: self.reqid,
+                            message: m,
+                        },
+                    },
+                    out,
+                )
+            }),
+            _ => d.handle(
+                &Input {
+                    lsn: self.lsn,
+                    time_ms: self.time_ms,
+                    event: Event::Tick,
+                },
+                out,
+            ),
+        }
+    }
+}
+
+/// What an agent sends the CMA (owned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentMsg {
+    /// STARTUP.
+    Startup {
+        /// Host name.
+        hostname: String,
+        /// Listen address.
+        listen: SocketAddr,
+        /// Incarnation.
+        wallclock_us: u64,
+        /// netconfig JSON.
+        netconfig: String,
+    },
+    /// HBDEAD.
+    HbDead(SocketAddr),
+    /// HBBACKALIVE.
+    HbBackAlive(SocketAddr),
+    /// HBMARTIAN.
+    HbMartian(SocketAddr),
+    /// HBSHUTDOWN.
+    HbShutdown(String),
+    /// SWDISCOVER with an LLDP frame.
+    SwDiscover(Vec<u8>),
+    /// ACK of a CMA instruction.
+    Ack,
+}
+
+impl AgentMsg {
+    fn with_message<R>(&self, f: impl FnOnce(Message<'_>) -> R) -> R {
+        match self {
+            AgentMsg::Startup {
+                hostname,
+                listen,
+                wallclock_us,
+                netconfig,
+            } => f(Message::Startup(Startup {
+                hostname,
+                listen: *listen,
+                wallclock_us: *wallclock_us,
+                netconfig,
+                key: None,
+            })),
+            AgentMsg::HbDead(p) => f(Message::HbDead { peer: *p }),
+            AgentMsg::HbBackAlive(p) => f(Message::HbBackAlive {
+                peer: *p,
+                elapsed_us: 0,
+            }),
+            AgentMsg::HbMartian(p) => f(Message::HbMartian { peer: *p }),
+            AgentMsg::HbShutdown(h) => f(Message::HbShutdown { hostname: h }),
+            AgentMsg::SwDiscover(frame) => f(Message::SwDiscover(SwDiscover {
+                wallclock_us: 0,
+                pktdata: frame,
+                interface: "eth0",
+                hostname: "",
+                discname: "lldp",
+            })),
+            AgentMsg::Ack => f(Message::Ack),
+        }
+    }
+}
+
+/// What a run measured and found.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Crash -> confirmed dead, ms of simulated time, one per detected crash.
+    pub detection_ms: Vec<u64>,
+    /// Crashed nodes never declared dead.
+    pub undetected: usize,
+    /// Live, reachable nodes declared dead.
+    pub false_dead: usize,
+    /// Switch partitions injected (long enough to be seen).
+    pub partitions: usize,
+    /// Of them, named as a switch fault.
+    pub partitions_named: usize,
+    /// Path faults injected / named.
+    pub links: usize,
+    /// Path-fault verdicts.
+    pub path_fault_verdicts: usize,
+    /// Datagrams the CMA sent (instructions, retransmits, ACKs).
+    pub cma_sent: u64,
+    /// Datagrams agents sent the CMA.
+    pub agents_sent: u64,
+    /// CMA datagrams sent during the fault phase (per fault: see
+    /// [`SimReport::summary`]).
+    pub cma_sent_faults: u64,
+    /// Faults injected.
+    pub faults: usize,
+    /// Decider inputs handled.
+    pub decisions: u64,
+    /// Wall time spent inside the decider, ns.
+    pub decider_ns: u128,
+    /// Events the simulation processed.
+    pub sim_events: u64,
+    /// Invariant violations and missed expectations, with times.
+    pub failures: Vec<String>,
+    /// A digest of every effect, in order (for determinism tests).
+    pub effects_digest: u64,
+    /// Every decider input, when recorded.
+    pub inputs: Vec<RecordedInput>,
+    /// The decider at the end.
+    pub decider: Option<Decider>,
+}
+
+impl SimReport {
+    /// Detection-time percentile (0..=100), ms.
+    pub fn detection_percentile(&self, p: f64) -> Option<u64> {
+        if self.detection_ms.is_empty() {
+            return None;
+        }
+        let mut v = self.detection_ms.clone();
+        v.sort_unstable();
+        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        Some(v[i.min(v.len() - 1)])
+    }
+
+    /// A human summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let pct = |p| {
+            self.detection_percentile(p)
+                .map_or("-".into(), |v| format!("{:.1} s", v as f64 / 1000.0))
+        };
+        let _ = writeln!(
+            s,
+            "crashes detected {} (undetected {}), detection p50 {} p90 {} p99 {} max {}",
+            self.detection_ms.len(),
+            self.undetected,
+            pct(50.0),
+            pct(90.0),
+            pct(99.0),
+            pct(100.0)
+        );
+        let _ = writeln!(
+            s,
+            "false dead {}, switch partitions named {}/{}, path-fault verdicts {} (links broken {})",
+            self.false_dead,
+            self.partitions_named,
+            self.partitions,
+            self.path_fault_verdicts,
+            self.links
+        );
+        let per_fault = if self.faults == 0 {
+            0.0
+        } else {
+            self.cma_sent_faults as f64 / self.faults as f64
+        };
+        let _ = writeln!(
+            s,
+            "CMA sent {} datagrams, agents {}; {:.1} CMA datagrams per fault in the fault phase",
+            self.cma_sent, self.agents_sent, per_fault
+        );
+        let rate = if self.decider_ns == 0 {
+            0.0
+        } else {
+            self.decisions as f64 * 1e9 / self.decider_ns as f64
+        };
+        let _ = writeln!(
+            s,
+            "decider: {} inputs, {:.2} s of CPU, {:.0} inputs/s",
+            self.decisions,
+            self.decider_ns as f64 / 1e9,
+            rate
+        );
+        for f in self.failures.iter().take(20) {
+            let _ = writeln!(s, "FAILURE: {f}");
+        }
+        s
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // SplitMix64.
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+struct Agent {
+    addr: SocketAddr,
+    switch: u32,
+    alive: bool,
+    incarnation: u64,
+    configured: bool,
+    acked_startup: bool,
+    leaving: bool,
+    /// Peer agent -> heartbeats it sends / expects (counted like a
+    /// nanoprobe: never de-duplicated).
+    send: Vec<(u32, i32)>,
+    expect: Vec<(u32, i32)>,
+    /// Silence watch per expected peer: (peer, silent since, token,
+    /// reported dead).
+    watch: Vec<Watch>,
+    /// Receiving side for the CMA: last request id delivered.
+    cma_in: Option<u64>,
+    /// Sending side towards the CMA.
+    next_seq: u64,
+    outq: VecDeque<(u64, AgentMsg)>,
+    retx_gen: u64,
+}
+
+impl Agent {
+    fn new(addr: SocketAddr, switch: u32) -> Agent {
+        Agent {
+            addr,
+            switch,
+            alive: false,
+            incarnation: 0,
+            configured: false,
+            acked_startup: false,
+            leaving: false,
+            send: Vec::new(),
+            expect: Vec::new(),
+            watch: Vec::new(),
+            cma_in: None,
+            next_seq: 1,
+            outq: VecDeque::new(),
+            retx_gen: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Watch {
+    peer: u32,
+    silent_since: Option<u64>,
+    token: u64,
+    reported: bool,
+}
+
+fn count(v: &[(u32, i32)], p: u32) -> i32 {
+    v.iter().find(|x| x.0 == p).map_or(0, |x| x.1)
+}
+
+fn bump(v: &mut Vec<(u32, i32)>, p: u32, d: i32) {
+    match v.iter().position(|x| x.0 == p) {
+        Some(i) => {
+            v[i].1 = (v[i].1 + d).max(0);
+            if v[i].1 == 0 {
+                v.swap_remove(i);
+            }
+        }
+        None if d > 0 => v.push((p, d)),
+        None => {}
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Start(u32),
+    StartupResend(u32, u64),
+    /// A datagram reaches the CMA.
+    AtCma {
+        from: u32,
+        inc: u64,
+        pkt: Pkt,
+    },
+    /// A CMA instruction reaches an agent.
+    AtAgent {
+        to: u32,
+        inc: u64,
+        request: u64,
+        instr: Instruction,
+    },
+    /// The CMA's ACK of an agent's report reaches it.
+    AckAtAgent {
+        to: u32,
+        inc: u64,
+        seq: u64,
+    },
+    CmaRetx(u32, u64),
+    AgentRetx(u32, u64),
+    EdgeCheck {
+        a: u32,
+        peer: u32,
+        token: u64,
+    },
+    Martian {
+        a: u32,
+        peer: u32,
+    },
+    Tick,
+    Crash(u32),
+    Shutdown(u32),
+    PartitionStart(u32),
+    PartitionEnd(u32),
+    LinkStart(u32, u32),
+    LinkEnd(u32, u32),
+}
+
+#[derive(Clone, Debug)]
+enum Pkt {
+    Startup,
+    Seq { seq: u64, msg: AgentMsg },
+    Ack(ReqId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Crashed(u64),
+    Busy,
+    Leaving,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: Vec<Option<Ev>>,
+    free: Vec<usize>,
+    agents: Vec<Agent>,
+    by_addr: HashMap<SocketAddr, u32>,
+    /// Agents expecting heartbeats from each agent.
+    watchers: Vec<Vec<u32>>,
+    partitioned: Vec<bool>,
+    /// Broken one-way heartbeat paths (from, to).
+    broken: Vec<(u32, u32)>,
+    decider: Decider,
+    lsn: u64,
+    tick_at: Option<u64>,
+    /// The CMA's receiving side per agent: (incarnation, last seq).
+    cma_in: Vec<(u64, u64)>,
+    /// The CMA's transport: instructions sent and not ACKed, per agent.
+    cma_out: Vec<VecDeque<(u64, Instruction)>>,
+    cma_retx_gen: Vec<u64>,
+    node_agent: Vec<u32>,
+    fate: Vec<Option<Fate>>,
+    /// Partitions in force: (switch, start, end).
+    partitions: Vec<(u32, u64, u64)>,
+    links: Vec<(u32, u32, u64, u64)>,
+    named_partitions: Vec<bool>,
+    report: SimReport,
+    effects: Vec<Effect>,
+    digest: u64,
+}
+
+/// Runs one simulation.
+pub fn run(cfg: SimConfig) -> SimReport {
+    let mut sim = Sim::new(cfg);
+    sim.schedule_faults();
+    sim.run();
+    sim.finish()
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Sim {
+        let n = cfg.nodes;
+        let switches = n.div_ceil(cfg.switch_size.max(1));
+        let mut dcfg = DeciderConfig::new(CMA, 1);
+        dcfg.heartbeat_ms = cfg.heartbeat_ms;
+        dcfg.dead_ms = cfg.dead_ms;
+        dcfg.retransmit_ms = RETRANSMIT_MS;
+        let mut s = Sim {
+            rng: Rng(cfg.seed ^ 0x5eed_5eed_5eed_5eed),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free: Vec::new(),
+            agents: Vec::with_capacity(n),
+            by_addr: HashMap::with_capacity(n),
+            watchers: vec![Vec::new(); n],
+            partitioned: vec![false; switches],
+            broken: Vec::new(),
+            decider: Decider::new(dcfg),
+            lsn: 0,
+            tick_at: None,
+            cma_in: vec![(0, 0); n],
+            cma_out: vec![VecDeque::new(); n],
+            cma_retx_gen: vec![0; n],
+            node_agent: Vec::with_capacity(n),
+            fate: vec![None; n],
+            partitions: Vec::new(),
+            links: Vec::new(),
+            named_partitions: Vec::new(),
+            report: SimReport::default(),
+            effects: Vec::new(),
+            digest: 0xcbf2_9ce4_8422_2325,
+            cfg,
+        };
+        let size = s.cfg.switch_size.max(1);
+        for i in 0..n {
+            let sw = (i / size) as u32;
+            let host = (i % size) as u8 + 1;
+            let addr = SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(10, (sw >> 8) as u8, sw as u8, host)),
+                1984,
+            );
+            s.by_addr.insert(addr, i as u32);
+            s.agents.push(Agent::new(addr, sw));
+            let at = s.rng.below(s.cfg.startup_spread_ms());
+            s.at(at, Ev::Start(i as u32));
+        }
+        s
+    }
+
+    fn at(&mut self, t: u64, ev: Ev) {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.events[i] = Some(ev);
+                i
+            }
+            None => {
+                self.events.push(Some(ev));
+                self.events.len() - 1
+            }
+        };
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq, slot)));
+    }
+
+    fn delay(&mut self) -> u64 {
+        // Whole ms on the virtual clock; 0.1 .. max_delay_us.
+        (100 + self.rng.below(self.cfg.max_delay_us.max(100))) / 1000
+    }
+
+    fn path_ok(&self, from: u32, to: u32) -> bool {
+        let (a, b) = (&self.agents[from as usize], &self.agents[to as usize]);
+        (a.switch == b.switch
+            || (!self.partitioned[a.switch as usize] && !self.partitioned[b.switch as usize]))
+            && !self.broken.contains(&(from, to))
+    }
+
+    fn cma_ok(&self, a: u32) -> bool {
+        !self.partitioned[self.agents[a as usize].switch as usize]
+    }
+
+    fn schedule_faults(&mut self) {
+        let f = self.cfg.faults.clone();
+        let n = self.cfg.nodes as u64;
+        if n < 4 {
+            return;
+        }
+        let from = self.cfg.faults_from_ms();
+        let span = 120_000;
+        let mut used = vec![false; self.cfg.nodes];
+        let mut used_sw = vec![false; self.partitioned.len()];
+        let pick = |rng: &mut Rng, used: &mut Vec<bool>, used_sw: &[bool], agents: &[Agent]| {
+            for _ in 0..1000 {
+                let i = rng.below(n) as usize;
+                if !used[i] && !used_sw[agents[i].switch as usize] {
+                    used[i] = true;
+                    return Some(i as u32);
+                }
+            }
+            None
+        };
+        // Partitions first, on switches with at least two agents, and only
+        // when there is more than one switch.
+        if self.partitioned.len() > 1 {
+            for _ in 0..f.partition {
+                let sw = self.rng.below(self.partitioned.len() as u64) as u32;
+                let members = self.agents.iter().filter(|a| a.switch == sw).count();
+                if used_sw[sw as usize] || members < 2 {
+                    continue;
+                }
+                used_sw[sw as usize] = true;
+                let t = from + self.rng.below(span);
+                let len = 45_000 + self.rng.below(15_000);
+                self.partitions.push((sw, t, t + len));
+                self.named_partitions.push(false);
+                self.at(t, Ev::PartitionStart(sw));
+                self.at(t + len, Ev::PartitionEnd(sw));
+                self.report.faults += 1;
+            }
+        }
+        for kind in 0..4 {
+            let k = [f.crash, f.reboot, f.shutdown, f.link][kind];
+            for _ in 0..k {
+                let Some(a) = pick(&mut self.rng, &mut used, &used_sw, &self.agents) else {
+                    continue;
+                };
+                let t = from + self.rng.below(span);
+                self.report.faults += 1;
+                match kind {
+                    0 => {
+                        self.fate[a as usize] = Some(Fate::Crashed(t));
+                        self.at(t, Ev::Crash(a));
+                    }
+                    1 => {
+                        self.fate[a as usize] = Some(Fate::Busy);
+                        self.at(t, Ev::Crash(a));
+                        let back = t + 5000 + self.rng.below(15_000);
+                        self.at(back, Ev::Start(a));
+                    }
+                    2 => {
+                        self.fate[a as usize] = Some(Fate::Leaving);
+                        self.at(t, Ev::Shutdown(a));
+                    }
+                    _ => {
+                        // The peer is chosen when the fault starts (from
+                        // the agent's current peers).
+                        let len = 40_000 + self.rng.below(20_000);
+                        self.at(t, Ev::LinkStart(a, len as u32));
+                    }
+                }
+            }
+        }
+        debug_assert!(self.report.faults <= f.total());
+    }
+
+    fn run(&mut self) {
+        let end = self.cfg.end_ms();
+        while let Some(Reverse((t, _, slot))) = self.queue.pop() {
+            if t > end {
+                break;
+            }
+            self.now = t;
+            let ev = self.events[slot].take().expect("scheduled event present");
+            self.free.push(slot);
+            self.report.sim_events += 1;
+            self.step(ev);
+        }
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Start(a) => self.start(a),
+            Ev::StartupResend(a, inc) => {
+                let ag = &self.agents[a as usize];
+                if ag.alive && ag.incarnation == inc && !(ag.configured && ag.acked_startup) {
+                    self.send_to_cma(a, Pkt::Startup);
+                    self.at(self.now + STARTUP_RESEND_MS, Ev::StartupResend(a, inc));
+                }
+            }
+            Ev::AtCma { from, inc, pkt } => self.at_cma(from, inc, pkt),
+            Ev::AtAgent {
+                to,
+                inc,
+                request,
+                instr,
+            } => self.at_agent(to, inc, request, instr),
+            Ev::AckAtAgent { to, inc, seq } => {
+                let ag = &mut self.agents[to as usize];
+                if !ag.alive || ag.incarnation != inc {
+                    return;
+                }
+                let before = ag.outq.len();
+                while ag.outq.front().is_some_and(|(s, _)| *s <= seq) {
+                    ag.outq.pop_front();
+                }
+                if ag.outq.len() != before {
+                    if ag.leaving && ag.outq.is_empty() {
+                        // HBSHUTDOWN delivered: the agent exits.
+                        self.stop_agent(to);
+                        return;
+                    }
+                    self.agent_send_head(to);
+                }
+            }
+            Ev::CmaRetx(a, g) => {
+                if self.cma_retx_gen[a as usize] != g {
+                    return;
+                }
+                if let Some((r, i)) = self.cma_out[a as usize].front().cloned() {
+                    self.cma_send(a, r, i);
+                    self.at(self.now + RETRANSMIT_MS, Ev::CmaRetx(a, g));
+                }
+            }
+            Ev::AgentRetx(a, g) => {
+                let ag = &self.agents[a as usize];
+                if !ag.alive || ag.retx_gen != g || ag.outq.is_empty() {
+                    return;
+                }
+                self.agent_send_head(a);
+            }
+            Ev::EdgeCheck { a, peer, token } => {
+                let ag = &mut self.agents[a as usize];
+                if !ag.alive {
+                    return;
+                }
+                let Some(w) = ag
+                    .watch
+                    .iter_mut()
+                    .find(|w| w.peer == peer && w.token == token)
+                else {
+                    return;
+                };
+                if w.silent_since.is_some() && !w.reported {
+                    w.reported = true;
+                    let p = self.agents[peer as usize].addr;
+                    self.agent_report(a, AgentMsg::HbDead(p));
+                }
+            }
+            Ev::Martian { a, peer } => {
+                if self.is_martian(a, peer) {
+                    let p = self.agents[peer as usize].addr;
+                    self.agent_report(a, AgentMsg::HbMartian(p));
+                    self.at(self.now + 10_000, Ev::Martian { a, peer });
+                }
+            }
+            Ev::Tick => {
+                if self.tick_at == Some(self.now) {
+                    self.tick_at = None;
+                    self.decide(None, None, None);
+                }
+            }
+            Ev::Crash(a) => self.stop_agent(a),
+            Ev::Shutdown(a) => {
+                if self.agents[a as usize].alive {
+                    self.agents[a as usize].leaving = true;
+                    self.agent_report(a, AgentMsg::HbShutdown(format!("h{a}")));
+                }
+            }
+            Ev::PartitionStart(sw) => {
+                self.partitioned[sw as usize] = true;
+                self.refresh_switch(sw);
+            }
+            Ev::PartitionEnd(sw) => {
+                self.partitioned[sw as usize] = false;
+                self.refresh_switch(sw);
+            }
+            Ev::LinkStart(a, len) => {
+                // Break the path from one of a's expected peers to a.
+                let ag = &self.agents[a as usize];
+                if !ag.alive || ag.expect.is_empty() {
+                    return;
+                }
+                let i = self.rng.below(ag.expect.len() as u64) as usize;
+                let b = ag.expect[i].0;
+                if self.fate[b as usize].is_some() {
+                    return;
+                }
+                self.fate[b as usize] = Some(Fate::Busy);
+                self.broken.push((b, a));
+                self.links.push((b, a, self.now, self.now + u64::from(len)));
+                self.report.links += 1;
+                self.refresh(a, b);
+                self.at(self.now + u64::from(len), Ev::LinkEnd(b, a));
+            }
+            Ev::LinkEnd(b, a) => {
+                self.broken.retain(|x| *x != (b, a));
+                self.refresh(a, b);
+            }
+        }
+    }
+
+    fn start(&mut self, a: u32) {
+        let inc = 1_700_000_000_000_000 + self.now * 1000 + u64::from(a);
+        let ag = &mut self.agents[a as usize];
+        if ag.alive {
+            return;
+        }
+        *ag = Agent {
+            alive: true,
+            incarnation: inc,
+            ..Agent::new(ag.addr, ag.switch)
+        };
+        self.send_to_cma(a, Pkt::Startup);
+        self.at(self.now + STARTUP_RESEND_MS, Ev::StartupResend(a, inc));
+    }
+
+    /// Switch discovery once configured (a real agent starts discovery
+    /// when the CMA has told it where to report).
+    fn discover_switch(&mut self, a: u32) {
+        let sw = self.agents[a as usize].switch;
+        let mac = [2, 0, 0, (sw >> 8) as u8, sw as u8, (a % 251) as u8];
+        let frame = lldp_frame(mac, &format!("sw-{sw}"), &format!("p{a}"), "edge");
+        self.agent_report(a, AgentMsg::SwDiscover(frame));
+    }
+
+    fn stop_agent(&mut self, a: u32) {
+        let ag = &mut self.agents[a as usize];
+        if !ag.alive {
+            return;
+        }
+        ag.alive = false;
+        ag.outq.clear();
+        let sends: Vec<u32> = ag.send.iter().map(|x| x.0).collect();
+        let expects: Vec<u32> = ag.expect.iter().map(|x| x.0).collect();
+        for p in expects {
+            self.watchers[p as usize].retain(|w| *w != a);
+        }
+        let watchers = self.watchers[a as usize].clone();
+        for w in watchers {
+            self.refresh(w, a);
+        }
+        let _ = sends;
+    }
+
+    /// Re-evaluates everything about a switch's agents after a partition
+    /// change.
+    fn refresh_switch(&mut self, sw: u32) {
+        let members: Vec<u32> = (0..self.agents.len() as u32)
+            .filter(|i| self.agents[*i as usize].switch == sw)
+            .collect();
+        for x in members {
+            let watchers = self.watchers[x as usize].clone();
+            for w in watchers {
+                self.refresh(w, x);
+            }
+            let expects: Vec<u32> = self.agents[x as usize].expect.iter().map(|e| e.0).collect();
+            for b in expects {
+                self.refresh(x, b);
+            }
+        }
+    }
+
+    fn delivering(&self, b: u32, a: u32) -> bool {
+        let bb = &self.agents[b as usize];
+        bb.alive && count(&bb.send, a) > 0 && self.path_ok(b, a)
+    }
+
+    fn is_martian(&self, a: u32, b: u32) -> bool {
+        self.agents[a as usize].alive
+            && self.delivering(b, a)
+            && count(&self.agents[a as usize].expect, b) == 0
+    }
+
+    /// Re-evaluates agent `a`'s view of peer `b`'s heartbeats.
+    fn refresh(&mut self, a: u32, b: u32) {
+        if !self.agents[a as usize].alive {
+            return;
+        }
+        let d = self.delivering(b, a);
+        let now = self.now;
+        let hb = self.cfg.heartbeat_ms;
+        let expects = count(&self.agents[a as usize].expect, b) > 0;
+        if !expects {
+            if d {
+                let t = now + self.rng.below(hb) + 1;
+                self.at(t, Ev::Martian { a, peer: b });
+            }
+            return;
+        }
+        let ag = &mut self.agents[a as usize];
+        let i = match ag.watch.iter().position(|w| w.peer == b) {
+            Some(i) => i,
+            None => {
+                ag.watch.push(Watch {
+                    peer: b,
+                    silent_since: None,
+                    token: 0,
+                    reported: false,
+                });
+                ag.watch.len() - 1
+            }
+        };
+        let w = &mut ag.watch[i];
+        if d {
+            if w.silent_since.take().is_some() && w.reported {
+                w.reported = false;
+                let p = self.agents[b as usize].addr;
+                self.agent_report(a, AgentMsg::HbBackAlive(p));
+            }
+        } else if w.silent_since.is_none() {
+            w.silent_since = Some(now);
+            w.token += 1;
+            let token = w.token;
+            // The last heartbeat came up to one interval before; the agent
+            // notices on its own tick, up to one interval after.
+            let t = now + self.cfg.dead_ms - self.rng.below(hb) + self.rng.below(hb);
+            self.at(t, Ev::EdgeCheck { a, peer: b, token });
+        }
+    }
+
+    fn send_to_cma(&mut self, a: u32, pkt: Pkt) {
+        self.report.agents_sent += 1;
+        if !self.cma_ok(a) || self.rng.chance(self.cfg.loss) {
+            return;
+        }
+        let inc = self.agents[a as usize].incarnation;
+        let copies = if self.rng.chance(self.cfg.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let t = self.now + self.delay();
+            self.at(
+                t,
+                Ev::AtCma {
+                    from: a,
+                    inc,
+                    pkt: pkt.clone(),
+                },
+            );
+        }
+    }
+
+    fn agent_report(&mut self, a: u32, msg: AgentMsg) {
+        let ag = &mut self.agents[a as usize];
+        let seq = ag.next_seq;
+        ag.next_seq += 1;
+        ag.outq.push_back((seq, msg));
+        if ag.outq.len() == 1 {
+            self.agent_send_head(a);
+        }
+    }
+
+    fn agent_send_head(&mut self, a: u32) {
+        let ag = &mut self.agents[a as usize];
+        let Some((seq, msg)) = ag.outq.front().cloned() else {
+            return;
+        };
+        ag.retx_gen += 1;
+        let g = ag.retx_gen;
+        self.send_to_cma(a, Pkt::Seq { seq, msg });
+        self.at(self.now + RETRANSMIT_MS, Ev::AgentRetx(a, g));
+    }
+
+    fn at_cma(&mut self, from: u32, inc: u64, pkt: Pkt) {
+        let addr = self.agents[from as usize].addr;
+        match pkt {
+            Pkt::Startup => {
+                let msg = AgentMsg::Startup {
+                    hostname: format!("h{from}"),
+                    listen: addr,
+                    wallclock_us: inc,
+                    netconfig: format!(
+                        "{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"{}/24\":{{}}}}}}}}}}",
+                        addr.ip()
+                    ),
+                };
+                self.decide(Some(addr), None, Some(msg));
+            }
+            Pkt::Seq { seq, msg } => {
+                // The io thread's receiving half: in order, duplicates
+                // re-ACKed, a new incarnation starts afresh.
+                let st = &mut self.cma_in[from as usize];
+                if st.0 != inc {
+                    *st = (inc, 0);
+                }
+                if seq <= st.1 {
+                    let last = st.1;
+                    self.ack_agent(from, inc, last);
+                    return;
+                }
+                if seq != st.1 + 1 {
+                    return;
+                }
+                st.1 = seq;
+                let reqid = ReqId {
+                    session: inc as u32,
+                    request: seq,
+                    queue: 0,
+                };
+                self.decide(Some(addr), Some(reqid), Some(msg));
+                // Durable at once in the model: ACK.
+                self.ack_agent(from, inc, seq);
+            }
+            Pkt::Ack(r) => {
+                let q = &mut self.cma_out[from as usize];
+                while q.front().is_some_and(|(x, _)| *x <= r.request) {
+                    q.pop_front();
+                }
+                self.decide(Some(addr), Some(r), Some(AgentMsg::Ack));
+            }
+        }
+    }
+
+    fn ack_agent(&mut self, to: u32, inc: u64, seq: u64) {
+        self.report.cma_sent += 1;
+        self.count_fault_phase();
+        if !self.cma_ok(to) || self.rng.chance(self.cfg.loss) {
+            return;
+        }
+        let t = self.now + self.delay();
+        self.at(t, Ev::AckAtAgent { to, inc, seq });
+    }
+
+    fn count_fault_phase(&mut self) {
+        let from = self.cfg.faults_from_ms();
+        if self.now >= from && self.now < from + 180_000 {
+            self.report.cma_sent_faults += 1;
+        }
+    }
+
+    fn cma_send(&mut self, to: u32, request: u64, instr: Instruction) {
+        self.report.cma_sent += 1;
+        self.count_fault_phase();
+        if !self.cma_ok(to) || self.rng.chance(self.cfg.loss) {
+            return;
+        }
+        let inc = self.agents[to as usize].incarnation;
+        let copies = if self.rng.chance(self.cfg.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let t = self.now + self.delay();
+            self.at(
+                t,
+                Ev::AtAgent {
+                    to,
+                    inc,
+                    request,
+                    instr: instr.clone(),
+                },
+            );
+        }
+    }
+
+    fn at_agent(&mut self, to: u32, inc: u64, request: u64, instr: Instruction) {
+        let ag = &mut self.agents[to as usize];
+        if !ag.alive || ag.incarnation != inc {
+            return;
+        }
+        match ag.cma_in {
+            Some(last) if request <= last => {
+                // A duplicate: ACK again, do not obey again.
+                self.agent_ack(to, last);
+                return;
+            }
+            Some(last) if request != last + 1 => return,
+            _ => {}
+        }
+        ag.cma_in = Some(request);
+        let was_ready = ag.configured && ag.acked_startup;
+        match &instr {
+            Instruction::SetConfig(_) => ag.configured = true,
+            Instruction::AckStartup => ag.acked_startup = true,
+            Instruction::Heartbeat { start, peers } => {
+                let d = if *start { 1 } else { -1 };
+                let mut touched = Vec::new();
+                for p in peers {
+                    if let Some(&b) = self.by_addr.get(p) {
+                        let ag = &mut self.agents[to as usize];
+                        bump(&mut ag.send, b, d);
+                        let before = count(&ag.expect, b);
+                        bump(&mut ag.expect, b, d);
+                        let after = count(&ag.expect, b);
+                        if before == 0 && after > 0 {
+                            self.watchers[b as usize].push(to);
+                        } else if before > 0 && after == 0 {
+                            self.watchers[b as usize].retain(|w| *w != to);
+                            self.agents[to as usize].watch.retain(|w| w.peer != b);
+                        }
+                        touched.push(b);
+                    }
+                }
+                for b in touched {
+                    self.refresh(to, b);
+                    self.refresh(b, to);
+                }
+            }
+            Instruction::StopSending(peers) => {
+                for p in peers {
+                    if let Some(&b) = self.by_addr.get(p) {
+                        bump(&mut self.agents[to as usize].send, b, -1);
+                        self.refresh(b, to);
+                    }
+                }
+            }
+            Instruction::Probe => {}
+        }
+        let ag = &self.agents[to as usize];
+        if !was_ready && ag.configured && ag.acked_startup {
+            self.discover_switch(to);
+        }
+        self.agent_ack(to, request);
+    }
+
+    fn agent_ack(&mut self, a: u32, request: u64) {
+        self.send_to_cma(
+            a,
+            Pkt::Ack(ReqId {
+                session: 1,
+                request,
+                queue: 0,
+            }),
+        );
+    }
+
+    /// One decider input; then its effects.
+    fn decide(&mut self, from: Option<SocketAddr>, reqid: Option<ReqId>, msg: Option<AgentMsg>) {
+        self.lsn += 1;
+        let rec = RecordedInput {
+            lsn: self.lsn,
+            time_ms: self.now,
+            from,
+            reqid,
+            msg,
+        };
+        let mut effects = std::mem::take(&mut self.effects);
+        effects.clear();
+        let version = self.decider.topology().version();
+        let t0 = Instant::now();
+        rec.replay(&mut self.decider, &mut effects);
+        self.report.decider_ns += t0.elapsed().as_nanos();
+        self.report.decisions += 1;
+        if self.cfg.record_inputs {
+            self.report.inputs.push(rec);
+        }
+        for e in &effects {
+            self.digest = fnv(self.digest, format!("{e:?}").as_bytes());
+            match e {
+                Effect::Send {
+                    node,
+                    reqid,
+                    instruction,
+                    ..
+                } => {
+                    let a = self.node_agent[*node as usize];
+                    self.cma_out[a as usize].push_back((reqid.request, instruction.clone()));
+                    if self.cma_out[a as usize].len() == 1 {
+                        self.cma_retx_gen[a as usize] += 1;
+                        let g = self.cma_retx_gen[a as usize];
+                        self.at(self.now + RETRANSMIT_MS, Ev::CmaRetx(a, g));
+                    }
+                    self.cma_send(a, reqid.request, instruction.clone());
+                }
+                Effect::Forget { to } => {
+                    if let Some(&a) = self.by_addr.get(to) {
+                        self.cma_out[a as usize].clear();
+                        self.cma_retx_gen[a as usize] += 1;
+                    }
+                }
+                Effect::Notice(n) => self.notice(n),
+                Effect::ConnShut { .. } | Effect::Row(_) | Effect::Discovery { .. } => {}
+            }
+        }
+        self.effects = effects;
+        if self.cfg.check_invariants
+            && self.decider.topology().version() != version
+            && let Err(e) = self.decider.check()
+        {
+            self.fail(format!("invariant: {e}"));
+        }
+        if let Some(d) = self.decider.next_deadline_ms()
+            && self.tick_at.is_none_or(|t| d < t)
+        {
+            let d = d.max(self.now);
+            self.tick_at = Some(d);
+            self.at(d, Ev::Tick);
+        }
+    }
+
+    fn notice(&mut self, n: &Notice) {
+        match n {
+            Notice::Joined(id) => {
+                let addr = self.decider.node(*id).expect("joined node").addr;
+                let a = self.by_addr[&addr];
+                debug_assert_eq!(self.node_agent.len(), *id as usize);
+                self.node_agent.push(a);
+            }
+            Notice::Dead { node, .. } => {
+                let a = self.node_agent[*node as usize];
+                let ag = &self.agents[a as usize];
+                match self.fate[a as usize] {
+                    Some(Fate::Crashed(t)) if !ag.alive => {
+                        self.report.detection_ms.push(self.now - t);
+                        self.fate[a as usize] = None;
+                    }
+                    _ if !ag.alive => {}
+                    _ => {
+                        // Alive: was it reachable by its monitors?
+                        let cut =
+                            !self.cma_ok(a) || self.broken.iter().any(|(x, y)| *x == a || *y == a);
+                        if !cut {
+                            self.report.false_dead += 1;
+                            self.fail(format!("live node h{a} declared dead"));
+                        }
+                    }
+                }
+            }
+            Notice::SwitchFault { group, .. } => {
+                for (i, (sw, t0, t1)) in self.partitions.iter().enumerate() {
+                    if *group == GroupKey::Switch(format!("sw-{sw}"))
+                        && self.now >= *t0
+                        && self.now <= *t1 + 10_000
+                    {
+                        self.named_partitions[i] = true;
+                    }
+                }
+            }
+            Notice::PathFault { .. } => self.report.path_fault_verdicts += 1,
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.report.failures.len() < 100 {
+            self.report
+                .failures
+                .push(format!("seed {} t={} ms: {what}", self.cfg.seed, self.now));
+        }
+    }
+
+    fn finish(mut self) -> SimReport {
+        // Expectations at the end, after everything healed and settled.
+        for (a, f) in self.fate.clone().iter().enumerate() {
+            if let Some(Fate::Crashed(t)) = f {
+                self.report.undetected += 1;
+                self.fail(format!(
+                    "h{a} crashed at {t} ms and was never declared dead"
+                ));
+            }
+        }
+        for (i, (sw, t0, t1)) in self.partitions.clone().into_iter().enumerate() {
+            self.report.partitions += 1;
+            if self.named_partitions[i] {
+                self.report.partitions_named += 1;
+            } else {
+                self.fail(format!(
+                    "switch sw-{sw} cut off {t0}..{t1} ms was not named a switch fault"
+                ));
+            }
+        }
+        if let Err(e) = self.decider.check() {
+            self.fail(format!("invariant at the end: {e}"));
+        }
+        self.check_agents_match_rings();
+        self.report.effects_digest = self.digest;
+        self.report.decider = Some(self.decider);
+        self.report
+    }
+
+    /// Every live agent heartbeats exactly the peers its rings say, and
+    /// every node the decider keeps in service is a live agent.
+    fn check_agents_match_rings(&mut self) {
+        let topo = self.decider.topology();
+        let mut problems = Vec::new();
+        for (id, n) in self.decider.nodes().iter().enumerate() {
+            let a = self.node_agent[id];
+            let ag = &self.agents[a as usize];
+            let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
+            if in_service != ag.alive {
+                problems.push(format!(
+                    "h{a}: decider says {:?}, agent alive={}",
+                    n.health, ag.alive
+                ));
+                continue;
+            }
+            if !ag.alive {
+                continue;
+            }
+            let mut want: Vec<(u32, i32)> = Vec::new();
+            for p in topo.peers_of(id as u32) {
+                bump(&mut want, self.node_agent[p as usize], 1);
+            }
+            let mut have = ag.expect.clone();
+            want.sort_unstable();
+            have.sort_unstable();
+            if want != have || {
+                let mut s = ag.send.clone();
+                s.sort_unstable();
+                s != want
+            } {
+                problems.push(format!("h{a} heartbeats {have:?}, its rings say {want:?}"));
+            }
+        }
+        for p in problems.into_iter().take(10) {
+            self.fail(p);
+        }
+    }
+}
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -1,0 +1,172 @@
+//! The decider against simulated fleets: invariants over many seeds,
+//! detection targets, determinism and replay from a checkpoint.
+
+use std::sync::Mutex;
+
+use cma::decide::decider::Decider;
+use cma::sim::{Faults, SimConfig, SimReport, run};
+
+/// Faults drawn from the seed, so that seeds differ in what they break.
+fn faults_for(seed: u64) -> Faults {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n) as usize
+    };
+    Faults {
+        crash: 5 + next(16),
+        reboot: next(6),
+        shutdown: next(6),
+        partition: next(3),
+        link: next(6),
+    }
+}
+
+/// Runs `seeds` fleets of 1,000 nodes on both cores.
+fn run_fleets(seeds: &[u64], faults: impl Fn(u64) -> Faults + Sync) -> Vec<(u64, SimReport)> {
+    let reports: Mutex<Vec<(u64, SimReport)>> = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let reports = &reports;
+            let faults = &faults;
+            s.spawn(move || {
+                for seed in seeds.iter().skip(t).step_by(threads) {
+                    let mut cfg = SimConfig::new(1000, *seed);
+                    cfg.faults = faults(*seed);
+                    let mut r = run(cfg);
+                    r.decider = None;
+                    reports.lock().unwrap().push((*seed, r));
+                }
+            });
+        }
+    });
+    let mut reports = reports.into_inner().unwrap();
+    reports.sort_by_key(|r| r.0);
+    assert_eq!(reports.len(), seeds.len());
+    let failures: Vec<String> = reports
+        .iter()
+        .flat_map(|(_, r)| r.failures.iter().cloned())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures; rerun one with `cma simulate --nodes 1000 --seed S --faults ...`:\n{}",
+        failures.len(),
+        failures[..failures.len().min(20)].join("\n")
+    );
+    reports
+}
+
+fn detection(reports: &[(u64, SimReport)]) -> Vec<u64> {
+    let mut d: Vec<u64> = reports
+        .iter()
+        .flat_map(|(_, r)| r.detection_ms.iter().copied())
+        .collect();
+    d.sort_unstable();
+    d
+}
+
+/// Every kind of fault at once, over 200 fleets: every step keeps the
+/// ring invariants, every crash is declared dead, no live node that its
+/// monitors could reach is, every switch cut off is named, and in the end
+/// every agent heartbeats exactly what its rings say.
+#[test]
+fn two_hundred_fleets_of_a_thousand_nodes_hold_every_invariant() {
+    let seeds: Vec<u64> = (1..=200).collect();
+    let reports = run_fleets(&seeds, faults_for);
+    let false_dead: usize = reports.iter().map(|r| r.1.false_dead).sum();
+    let partitions: usize = reports.iter().map(|r| r.1.partitions).sum();
+    let named: usize = reports.iter().map(|r| r.1.partitions_named).sum();
+    assert_eq!(false_dead, 0);
+    assert!(partitions > 50, "the seeds cut off {partitions} switches");
+    assert_eq!(named, partitions);
+    let d = detection(&reports);
+    assert!(d.len() > 1000);
+    eprintln!(
+        "200 fleets, mixed faults: {} crashes, detection p50 {} p99 {} max {} ms; {named}/{partitions} partitions named",
+        d.len(),
+        d[d.len() / 2],
+        d[d.len() * 99 / 100],
+        d[d.len() - 1]
+    );
+}
+
+/// The detection target: 1 s heartbeats, 30 s dead time, 1 % loss; 99 %
+/// of crashes confirmed within dead time + rule 6's window (max(2
+/// heartbeats, retransmit + 1 s) = 3 s), and no false verdict. Simulated
+/// time, so the figure is exact for the seeds.
+#[test]
+fn crashes_are_confirmed_within_dead_time_plus_the_window() {
+    let seeds: Vec<u64> = (1001..=1100).collect();
+    let reports = run_fleets(&seeds, |_| Faults {
+        crash: 20,
+        ..Faults::default()
+    });
+    let d = detection(&reports);
+    assert_eq!(d.len(), 2000);
+    assert_eq!(reports.iter().map(|r| r.1.false_dead).sum::<usize>(), 0);
+    let p99 = d[d.len() * 99 / 100];
+    eprintln!(
+        "100 fleets, 20 crashes each, 1 % loss: detection p50 {} p90 {} p99 {p99} max {} ms",
+        d[d.len() / 2],
+        d[d.len() * 9 / 10],
+        d[d.len() - 1]
+    );
+    assert!(p99 <= 33_000, "p99 detection {p99} ms");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let go = |seed| {
+        let mut cfg = SimConfig::new(300, seed);
+        cfg.switch_size = 20;
+        cfg.faults = faults_for(seed);
+        run(cfg)
+    };
+    let (a, b, c) = (go(7), go(7), go(8));
+    assert_eq!(a.effects_digest, b.effects_digest);
+    assert_eq!(a.decisions, b.decisions);
+    assert_eq!(a.detection_ms, b.detection_ms);
+    assert_ne!(a.effects_digest, c.effects_digest);
+}
+
+/// Replays a recorded run through fresh deciders: straight through, and
+/// through an export/import in the middle. Both must end in the state the
+/// run ended in, with the same effects on the way.
+#[test]
+fn replay_and_checkpoint_reproduce_the_run() {
+    let mut cfg = SimConfig::new(400, 11);
+    cfg.switch_size = 25;
+    cfg.faults = Faults::parse("crash=6,reboot=3,shutdown=3,partition=1,link=3").unwrap();
+    cfg.record_inputs = true;
+    let r = run(cfg);
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let end = r.decider.as_ref().unwrap();
+    let cfgd = end.config().clone();
+
+    let mut straight = Decider::new(cfgd.clone());
+    let mut effects_a = Vec::new();
+    for rec in &r.inputs {
+        rec.replay(&mut straight, &mut effects_a);
+    }
+    assert!(straight == *end, "replay ends in another state");
+
+    let half = r.inputs.len() / 2;
+    let mut first = Decider::new(cfgd);
+    let mut effects_b = Vec::new();
+    for rec in &r.inputs[..half] {
+        rec.replay(&mut first, &mut effects_b);
+    }
+    let mut resumed = Decider::import(&first.export()).unwrap();
+    assert!(resumed == first, "import differs from export");
+    for rec in &r.inputs[half..] {
+        rec.replay(&mut resumed, &mut effects_b);
+    }
+    assert!(
+        effects_a == effects_b,
+        "replay through a checkpoint differs"
+    );
+    assert!(resumed == *end, "resumed replay ends in another state");
+}
