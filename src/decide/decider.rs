@@ -1001,19 +1001,30 @@ impl Decider {
 
     /// Many suspects behind one switch within one window name it.
     fn note_suspect(&mut self, d: NodeId, out: &mut Vec<Effect>) {
-        let key = self.nodes[d as usize].group_key();
+        let Some(key) = self.topo.group_of(d) else {
+            return;
+        };
         let now = self.now_ms;
         let window = self.fcfg.window_ms;
-        let list = self.recent_suspects.entry(key.clone()).or_default();
+        let list = match self.recent_suspects.get_mut(key) {
+            Some(l) => l,
+            None => self.recent_suspects.entry(key.clone()).or_default(),
+        };
         list.retain(|(t, n)| now.saturating_sub(*t) <= window && *n != d);
         list.push((now, d));
         if list.len() == SWITCH_FAULT_SUSPECTS {
             let nodes = list.iter().map(|x| x.1).collect();
-            out.push(Effect::Notice(Notice::SwitchFault { group: key, nodes }));
+            out.push(Effect::Notice(Notice::SwitchFault {
+                group: key.clone(),
+                nodes,
+            }));
         }
-        // Keep the map small: forget groups whose suspicions all expired.
-        self.recent_suspects
-            .retain(|_, l| l.iter().any(|(t, _)| now.saturating_sub(*t) <= window));
+        // Forget groups whose suspicions all expired, now and then (the
+        // map holds at most the groups with a suspect in one window).
+        if self.recent_suspects.len() > 256 {
+            self.recent_suspects
+                .retain(|_, l| l.iter().any(|(t, _)| now.saturating_sub(*t) <= window));
+        }
     }
 
     fn apply_hb(&mut self, list: &[HbInstruction]) {
@@ -1105,4 +1116,576 @@ pub fn subnet_of(netconfig: &str, ip: IpAddr) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::switch::lldp_frame;
+
+    const CMA: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(10, 9, 9, 9)), 1984);
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 1984))
+    }
+
+    /// The last octet of a test address.
+    fn host_of(a: SocketAddr) -> u8 {
+        match a.ip() {
+            IpAddr::V4(v4) => v4.octets()[3],
+            IpAddr::V6(_) => unreachable!("test addresses are IPv4"),
+        }
+    }
+
+    /// A decider and a clock, with helpers that feed it messages.
+    struct T {
+        d: Decider,
+        lsn: u64,
+        now: u64,
+        out: Vec<Effect>,
+    }
+
+    impl T {
+        fn new() -> T {
+            T {
+                d: Decider::new(DeciderConfig::new(CMA, 7)),
+                lsn: 0,
+                now: 1000,
+                out: Vec::new(),
+            }
+        }
+
+        fn feed(&mut self, from: SocketAddr, reqid: Option<ReqId>, m: Message<'_>) -> Vec<Effect> {
+            self.lsn += 1;
+            self.out.clear();
+            self.d.handle(
+                &Input {
+                    lsn: self.lsn,
+                    time_ms: self.now,
+                    event: Event::Received {
+                        from,
+                        reqid,
+                        message: m,
+                    },
+                },
+                &mut self.out,
+            );
+            self.d.check().unwrap();
+            self.out.clone()
+        }
+
+        fn tick(&mut self, at: u64) -> Vec<Effect> {
+            self.now = at;
+            self.lsn += 1;
+            self.out.clear();
+            self.d.handle(
+                &Input {
+                    lsn: self.lsn,
+                    time_ms: at,
+                    event: Event::Tick,
+                },
+                &mut self.out,
+            );
+            self.d.check().unwrap();
+            self.out.clone()
+        }
+
+        fn startup(&mut self, n: u8, wallclock: u64) -> Vec<Effect> {
+            let host = format!("host{n}");
+            let net =
+                format!("{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"10.0.0.{n}/24\":{{}}}}}}}}}}");
+            self.feed(
+                addr(n),
+                None,
+                Message::Startup(Startup {
+                    hostname: &host,
+                    listen: addr(n),
+                    wallclock_us: wallclock,
+                    netconfig: &net,
+                    key: None,
+                }),
+            )
+        }
+
+        /// ACKs everything in flight to every node until queues are empty.
+        fn settle(&mut self) {
+            for _ in 0..50 {
+                let mut acks = Vec::new();
+                for n in self.d.nodes() {
+                    if let Some((r, _)) = n.out.inflight().last()
+                        && n.in_service()
+                    {
+                        acks.push((n.addr, *r));
+                    }
+                }
+                if acks.is_empty() {
+                    return;
+                }
+                for (a, r) in acks {
+                    self.ack(a, r);
+                }
+            }
+            panic!("queues never drained");
+        }
+
+        fn ack(&mut self, from: SocketAddr, request: u64) -> Vec<Effect> {
+            let r = ReqId {
+                session: 7,
+                request,
+                queue: 0,
+            };
+            self.feed(from, Some(r), Message::Ack)
+        }
+
+        fn report(&mut self, from: u8, m: Message<'_>) -> Vec<Effect> {
+            self.lsn += 1;
+            let r = ReqId {
+                session: 99,
+                request: self.lsn,
+                queue: 0,
+            };
+            self.feed(addr(from), Some(r), m)
+        }
+
+        fn id(&self, n: u8) -> NodeId {
+            self.d.node_at(addr(n)).unwrap()
+        }
+
+        fn health(&self, n: u8) -> Health {
+            self.d.node(self.id(n)).unwrap().health
+        }
+    }
+
+    fn notices(e: &[Effect]) -> Vec<Notice> {
+        e.iter()
+            .filter_map(|e| match e {
+                Effect::Notice(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sends_to(e: &[Effect], to: SocketAddr) -> Vec<Instruction> {
+        e.iter()
+            .filter_map(|e| match e {
+                Effect::Send {
+                    to: t, instruction, ..
+                } if *t == to => Some(instruction.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Four nodes in one subnet ring, settled.
+    fn fleet(k: u8) -> T {
+        let mut t = T::new();
+        for n in 1..=k {
+            t.startup(n, 100 + u64::from(n));
+            t.settle();
+        }
+        t
+    }
+
+    #[test]
+    fn startup_gets_config_then_ackstartup_then_its_ring() {
+        let mut t = T::new();
+        let e = t.startup(1, 5);
+        assert_eq!(notices(&e), vec![Notice::Joined(0)]);
+        // One in flight until the first ACK.
+        assert_eq!(
+            sends_to(&e, addr(1)),
+            vec![Instruction::SetConfig(t.d.config().config_json())]
+        );
+        let e = t.ack(addr(1), 1);
+        assert_eq!(sends_to(&e, addr(1)), vec![Instruction::AckStartup]);
+        let e = t.startup(2, 6);
+        assert_eq!(
+            sends_to(&e, addr(1)),
+            vec![Instruction::Heartbeat {
+                start: true,
+                peers: vec![addr(2)]
+            }]
+        );
+        let row = e.iter().find_map(|e| match e {
+            Effect::Row(r) => Some(r.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            row.unwrap().group,
+            Some(GroupKey::Subnet("10.0.0.0/24".into()))
+        );
+    }
+
+    #[test]
+    fn a_repeated_startup_is_answered_with_ackstartup_only() {
+        let mut t = fleet(3);
+        let e = t.startup(2, 102);
+        assert!(notices(&e).is_empty());
+        assert_eq!(sends_to(&e, addr(2)), vec![Instruction::AckStartup]);
+        assert_eq!(
+            e.iter()
+                .filter(|e| matches!(e, Effect::Send { .. }))
+                .count(),
+            1
+        );
+        // Again while that one is in flight: nothing more.
+        let e = t.startup(2, 102);
+        assert!(e.is_empty());
+        assert_eq!(t.d.counters().duplicate_startup, 2);
+    }
+
+    #[test]
+    fn a_new_wallclock_is_a_restart() {
+        let mut t = fleet(4);
+        let id = t.id(2);
+        let e = t.startup(2, 999);
+        assert_eq!(notices(&e), vec![Notice::Restarted(id)]);
+        assert!(e.contains(&Effect::Forget { to: addr(2) }));
+        // Its old neighbours stop expecting it (the old incarnation).
+        let stops: Vec<_> = [1u8, 3]
+            .iter()
+            .flat_map(|n| sends_to(&e, addr(*n)))
+            .collect();
+        assert!(stops.iter().any(
+            |i| matches!(i, Instruction::Heartbeat { start: false, peers } if peers.contains(&addr(2)))
+        ));
+        assert_eq!(t.d.node(id).unwrap().incarnation, 999);
+        t.settle();
+    }
+
+    #[test]
+    fn two_monitors_confirm_a_death_and_the_ring_closes() {
+        let mut t = fleet(4);
+        // Ring order 1 2 3 4: node 2 is watched by 1 and 3.
+        let e = t.report(1, Message::HbDead { peer: addr(2) });
+        assert_eq!(
+            notices(&e),
+            vec![Notice::Suspected {
+                node: t.id(2),
+                reporter: t.id(1)
+            }]
+        );
+        assert_eq!(sends_to(&e, addr(2)), vec![Instruction::Probe]);
+        t.now += 1500;
+        let e = t.report(3, Message::HbDead { peer: addr(2) });
+        assert!(notices(&e).contains(&Notice::Dead {
+            node: t.id(2),
+            cause: DeathCause::TwoMonitors {
+                first: t.id(1),
+                second: t.id(3)
+            }
+        }));
+        assert!(e.contains(&Effect::Forget { to: addr(2) }));
+        assert!(!t.d.topology().adjacent(t.id(1), t.id(2)));
+        assert!(t.d.topology().adjacent(t.id(1), t.id(3)));
+    }
+
+    #[test]
+    fn a_probe_answer_names_a_path_fault() {
+        let mut t = fleet(4);
+        t.report(1, Message::HbDead { peer: addr(2) });
+        let probe = t.d.node(t.id(2)).unwrap().out.inflight().last().unwrap().0;
+        let e = t.ack(addr(2), probe);
+        assert_eq!(
+            notices(&e),
+            vec![Notice::PathFault {
+                node: t.id(2),
+                reporter: t.id(1)
+            }]
+        );
+        assert_eq!(t.health(2), Health::Up);
+    }
+
+    #[test]
+    fn a_silent_probe_confirms_after_the_deadline() {
+        let mut t = fleet(4);
+        t.report(1, Message::HbDead { peer: addr(2) });
+        let deadline = t.d.next_deadline_ms().unwrap();
+        assert!(notices(&t.tick(deadline - 1)).is_empty());
+        // Window over: disputed; then the probe deadline.
+        let mut died = false;
+        while let Some(at) = t.d.next_deadline_ms() {
+            died |= notices(&t.tick(at))
+                .iter()
+                .any(|n| matches!(n, Notice::Dead { .. }));
+        }
+        assert!(died);
+        assert!(matches!(
+            t.health(2),
+            Health::Dead(DeathCause::Probe { .. })
+        ));
+    }
+
+    #[test]
+    fn back_alive_cancels_the_suspicion() {
+        let mut t = fleet(4);
+        t.report(1, Message::HbDead { peer: addr(2) });
+        let e = t.report(
+            1,
+            Message::HbBackAlive {
+                peer: addr(2),
+                elapsed_us: 0,
+            },
+        );
+        assert_eq!(
+            notices(&e),
+            vec![Notice::FalseAlarm {
+                node: t.id(2),
+                reporter: t.id(1)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_report_from_a_peer_not_yet_watching_only_probes() {
+        let mut t = fleet(3);
+        // 4 joins; its instructions are not ACKed yet.
+        t.startup(4, 104);
+        t.report(1, Message::HbDead { peer: addr(4) });
+        assert!(matches!(t.health(4), Health::Disputed { .. }));
+        // A second such report cannot confirm.
+        let e = t.report(3, Message::HbDead { peer: addr(4) });
+        assert!(!notices(&e).iter().any(|n| matches!(n, Notice::Dead { .. })));
+    }
+
+    #[test]
+    fn shutdown_leaves_cleanly_and_a_martian_from_it_is_told_to_stop() {
+        let mut t = fleet(4);
+        let e = t.report(2, Message::HbShutdown { hostname: "host2" });
+        assert_eq!(notices(&e), vec![Notice::Left(t.id(2))]);
+        assert_eq!(t.health(2), Health::Left);
+        t.settle();
+        let e = t.report(1, Message::HbMartian { peer: addr(2) });
+        assert!(notices(&e).is_empty());
+        assert_eq!(
+            sends_to(&e, addr(2)),
+            vec![Instruction::StopSending(vec![addr(1)])]
+        );
+        // Reports about a node that left change nothing.
+        let e = t.report(3, Message::HbDead { peer: addr(2) });
+        assert!(notices(&e).is_empty());
+    }
+
+    #[test]
+    fn a_martian_resurrects_the_dead_and_its_old_heartbeats_are_stopped_first() {
+        let mut t = fleet(4);
+        t.report(1, Message::HbDead { peer: addr(2) });
+        t.report(3, Message::HbDead { peer: addr(2) });
+        assert!(matches!(t.health(2), Health::Dead(_)));
+        t.settle();
+        let e = t.report(1, Message::HbMartian { peer: addr(2) });
+        assert_eq!(notices(&e), vec![Notice::Resurrected(t.id(2))]);
+        let first = &sends_to(&e, addr(2))[0];
+        assert!(matches!(first, Instruction::Heartbeat { start: false, .. }));
+        t.settle();
+        assert_eq!(t.health(2), Health::Up);
+        // A martian about a live node is a transient: ignored.
+        t.report(1, Message::HbMartian { peer: addr(3) });
+        assert_eq!(t.d.counters().martian_ignored, 1);
+    }
+
+    #[test]
+    fn swdiscover_moves_a_node_into_its_switch_ring() {
+        let mut t = fleet(3);
+        let frame = lldp_frame([2, 0, 0, 0, 0, 1], "sw-a", "p1", "edge");
+        let e = t.report(
+            2,
+            Message::SwDiscover(crate::classify::SwDiscover {
+                wallclock_us: 0,
+                pktdata: &frame,
+                interface: "eth0",
+                hostname: "host2",
+                discname: "lldp",
+            }),
+        );
+        assert_eq!(notices(&e), vec![Notice::Moved(t.id(2))]);
+        assert_eq!(
+            t.d.topology().group_of(t.id(2)),
+            Some(&GroupKey::Switch("sw-a".into()))
+        );
+        let e = t.report(
+            2,
+            Message::SwDiscover(crate::classify::SwDiscover {
+                wallclock_us: 0,
+                pktdata: b"garbage",
+                interface: "eth0",
+                hostname: "host2",
+                discname: "lldp",
+            }),
+        );
+        assert!(e.is_empty());
+        assert_eq!(t.d.counters().bad_switch_frame, 1);
+        t.settle();
+    }
+
+    #[test]
+    fn a_representative_reported_with_its_group_silent_is_cut_off_not_dead() {
+        let mut t = T::new();
+        // Switch a: 1..=4 (two representatives); switch b: 5..=8.
+        for n in 1..=8u8 {
+            t.startup(n, u64::from(n));
+            t.settle();
+            let sw = if n <= 4 { "sw-a" } else { "sw-b" };
+            let frame = lldp_frame([2, 0, 0, 0, 0, n], sw, "p", "edge");
+            t.report(
+                n,
+                Message::SwDiscover(crate::classify::SwDiscover {
+                    wallclock_us: 0,
+                    pktdata: &frame,
+                    interface: "eth0",
+                    hostname: "",
+                    discname: "lldp",
+                }),
+            );
+            t.settle();
+        }
+        let topo = t.d.topology();
+        let rep = (1..=4u8).find(|n| topo.is_rep(t.id(*n))).unwrap();
+        let monitors: Vec<SocketAddr> = topo
+            .top()
+            .neighbours(t.id(rep))
+            .iter()
+            .map(|m| t.d.node(*m).unwrap().addr)
+            .filter(|a| host_of(*a) > 4)
+            .collect();
+        assert!(!monitors.is_empty());
+        // Switch a goes dark: only outside monitors report, nobody in it
+        // answers a probe.
+        t.now += 30_000;
+        let m0 = host_of(monitors[0]);
+        t.report(m0, Message::HbDead { peer: addr(rep) });
+        let mut all = Vec::new();
+        for _ in 0..4 {
+            if let Some(at) = t.d.next_deadline_ms() {
+                all.extend(notices(&t.tick(at)));
+            }
+        }
+        assert!(all.contains(&Notice::CutOff(t.id(rep))), "{all:?}");
+        assert!(all.iter().any(|n| matches!(
+            n,
+            Notice::SwitchFault { group, .. } if *group == GroupKey::Switch("sw-a".into())
+        )));
+        assert!(!all.iter().any(|n| matches!(n, Notice::Dead { .. })));
+        // The switch comes back: a member is heard, the representative is
+        // probed afresh and answers.
+        let other = (1..=4u8).find(|n| *n != rep).unwrap();
+        t.now += 10_000;
+        t.report(
+            other,
+            Message::HbBackAlive {
+                peer: addr(other),
+                elapsed_us: 0,
+            },
+        );
+        assert!(matches!(t.health(rep), Health::Disputed { .. }));
+        let e = t.report(
+            rep,
+            Message::HbBackAlive {
+                peer: addr(1),
+                elapsed_us: 0,
+            },
+        );
+        assert!(
+            notices(&e)
+                .iter()
+                .any(|n| matches!(n, Notice::FalseAlarm { .. }))
+        );
+        assert_eq!(t.health(rep), Health::Up);
+    }
+
+    #[test]
+    fn a_dead_representative_whose_group_answers_is_confirmed() {
+        let mut t = T::new();
+        for n in 1..=6u8 {
+            t.startup(n, u64::from(n));
+            t.settle();
+        }
+        // One subnet group: the representatives are ring members too; a
+        // report from a group neighbour plus a silent probe confirms.
+        let rep = (1..=6u8).find(|n| t.d.topology().is_rep(t.id(*n))).unwrap();
+        let watcher = t.d.topology().peers_of(t.id(rep))[0];
+        let w = host_of(t.d.node(watcher).unwrap().addr);
+        t.report(w, Message::HbDead { peer: addr(rep) });
+        // The sampled members answer their probes.
+        for n in 1..=6u8 {
+            if n != rep {
+                t.report(
+                    n,
+                    Message::HbBackAlive {
+                        peer: addr(n),
+                        elapsed_us: 0,
+                    },
+                );
+            }
+        }
+        let mut all = Vec::new();
+        for _ in 0..4 {
+            if let Some(at) = t.d.next_deadline_ms() {
+                all.extend(notices(&t.tick(at)));
+            }
+        }
+        assert!(
+            all.iter().any(|n| matches!(n, Notice::Dead { .. })),
+            "{all:?}"
+        );
+    }
+
+    #[test]
+    fn connshut_resets_the_agent_and_is_answered() {
+        let mut t = fleet(2);
+        let e = t.report(1, Message::ConnShut);
+        assert!(e.contains(&Effect::ConnShut { to: addr(1) }));
+        assert!(e.contains(&Effect::Forget { to: addr(1) }));
+        assert_eq!(t.d.node(t.id(1)).unwrap().inbound, None);
+    }
+
+    #[test]
+    fn unknown_senders_and_peers_are_counted() {
+        let mut t = fleet(2);
+        t.feed(addr(50), None, Message::HbDead { peer: addr(1) });
+        t.report(1, Message::HbDead { peer: addr(60) });
+        t.ack(addr(1), 10_000);
+        let c = t.d.counters();
+        assert_eq!((c.unknown_sender, c.unknown_peer, c.stray_ack), (1, 1, 1));
+    }
+
+    #[test]
+    fn receiving_positions_are_kept_for_the_io_thread() {
+        let mut t = fleet(2);
+        t.report(
+            1,
+            Message::HbLate {
+                peer: addr(2),
+                elapsed_us: 5,
+            },
+        );
+        let pos = t.d.inbound_positions();
+        assert!(pos.iter().any(|(a, s, _)| *a == addr(1) && *s == 99));
+    }
+
+    #[test]
+    fn export_import_round_trip() {
+        let mut t = fleet(5);
+        t.report(1, Message::HbDead { peer: addr(2) });
+        let back = Decider::import(&t.d.export()).unwrap();
+        assert!(back == t.d);
+        assert!(Decider::import(b"{not json").is_err());
+    }
+
+    #[test]
+    fn subnet_of_reads_netconfig() {
+        let j = r#"{"data":{"eth0":{"ipaddrs":{"192.0.2.2/24":{},"fd00::2/64":{}}}}}"#;
+        assert_eq!(
+            subnet_of(j, "192.0.2.2".parse().unwrap()),
+            Some("192.0.2.0/24".into())
+        );
+        assert_eq!(
+            subnet_of(j, "fd00::2".parse().unwrap()),
+            Some("fd00::/64".into())
+        );
+        assert_eq!(subnet_of(j, "192.0.2.3".parse().unwrap()), None);
+        assert_eq!(subnet_of("not json", "192.0.2.2".parse().unwrap()), None);
+        let odd = r#"{"data":{"eth0":{"ipaddrs":{"192.0.2.2/99":{},"x/24":{}}}}}"#;
+        assert_eq!(subnet_of(odd, "192.0.2.2".parse().unwrap()), None);
+    }
 }

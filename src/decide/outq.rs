@@ -175,6 +175,11 @@ impl OutQueue {
         while self.inflight.front().is_some_and(|(r, _)| *r <= request) {
             self.inflight.pop_front();
         }
+        if self.inflight.is_empty() && self.pending.is_empty() {
+            // A settled agent holds no buffers: a million of them would.
+            self.inflight = VecDeque::new();
+            self.pending = VecDeque::new();
+        }
         self.inflight.len() != before
     }
 
