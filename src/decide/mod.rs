@@ -2,12 +2,12 @@
 //! (registry, switch-aware rings, failure disambiguation). It may use
 //! `classify`'s types and nothing that does I/O.
 //!
-//! Built so far: [`ring::Ring`], one heartbeat ring and the exact
-//! instructions that keep it whole as nodes join and leave, and
-//! [`topology::Topology`], a ring per switch (or subnet) group plus the
-//! top-level ring of representatives. The registry, the failure state
-//! machine, the checkpoint and the simulation are the decider issue's
-//! remaining work.
+//! [`decider::Decider`] is the whole state and `handle(record) -> effects`;
+//! it is built from [`ring::Ring`] (one heartbeat ring and the exact
+//! instructions that keep it whole), [`topology::Topology`] (a ring per
+//! switch or subnet group plus the top-level ring of representatives),
+//! [`failure::Health`] (the failure state machine of one node) and
+//! [`outq::OutQueue`] (the sending side towards one agent, rule 1).
 
 #[cfg(test)]
 mod counting_agents;
