@@ -12,11 +12,14 @@
 )]
 
 pub mod classify;
+pub mod config;
 pub mod decide;
 pub mod decode;
 pub mod engine;
+pub mod logger;
 pub mod reliable;
 pub mod ring_buffer;
 pub mod sim;
+pub mod store;
 pub mod wal;
 pub mod wal_tools;

@@ -21,6 +21,57 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the CMA: listen for agents, log, decide, keep the database.
+    Run {
+        /// TOML configuration (missing keys take their defaults: `cma config --default`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data directory (log and database); overrides the file.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (repeatable); overrides the file.
+        #[arg(long, value_name = "ADDR")]
+        listen: Vec<std::net::SocketAddr>,
+        /// Start even if the log is corrupt before its last commit: keep the
+        /// good prefix and move the rest aside.
+        #[arg(long)]
+        wal_salvage: bool,
+    },
+    /// Print the configuration.
+    Config {
+        /// The commented default configuration.
+        #[arg(long)]
+        default: bool,
+        /// Check a configuration file and print it with defaults filled in.
+        #[arg(long, value_name = "FILE", conflicts_with = "default")]
+        check: Option<PathBuf>,
+    },
+    /// The fleet's nodes, from the database (read-only; safe while running).
+    Nodes {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Groups (switch or subnet rings) and their sizes.
+    Rings {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Events and verdicts (joins, deaths, path and switch faults).
+    Events {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only events of records after this LSN.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep printing new events.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Nodes per status and how far the database is.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Decode nanoprobe packets (hex or pcap) to JSON lines, or text.
     Decode {
         /// Datagrams as hex strings; none: read one per line from stdin.
@@ -68,6 +119,17 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+/// Where the database is and how to print.
+#[derive(clap::Args)]
+struct DbArgs {
+    /// Data directory of the daemon.
+    #[arg(long, value_name = "DIR", default_value = "cma-data")]
+    data_dir: PathBuf,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +194,17 @@ enum WalCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            config,
+            data_dir,
+            listen,
+            wal_salvage,
+        } => run(config, data_dir, listen, wal_salvage),
+        Command::Config { default, check } => config_cmd(default, check),
+        Command::Nodes { db } => nodes(&db),
+        Command::Rings { db } => rings(&db),
+        Command::Events { db, after, follow } => events(&db, after, follow),
+        Command::Status { db } => status(&db),
         Command::Decode { hex, pcap, text } => decode(hex, pcap, text),
         Command::Wal { command } => wal(command),
         Command::Bench { command } => bench(command),
@@ -144,6 +217,204 @@ fn main() -> ExitCode {
             check,
         } => simulate(nodes, seed, &faults, loss, switch_size, check),
     }
+}
+
+fn run(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    listen: Vec<std::net::SocketAddr>,
+    salvage: bool,
+) -> ExitCode {
+    let mut c = match config {
+        Some(p) => match cma::config::Config::load(&p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cma run: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => cma::config::Config::default(),
+    };
+    if let Some(d) = data_dir {
+        c.data_dir = d;
+    }
+    if !listen.is_empty() {
+        c.listen = listen;
+    }
+    cma::logger::init(cma::config::level(&c));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("cma run: cannot handle signal {sig}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    log::info!(
+        "cma {} starting: data in {}",
+        env!("CARGO_PKG_VERSION"),
+        c.data_dir.display()
+    );
+    match cma::engine::daemon::run(c, salvage, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("cma run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_cmd(default: bool, check: Option<PathBuf>) -> ExitCode {
+    if let Some(p) = check {
+        return match cma::config::Config::load(&p) {
+            Ok(c) => {
+                print!("{}", toml::to_string(&c).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cma config: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if default {
+        print!("{}", cma::config::DEFAULT_CONFIG);
+    } else {
+        print!(
+            "{}",
+            toml::to_string(&cma::config::Config::default()).unwrap_or_default()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn open_db(db: &DbArgs) -> Result<cma::store::Store, ExitCode> {
+    cma::store::Store::open_read_only(&cma::engine::daemon::db_path(&db.data_dir)).map_err(|e| {
+        eprintln!("cma: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("cma: {e}");
+    ExitCode::FAILURE
+}
+
+fn nodes(db: &DbArgs) -> ExitCode {
+    let s = match open_db(db) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let list = match s.nodes() {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    if db.json {
+        for n in &list {
+            println!("{}", serde_json::to_string(n).unwrap_or_default());
+        }
+    } else {
+        println!(
+            "{:>6}  {:<24} {:<24} {:<12} {:<24} switch",
+            "id", "host", "address", "status", "group"
+        );
+        for n in &list {
+            println!(
+                "{:>6}  {:<24} {:<24} {:<12} {:<24} {}",
+                n.id,
+                n.hostname,
+                n.addr,
+                n.status,
+                n.group.as_deref().unwrap_or("-"),
+                n.switch.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn rings(db: &DbArgs) -> ExitCode {
+    let s = match open_db(db) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match s.groups() {
+        Ok(g) => {
+            for (name, n) in g {
+                if db.json {
+                    println!("{}", serde_json::json!({"group": name, "nodes": n}));
+                } else {
+                    println!("{n:>6}  {name}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn events(db: &DbArgs, after: u64, follow: bool) -> ExitCode {
+    let s = match open_db(db) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let mut after = after;
+    loop {
+        let list = match s.events(after, 10_000) {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        for e in &list {
+            if db.json {
+                println!("{}", serde_json::to_string(e).unwrap_or_default());
+            } else {
+                println!(
+                    "lsn {:<10} t={:<12} {:<14} {:<24} {}",
+                    e.lsn,
+                    e.time_ms,
+                    e.kind,
+                    e.hostname.as_deref().unwrap_or("-"),
+                    e.detail
+                );
+            }
+            after = after.max(e.lsn as u64);
+        }
+        if !follow {
+            return ExitCode::SUCCESS;
+        }
+        if list.is_empty() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn status(db: &DbArgs) -> ExitCode {
+    let s = match open_db(db) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let (counts, applied, cp) = match (s.status_counts(), s.applied_lsn(), s.checkpoint()) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c.map_or(0, |c| c.0)),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
+    };
+    if db.json {
+        let by: serde_json::Map<String, serde_json::Value> = counts
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v).into()))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"nodes": by, "applied_lsn": applied, "checkpoint_lsn": cp})
+        );
+    } else {
+        let total: i64 = counts.iter().map(|c| c.1).sum();
+        println!("nodes: {total}");
+        for (k, v) in counts {
+            println!("  {k:<12} {v}");
+        }
+        println!("database reflects the log through LSN {applied}; checkpoint at LSN {cp}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn simulate(

@@ -386,6 +386,11 @@ impl Decider {
         &self.counters
     }
 
+    /// The log time of the last record handled, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// The LSN of the last record handled.
     pub fn last_lsn(&self) -> u64 {
         self.last_lsn

@@ -197,6 +197,16 @@ impl IoLoop {
         self.sockets.iter().map(|s| s.local_addr()).collect()
     }
 
+    /// Duplicates of the bound sockets, for sending from the same
+    /// addresses (non-blocking, like the originals).
+    pub fn send_sockets(&self) -> io::Result<Vec<std::net::UdpSocket>> {
+        use std::os::fd::AsFd;
+        self.sockets
+            .iter()
+            .map(|s| Ok(std::net::UdpSocket::from(s.as_fd().try_clone_to_owned()?)))
+            .collect()
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> IoStats {
         self.stats

@@ -4,5 +4,6 @@
 //! outbound delivery.
 
 pub mod bench_recv;
+pub mod daemon;
 pub mod io;
 pub mod mmsg;

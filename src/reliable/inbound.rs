@@ -110,6 +110,20 @@ impl Inbound {
         })
     }
 
+    /// A connection resumed from a checkpoint: request `last` of `session`
+    /// was delivered and is durable (and so was ACKed, or will be again on
+    /// its duplicate).
+    pub fn resume(session: u32, queue: u16, last: u64) -> Inbound {
+        Inbound {
+            open: Some(Open {
+                session,
+                queue,
+                next: last.saturating_add(1),
+                acked: last,
+            }),
+        }
+    }
+
     /// Forgets the connection (the peer restarted or shut it).
     pub fn reset(&mut self) {
         self.open = None;

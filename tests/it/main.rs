@@ -2,6 +2,7 @@
 
 mod alloc;
 mod codec;
+mod daemon;
 mod decode_cmd;
 mod drops;
 mod io_loop;

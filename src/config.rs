@@ -1,0 +1,294 @@
+//! The daemon's configuration: every limit and timer, in TOML. The
+//! defaults are the commented file [`DEFAULT_CONFIG`] itself (what
+//! `cma config --default` prints), parsed, so the documentation and the
+//! defaults cannot drift apart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default configuration, with comments.
+pub const DEFAULT_CONFIG: &str = r#"# cma: the Central Monitoring Authority's configuration.
+# Every key is optional; a missing key takes the value shown here.
+
+# UDP addresses the CMA listens on (nanoprobes send to port 1984).
+listen = ["0.0.0.0:1984", "[::]:1984"]
+# Where agents reach the CMA (SETCONFIG's cmaaddr/cmafail/cmadisc). Empty:
+# the first listen address, with 127.0.0.1 for an unspecified one.
+advertise = ""
+# The write-ahead log and the SQLite database live here.
+data_dir = "cma-data"
+# error, warn, info, debug or trace.
+log_level = "info"
+
+[io]
+# Socket receive buffer, bytes (root may exceed net.core.rmem_max).
+rcvbuf_bytes = 8388608
+# Ring buffer between the io thread and the log thread: slots and bytes per slot.
+ring_slots = 16384
+slot_bytes = 2048
+# Datagrams per recvmmsg call.
+batch = 64
+
+[wal]
+# Segment size, MiB (preallocated and pre-faulted ahead of use).
+segment_mib = 64
+# "batch" (group commit), "always" (sync every record) or "none" (tests only).
+sync = "batch"
+# Group commit: sync after this many records or this many microseconds.
+batch_records = 256
+batch_delay_us = 500
+
+[heartbeat]
+# Handed to agents in SENDEXPECTHB: interval, late warning, dead time (ms).
+interval_ms = 1000
+warn_ms = 5000
+dead_ms = 30000
+
+[reliable]
+# Resend the oldest unacknowledged instruction this often (ms).
+retransmit_ms = 2000
+
+[decider]
+# CPU to pin the decider thread to; -1: do not pin (the default on small
+# machines: the io thread and the decider share the cores).
+cpu = -1
+# Longest gap between TICK records while a deadline is pending (ms).
+tick_ms = 100
+
+[store]
+# Write the decider's checkpoint at most this often (ms) and release the
+# log segments below it.
+checkpoint_ms = 10000
+"#;
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Advertised CMA address ("" = derived).
+    pub advertise: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log level.
+    pub log_level: String,
+    /// io thread.
+    pub io: IoSection,
+    /// The log.
+    pub wal: WalSection,
+    /// Heartbeat parameters.
+    pub heartbeat: HeartbeatSection,
+    /// Reliable delivery.
+    pub reliable: ReliableSection,
+    /// The decider thread.
+    pub decider: DeciderSection,
+    /// The store.
+    pub store: StoreSection,
+}
+
+/// `[io]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoSection {
+    /// SO_RCVBUF.
+    pub rcvbuf_bytes: usize,
+    /// Ring slots.
+    pub ring_slots: usize,
+    /// Bytes per slot.
+    pub slot_bytes: usize,
+    /// recvmmsg batch.
+    pub batch: usize,
+}
+
+/// `[wal]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSection {
+    /// Segment size, MiB.
+    pub segment_mib: usize,
+    /// batch, always or none.
+    pub sync: String,
+    /// Records per group commit.
+    pub batch_records: u32,
+    /// Longest wait of a group commit, µs.
+    pub batch_delay_us: u64,
+}
+
+/// `[heartbeat]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSection {
+    /// Interval.
+    pub interval_ms: u64,
+    /// Late warning.
+    pub warn_ms: u64,
+    /// Dead time.
+    pub dead_ms: u64,
+}
+
+/// `[reliable]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReliableSection {
+    /// Retransmit interval.
+    pub retransmit_ms: u64,
+}
+
+/// `[decider]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeciderSection {
+    /// CPU to pin to, -1 for none.
+    pub cpu: i64,
+    /// Longest TICK gap while a deadline is pending.
+    pub tick_ms: u64,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Checkpoint interval.
+    pub checkpoint_ms: u64,
+}
+
+/// A configuration problem, with what to do about it.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Overlays `over` onto `base`, key by key (tables merge, values replace).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_toml("").expect("the embedded default configuration is valid")
+    }
+}
+
+impl Config {
+    /// The defaults overlaid with `text` (a TOML document, possibly partial).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut base: toml::Table = DEFAULT_CONFIG
+            .parse()
+            .map_err(|e| ConfigError(format!("embedded defaults: {e}")))?;
+        let over: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError(format!("configuration is not valid TOML: {e}")))?;
+        merge(&mut base, over);
+        let c: Config = toml::Value::Table(base)
+            .try_into()
+            .map_err(|e| ConfigError(format!("configuration: {e}")))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads a file (the defaults for every missing key).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError(what.to_string()));
+        if self.listen.is_empty() {
+            return bad("listen: at least one address is needed");
+        }
+        if !["batch", "always", "none"].contains(&self.wal.sync.as_str()) {
+            return bad("wal.sync must be \"batch\", \"always\" or \"none\"");
+        }
+        if !(1..=1024).contains(&self.wal.segment_mib) {
+            return bad("wal.segment_mib must be 1..=1024");
+        }
+        if self.wal.batch_records == 0 {
+            return bad("wal.batch_records must be at least 1");
+        }
+        if self.heartbeat.interval_ms == 0
+            || self.heartbeat.dead_ms <= self.heartbeat.interval_ms
+            || self.heartbeat.warn_ms > self.heartbeat.dead_ms
+        {
+            return bad("heartbeat: need 0 < interval_ms < dead_ms and warn_ms <= dead_ms");
+        }
+        if self.reliable.retransmit_ms < 100 {
+            return bad("reliable.retransmit_ms must be at least 100");
+        }
+        if !self.io.ring_slots.is_power_of_two() || self.io.ring_slots < 64 {
+            return bad("io.ring_slots must be a power of two, at least 64");
+        }
+        if !(1500..=65536).contains(&self.io.slot_bytes) {
+            return bad("io.slot_bytes must be 1500..=65536");
+        }
+        if self.decider.tick_ms == 0 || self.store.checkpoint_ms == 0 {
+            return bad("decider.tick_ms and store.checkpoint_ms must be positive");
+        }
+        if self.log_level.parse::<log::LevelFilter>().is_err() {
+            return bad("log_level must be error, warn, info, debug or trace");
+        }
+        if !self.advertise.is_empty() && self.advertise.parse::<SocketAddr>().is_err() {
+            return bad("advertise must be empty or an ip:port");
+        }
+        Ok(())
+    }
+}
+
+/// The level filter of a validated configuration.
+pub fn level(c: &Config) -> log::LevelFilter {
+    c.log_level.parse().unwrap_or(log::LevelFilter::Info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_match_the_documented_file() {
+        let c = Config::default();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.wal.sync, "batch");
+        assert_eq!(c.heartbeat.dead_ms, 30_000);
+    }
+
+    #[test]
+    fn a_partial_file_overrides_only_its_keys() {
+        let c = Config::from_toml("data_dir = \"/x\"\n[wal]\nsync = \"always\"\n").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.wal.sync, "always");
+        assert_eq!(c.wal.batch_records, 256);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, what) in [
+            ("[wal]\nsync = \"sometimes\"", "wal.sync"),
+            ("listen = []", "listen"),
+            ("[heartbeat]\ndead_ms = 10", "heartbeat"),
+            ("[io]\nring_slots = 1000", "ring_slots"),
+            ("bogus = 1", "bogus"),
+            ("log_level = \"loud\"", "log_level"),
+            ("not toml [", "TOML"),
+        ] {
+            let e = Config::from_toml(text).unwrap_err().0;
+            assert!(e.contains(what), "{text}: {e}");
+        }
+    }
+}

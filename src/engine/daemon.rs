@@ -1,0 +1,1084 @@
+//! `cma run`: the io loop, the log thread, the decider thread and the store
+//! thread, wired as DESIGN.md draws them.
+//!
+//! ```text
+//!  io thread ──ring──▶ log thread ──WAL (mmap)──▶ decider thread ──chan──▶ store thread
+//!  recvmmsg            classify, dedupe,            Decider::handle,          SQLite batches,
+//!                      append, group commit,        effects held until        checkpoint,
+//!                      ACK once durable, TICKs      durable, sendmmsg,        release segments
+//!                                                   retransmit every 2 s
+//! ```
+//!
+//! Start: open the store and load the checkpoint, open the log (recovery),
+//! replay every record after the checkpoint through the decider (store
+//! effects of records the store has not applied are applied; nothing is
+//! sent), seed the receiving positions from the decider, send what is in
+//! flight again under the same (session, request id), then start reading.
+//! The log clock continues from the last record, so a restart never makes
+//! time jump for the decider (rule 5).
+//!
+//! Stop (SIGTERM/SIGINT, or [`StopHandle`]): stop reading, make everything
+//! durable, ACK it, decide it, store it, checkpoint, exit.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::io::{IoConfig, IoHandle, IoLoop};
+use super::mmsg;
+use crate::classify::{
+    EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, classify, encode,
+};
+use crate::config::Config;
+use crate::decide::decider::{Decider, DeciderConfig, Effect, Event, Input};
+use crate::decide::outq::Instruction;
+use crate::reliable::{ConnKey, Inbound, Verdict, normalize};
+use crate::ring_buffer::{self, Consumer};
+use crate::store::{Applied, DB_FILE, Store};
+use crate::wal::{Record, RecordKind, RecordMeta, SyncPolicy, Wal, WalConfig, WalReader};
+
+/// Why the daemon could not run.
+#[derive(Debug)]
+pub struct DaemonError(pub String);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+fn err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> DaemonError + '_ {
+    move |e| DaemonError(format!("{context}: {e}"))
+}
+
+/// Counters the threads publish (read by `status` output and tests).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams classified.
+    pub classified: AtomicU64,
+    /// Dropped by classify (any reason).
+    pub dropped: AtomicU64,
+    /// Sequenced duplicates re-ACKed, not logged again.
+    pub duplicates: AtomicU64,
+    /// Records appended (FrameSets and TICKs).
+    pub appended: AtomicU64,
+    /// ACKs sent.
+    pub acks_sent: AtomicU64,
+    /// Records the decider handled.
+    pub decided: AtomicU64,
+    /// Instructions sent (first transmissions).
+    pub instructions_sent: AtomicU64,
+    /// Retransmissions.
+    pub retransmits: AtomicU64,
+    /// Send errors (counted, not fatal: retransmission covers them).
+    pub send_errors: AtomicU64,
+    /// Records whose store effects were committed.
+    pub stored_lsn: AtomicU64,
+}
+
+/// Stops a running daemon.
+#[derive(Clone)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Asks the daemon to stop (it finishes durably).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Has a stop been asked for?
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// A daemon that has recovered and bound its sockets.
+pub struct Daemon {
+    config: Config,
+    io: IoLoop,
+    io_handle: IoHandle,
+    consumer: Consumer,
+    wal: Wal,
+    decider: Decider,
+    store: Store,
+    inbound: HashMap<ConnKey, Inbound>,
+    send: Vec<UdpSocket>,
+    clock_base_ms: u64,
+    stop: StopHandle,
+    counters: Arc<Counters>,
+    addrs: Vec<SocketAddr>,
+}
+
+fn sync_policy(c: &Config) -> SyncPolicy {
+    match c.wal.sync.as_str() {
+        "always" => SyncPolicy::Always,
+        "none" => SyncPolicy::None,
+        _ => SyncPolicy::Batch {
+            max_records: c.wal.batch_records,
+            max_delay_us: c.wal.batch_delay_us,
+        },
+    }
+}
+
+/// What feeding a record to the decider was.
+struct Fed {
+    lsn: u64,
+    time_ms: u64,
+    /// The record was an agent's ACK from this address.
+    ack_from: Option<SocketAddr>,
+}
+
+/// Feeds one log record to the decider (`None`: a record it does not take,
+/// such as CONFIG, or a FrameSet that no longer classifies).
+fn feed(d: &mut Decider, r: &Record<'_>, out: &mut Vec<Effect>) -> Option<Fed> {
+    let h = &r.header;
+    let time_ms = h.meta.time_ns / 1_000_000;
+    let lsn = h.lsn;
+    let mut ack_from = None;
+    match h.meta.kind {
+        RecordKind::Tick => d.handle(
+            &Input {
+                lsn,
+                time_ms,
+                event: Event::Tick,
+            },
+            out,
+        ),
+        RecordKind::FrameSet => {
+            let from = h.meta.peer?;
+            let c = classify(r.payload).ok()?;
+            let event = match (&c.malformed, c.message()) {
+                (None, Ok(message)) => {
+                    if matches!(message, Message::Ack) {
+                        ack_from = Some(from);
+                    }
+                    Event::Received {
+                        from,
+                        reqid: c.reqid,
+                        message,
+                    }
+                }
+                _ => Event::Malformed {
+                    from,
+                    reqid: c.reqid?,
+                },
+            };
+            d.handle(
+                &Input {
+                    lsn,
+                    time_ms,
+                    event,
+                },
+                out,
+            );
+        }
+        _ => return None,
+    }
+    Some(Fed {
+        lsn,
+        time_ms,
+        ack_from,
+    })
+}
+
+fn store_effects(effects: &[Effect]) -> Vec<Effect> {
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Row(_) | Effect::Notice(_) | Effect::Discovery { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+impl Daemon {
+    /// Recovers state and binds the sockets; `run` then serves.
+    pub fn start(config: Config, salvage: bool) -> Result<Daemon, DaemonError> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data)
+            .map_err(|e| DaemonError(format!("cannot create {}: {e}", data.display())))?;
+        let mut store = Store::open(&data.join(DB_FILE)).map_err(err("store"))?;
+        let checkpoint = store.checkpoint().map_err(err("store"))?;
+        let cp_lsn = checkpoint.as_ref().map_or(0, |c| c.0);
+        let wal_config = WalConfig {
+            segment_size: config.wal.segment_mib << 20,
+            sync: sync_policy(&config),
+            salvage,
+            first_lsn: cp_lsn + 1,
+            ..WalConfig::new(data.join("wal"))
+        };
+        let (mut wal, report) = Wal::open(wal_config).map_err(|e| {
+            DaemonError(format!(
+                "write-ahead log in {}: {e}",
+                data.join("wal").display()
+            ))
+        })?;
+        if let Some(stop) = &report.truncated {
+            log::warn!("write-ahead log: {stop:?}");
+        }
+        log::info!(
+            "write-ahead log: {} records in {} segments (LSN {}..={})",
+            report.records,
+            report.segments,
+            report.first_lsn,
+            report.last_lsn
+        );
+        if report.records > 0 && report.first_lsn > cp_lsn + 1 {
+            return Err(DaemonError(format!(
+                "the log starts at LSN {} but the checkpoint is at {cp_lsn}: records are missing",
+                report.first_lsn
+            )));
+        }
+
+        let (producer, consumer) = ring_buffer::channel(config.io.ring_slots, config.io.slot_bytes);
+        let io_config = IoConfig {
+            listen: config.listen.clone(),
+            rcvbuf_bytes: config.io.rcvbuf_bytes,
+            batch: config.io.batch,
+            ..IoConfig::default()
+        };
+        let (io, io_handle) = IoLoop::bind(&io_config, producer).map_err(err("listen"))?;
+        let send = io.send_sockets().map_err(err("sockets"))?;
+        let addrs = io.local_addrs().map_err(err("sockets"))?;
+        let advertised = advertised(&config, &addrs);
+
+        // The decider: from the checkpoint, or from the log's CONFIG
+        // record, or new (with a new session, logged in a CONFIG record).
+        let mut decider = match &checkpoint {
+            Some((_, state)) => Decider::import(state)
+                .map_err(|e| DaemonError(format!("checkpoint does not load: {e}")))?,
+            None => match first_config(&wal)? {
+                Some(c) => Decider::new(c),
+                None => {
+                    let wall_s = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let mut c = DeciderConfig::new(advertised, (wall_s / 5).max(1) as u32);
+                    c.heartbeat_ms = config.heartbeat.interval_ms;
+                    c.warn_ms = config.heartbeat.warn_ms;
+                    c.dead_ms = config.heartbeat.dead_ms;
+                    c.retransmit_ms = config.reliable.retransmit_ms;
+                    let payload = serde_json::to_vec(&c).expect("config serialises");
+                    let meta = RecordMeta {
+                        kind: RecordKind::Config,
+                        time_ns: 0,
+                        peer: None,
+                    };
+                    wal.append(&meta, &payload).map_err(err("log"))?;
+                    wal.sync().map_err(err("log"))?;
+                    Decider::new(c)
+                }
+            },
+        };
+        if decider.config().cma_addr != advertised {
+            log::warn!(
+                "agents were told to report to {}; the configuration now says {advertised} \
+                 (changing it needs a fresh data directory)",
+                decider.config().cma_addr,
+            );
+        }
+
+        // Replay.
+        let applied = store.applied_lsn().map_err(err("store"))?;
+        let mut last_time_ms = decider.now_ms();
+        let mut batch = Vec::new();
+        let mut effects = Vec::new();
+        let mut replayed = 0u64;
+        let mut reader = wal.reader(cp_lsn + 1).map_err(err("log"))?;
+        while let Some(r) = reader.next() {
+            let r = r.map_err(err("log"))?;
+            last_time_ms = last_time_ms.max(r.header.meta.time_ns / 1_000_000);
+            effects.clear();
+            let Some(fed) = feed(&mut decider, &r, &mut effects) else {
+                continue;
+            };
+            replayed += 1;
+            if fed.lsn > applied {
+                batch.push(Applied {
+                    lsn: fed.lsn,
+                    time_ms: fed.time_ms,
+                    effects: store_effects(&effects),
+                });
+                if batch.len() >= 4096 {
+                    store.apply(&batch).map_err(err("store"))?;
+                    batch.clear();
+                }
+            }
+        }
+        drop(reader);
+        store.apply(&batch).map_err(err("store"))?;
+        log::info!(
+            "recovered: checkpoint at LSN {cp_lsn}, {replayed} records replayed, {} nodes",
+            decider.nodes().len()
+        );
+
+        // Receiving positions from the decider (rule 2).
+        let mut inbound = HashMap::new();
+        for (addr, session, last) in decider.inbound_positions() {
+            inbound.insert(ConnKey::new(addr, 0), Inbound::resume(session, 0, last));
+        }
+
+        Ok(Daemon {
+            config,
+            io,
+            io_handle,
+            consumer,
+            wal,
+            decider,
+            store,
+            inbound,
+            send,
+            clock_base_ms: last_time_ms + 1,
+            stop: StopHandle {
+                stop: Arc::new(AtomicBool::new(false)),
+            },
+            counters: Arc::new(Counters::default()),
+            addrs,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle that stops [`Daemon::run`].
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Stops when `flag` is set (e.g. by a signal handler).
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = StopHandle { stop: flag };
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Serves until stopped; returns once everything is durable, stored and
+    /// checkpointed.
+    pub fn run(self) -> Result<(), DaemonError> {
+        let Daemon {
+            config,
+            io,
+            io_handle,
+            consumer,
+            wal,
+            decider,
+            store,
+            inbound,
+            send,
+            clock_base_ms,
+            stop,
+            counters,
+            addrs: _,
+        } = self;
+        let clock = LogClock {
+            base_ms: clock_base_ms,
+            origin: io.clock(),
+        };
+        let next_deadline = Arc::new(AtomicU64::new(u64::MAX));
+        let release_lsn = Arc::new(AtomicU64::new(0));
+        let log_done = Arc::new(AtomicBool::new(false));
+        let watermarks = wal.watermarks();
+        let reader = wal.reader(decider.last_lsn() + 1).map_err(err("log"))?;
+
+        let io_thread = thread::Builder::new()
+            .name("cma-io".into())
+            .spawn(move || io.run())
+            .map_err(err("spawn"))?;
+
+        let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreMsg>(1024);
+        let store_counters = counters.clone();
+        let store_release = release_lsn.clone();
+        let store_thread = thread::Builder::new()
+            .name("cma-store".into())
+            .spawn(move || store_loop(store, store_rx, &store_counters, &store_release))
+            .map_err(err("spawn"))?;
+
+        let dctx = DeciderThread {
+            decider,
+            reader,
+            watermarks: watermarks.clone(),
+            transport: Transport::new(
+                send.iter()
+                    .map(|s| s.try_clone())
+                    .collect::<Result<_, _>>()
+                    .map_err(err("sockets"))?,
+                &config,
+            ),
+            store_tx,
+            next_deadline: next_deadline.clone(),
+            log_done: log_done.clone(),
+            counters: counters.clone(),
+            checkpoint_every: Duration::from_millis(config.store.checkpoint_ms),
+            clock: clock.clone(),
+            cpu: usize::try_from(config.decider.cpu).ok(),
+        };
+        let decider_thread = thread::Builder::new()
+            .name("cma-decide".into())
+            .spawn(move || dctx.run())
+            .map_err(err("spawn"))?;
+        let decider_unpark = decider_thread.thread().clone();
+
+        let mut consumer = consumer;
+        let mut log = LogThread {
+            wal,
+            inbound,
+            send,
+            pending_acks: VecDeque::new(),
+            counters: counters.clone(),
+            next_deadline,
+            release_lsn,
+            clock,
+            tick_ms: config.decider.tick_ms,
+            last_tick_ms: 0,
+            decider: decider_unpark,
+            out: Vec::with_capacity(256),
+        };
+        let io_stop = io_handle;
+        let stop_watch = stop.clone();
+        let log_result = log.run(&mut consumer, &stop_watch, &io_stop);
+        io_stop.stop();
+        let io_result = io_thread.join();
+        log_done.store(true, Ordering::Release);
+        log.decider.unpark();
+        let decide_result = decider_thread.join();
+        let store_result = store_thread.join();
+        log_result?;
+        match io_result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(DaemonError(format!("io thread: {e}"))),
+            Err(_) => return Err(DaemonError("io thread panicked".into())),
+        }
+        decide_result.map_err(|_| DaemonError("decider thread panicked".into()))??;
+        store_result.map_err(|_| DaemonError("store thread panicked".into()))??;
+        log::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Where agents are told to report: `advertise`, or the first bound
+/// address (loopback for an unspecified one, with a warning).
+fn advertised(config: &Config, bound: &[SocketAddr]) -> SocketAddr {
+    if let Ok(a) = config.advertise.parse() {
+        return a;
+    }
+    let first = bound.first().copied().unwrap_or(config.listen[0]);
+    if first.ip().is_unspecified() {
+        log::warn!(
+            "`advertise` is not set: agents are told to report to 127.0.0.1:{}; \
+             set it to an address the fleet can reach",
+            first.port()
+        );
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), first.port())
+    } else {
+        first
+    }
+}
+
+/// The first record of a log without a checkpoint must be its CONFIG.
+fn first_config(wal: &Wal) -> Result<Option<DeciderConfig>, DaemonError> {
+    let mut r = wal.reader(1).map_err(err("log"))?;
+    let Some(first) = r.next() else {
+        return Ok(None);
+    };
+    let first = first.map_err(err("log"))?;
+    if first.header.meta.kind != RecordKind::Config {
+        return Err(DaemonError(
+            "the log has no CONFIG record and there is no checkpoint: not a cma log".into(),
+        ));
+    }
+    serde_json::from_slice(first.payload)
+        .map(Some)
+        .map_err(|e| DaemonError(format!("the log's CONFIG record does not parse: {e}")))
+}
+
+/// The log clock: ms, continuing from the last record of the log, advanced
+/// by this process's monotonic clock.
+#[derive(Clone)]
+struct LogClock {
+    base_ms: u64,
+    /// The io loop's clock origin (slot times are ns since it).
+    origin: Instant,
+}
+
+impl LogClock {
+    fn now_ms(&self) -> u64 {
+        self.base_ms + self.origin.elapsed().as_millis() as u64
+    }
+
+    /// A slot's receive time on the log clock, ns.
+    fn slot_ns(&self, recv_ns: u64) -> u64 {
+        self.base_ms * 1_000_000 + recv_ns
+    }
+}
+
+struct LogThread {
+    wal: Wal,
+    inbound: HashMap<ConnKey, Inbound>,
+    send: Vec<UdpSocket>,
+    /// Delivered and waiting to be durable: (LSN, connection, peer,
+    /// request, whether it closes the connection).
+    pending_acks: VecDeque<(u64, ConnKey, SocketAddr, ReqId, bool)>,
+    counters: Arc<Counters>,
+    next_deadline: Arc<AtomicU64>,
+    release_lsn: Arc<AtomicU64>,
+    clock: LogClock,
+    tick_ms: u64,
+    last_tick_ms: u64,
+    decider: thread::Thread,
+    out: Vec<u8>,
+}
+
+impl LogThread {
+    fn run(
+        &mut self,
+        consumer: &mut Consumer,
+        stop: &StopHandle,
+        io: &IoHandle,
+    ) -> Result<(), DaemonError> {
+        let mut released = 0u64;
+        loop {
+            if stop.stopping() {
+                io.stop();
+            }
+            let got = consumer.wait(Some(Duration::from_millis(5)));
+            let mut n = 0;
+            if got {
+                let batch = consumer.read_batch(256);
+                n = batch.len();
+                for i in 0..n {
+                    let (data, meta) = batch.get(i);
+                    let Some(peer) = mmsg::slot_addr(meta) else {
+                        continue;
+                    };
+                    let time_ns = self.clock.slot_ns(meta.recv_ns);
+                    self.accept(data, normalize(peer), time_ns)?;
+                }
+                batch.release();
+            }
+            self.maybe_tick()?;
+            let now = Instant::now();
+            self.wal.sync_if_due(now).map_err(err("log sync"))?;
+            self.send_durable_acks();
+            if n > 0 {
+                self.decider.unpark();
+            }
+            let rel = self.release_lsn.load(Ordering::Acquire);
+            if rel > released {
+                match self.wal.release_through(rel) {
+                    Ok(k) if k > 0 => log::debug!("released {k} log segments through LSN {rel}"),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("log segments not released: {e}"),
+                }
+                released = rel;
+            }
+            if !got && consumer.is_finished() {
+                break;
+            }
+        }
+        self.wal.sync().map_err(err("log sync"))?;
+        self.send_durable_acks();
+        self.decider.unpark();
+        Ok(())
+    }
+
+    fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<u64, DaemonError> {
+        let lsn = self.wal.append(meta, payload).map_err(err("log append"))?;
+        self.counters.appended.fetch_add(1, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    fn accept(&mut self, data: &[u8], peer: SocketAddr, time_ns: u64) -> Result<(), DaemonError> {
+        let c = match classify(data) {
+            Ok(c) => c,
+            Err(d) => {
+                log::debug!("dropped a datagram from {peer}: {:?}", d.reason);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        self.counters.classified.fetch_add(1, Ordering::Relaxed);
+        let meta = RecordMeta {
+            kind: RecordKind::FrameSet,
+            time_ns,
+            peer: Some(peer),
+        };
+        let fstype = c.fstype;
+        match c.reqid {
+            Some(r) if c.is_sequenced() && fstype != FrameSetType::Ack.to_wire() => {
+                let key = ConnKey::new(peer, r.queue);
+                // A CONNSHUT is logged and ACKed like any other, then the
+                // connection is forgotten (rule 2).
+                let closes = fstype == FrameSetType::ConnShut.to_wire();
+                match self.inbound.entry(key).or_default().on_frameset(r) {
+                    Verdict::Deliver => {
+                        let lsn = self.append(&meta, data)?;
+                        self.pending_acks.push_back((lsn, key, peer, r, closes));
+                    }
+                    Verdict::Duplicate { reack } => {
+                        self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        if let Some(a) = reack {
+                            self.send_ack(peer, a);
+                        }
+                    }
+                    Verdict::StaleSession | Verdict::Gap { .. } => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => {
+                // (A restarted agent's new process has a new session,
+                // which `on_frameset` takes as a reset of the connection.)
+                if fstype == FrameSetType::Heartbeat.to_wire() {
+                    // Heartbeats are for agents, not for the CMA.
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                self.append(&meta, data)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_tick(&mut self) -> Result<(), DaemonError> {
+        let due = self.next_deadline.load(Ordering::Acquire);
+        let now = self.clock.now_ms();
+        if due != u64::MAX && now >= due && now >= self.last_tick_ms + self.tick_ms.min(1000) / 10 {
+            let meta = RecordMeta {
+                kind: RecordKind::Tick,
+                time_ns: now * 1_000_000,
+                peer: None,
+            };
+            self.append(&meta, &[])?;
+            self.last_tick_ms = now;
+            // The decider will publish its next deadline after this one.
+            self.next_deadline.store(u64::MAX, Ordering::Release);
+            self.decider.unpark();
+        }
+        Ok(())
+    }
+
+    fn send_durable_acks(&mut self) {
+        let durable = self.wal.durable_lsn();
+        while let Some(&(lsn, key, peer, r, closes)) = self.pending_acks.front() {
+            if lsn > durable {
+                break;
+            }
+            self.pending_acks.pop_front();
+            let ack = match self.inbound.get_mut(&key) {
+                Some(i) => i.on_durable(r),
+                None => Some(r),
+            };
+            if let Some(a) = ack {
+                self.send_ack(peer, a);
+            }
+            if closes {
+                self.inbound.remove(&key);
+            }
+        }
+    }
+
+    fn send_ack(&mut self, peer: SocketAddr, r: ReqId) {
+        self.out.clear();
+        if encode(
+            &Message::Ack,
+            Some(r),
+            &EncodeOptions::default(),
+            &mut self.out,
+        )
+        .is_ok()
+        {
+            send_to(&self.send, &self.out, peer, &self.counters);
+            self.counters.acks_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends from the socket of the destination's family.
+fn send_to(sockets: &[UdpSocket], data: &[u8], to: SocketAddr, counters: &Counters) {
+    let sock = sockets
+        .iter()
+        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()))
+        .or_else(|| sockets.first());
+    let ok = sock.is_some_and(|s| s.send_to(data, to).is_ok());
+    if !ok {
+        counters.send_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Encodes an instruction as the FrameSet an agent obeys.
+pub fn encode_instruction(
+    i: &Instruction,
+    reqid: ReqId,
+    cfg: &DeciderConfig,
+    out: &mut Vec<u8>,
+) -> Result<usize, crate::classify::EncodeError> {
+    let rscjson = cfg.rscjson();
+    let cma = [cfg.cma_addr];
+    let m = match i {
+        Instruction::SetConfig(json) => Message::SetConfig { json },
+        Instruction::AckStartup => Message::AckStartup,
+        Instruction::Heartbeat { start: true, peers } => Message::Heartbeats {
+            kind: FrameSetType::SendExpectHb,
+            params: HbParams {
+                rscjson: Some(&rscjson),
+                ..HbParams::default()
+            },
+            peers: Peers::List(peers),
+        },
+        Instruction::Heartbeat {
+            start: false,
+            peers,
+        } => Message::StopHeartbeats {
+            kind: FrameSetType::StopSendExpectHb,
+            peers: Peers::List(peers),
+        },
+        Instruction::Probe => Message::StopHeartbeats {
+            kind: FrameSetType::StopSendHb,
+            peers: Peers::List(&cma),
+        },
+        Instruction::StopSending(peers) => Message::StopHeartbeats {
+            kind: FrameSetType::StopSendHb,
+            peers: Peers::List(peers),
+        },
+    };
+    encode(&m, Some(reqid), &EncodeOptions::default(), out)
+}
+
+/// The sending half towards agents: what is in flight per address, resent
+/// (the oldest) every retransmit interval until the decider sees its ACK.
+struct Transport {
+    sockets: Vec<UdpSocket>,
+    flights: HashMap<SocketAddr, Flight>,
+    retransmit: Duration,
+}
+
+struct Flight {
+    queue: VecDeque<(u64, Vec<u8>)>,
+    last_sent: Instant,
+}
+
+impl Transport {
+    fn new(sockets: Vec<UdpSocket>, c: &Config) -> Transport {
+        Transport {
+            sockets,
+            flights: HashMap::new(),
+            retransmit: Duration::from_millis(c.reliable.retransmit_ms),
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, request: u64, bytes: Vec<u8>, counters: &Counters) {
+        send_to(&self.sockets, &bytes, to, counters);
+        counters.instructions_sent.fetch_add(1, Ordering::Relaxed);
+        let f = self.flights.entry(to).or_insert_with(|| Flight {
+            queue: VecDeque::new(),
+            last_sent: Instant::now(),
+        });
+        if f.queue.is_empty() {
+            f.last_sent = Instant::now();
+        }
+        f.queue.push_back((request, bytes));
+    }
+
+    fn acked(&mut self, to: SocketAddr, acked: u64) {
+        if let Some(f) = self.flights.get_mut(&to) {
+            while f.queue.front().is_some_and(|(r, _)| *r <= acked) {
+                f.queue.pop_front();
+                f.last_sent = Instant::now();
+            }
+            if f.queue.is_empty() {
+                self.flights.remove(&to);
+            }
+        }
+    }
+
+    fn forget(&mut self, to: SocketAddr) {
+        self.flights.remove(&to);
+    }
+
+    fn retransmit_due(&mut self, counters: &Counters) {
+        let now = Instant::now();
+        for (to, f) in &mut self.flights {
+            if now.duration_since(f.last_sent) >= self.retransmit
+                && let Some((_, bytes)) = f.queue.front()
+            {
+                send_to(&self.sockets, bytes, *to, counters);
+                counters.retransmits.fetch_add(1, Ordering::Relaxed);
+                f.last_sent = now;
+            }
+        }
+    }
+}
+
+enum StoreMsg {
+    Apply(Applied),
+    Checkpoint(u64, Vec<u8>),
+}
+
+struct DeciderThread {
+    decider: Decider,
+    reader: WalReader,
+    watermarks: crate::wal::Watermarks,
+    transport: Transport,
+    store_tx: Sender<StoreMsg>,
+    next_deadline: Arc<AtomicU64>,
+    log_done: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    checkpoint_every: Duration,
+    clock: LogClock,
+    cpu: Option<usize>,
+}
+
+impl DeciderThread {
+    fn run(mut self) -> Result<(), DaemonError> {
+        if let Some(cpu) = self.cpu {
+            let mut set = nix::sched::CpuSet::new();
+            if set.set(cpu).is_ok()
+                && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
+            {
+                log::info!("decider pinned to CPU {cpu}");
+            } else {
+                log::warn!("could not pin the decider to CPU {cpu}");
+            }
+        }
+        // Sends from before the restart that were never ACKed go again,
+        // with their (session, request id): agents discard duplicates.
+        let cfg = self.decider.config().clone();
+        for e in self.decider.unacked() {
+            self.release(&cfg, e);
+        }
+        // (LSN, effects) decided but not yet durable.
+        let mut held: VecDeque<(u64, u64, Vec<Effect>)> = VecDeque::new();
+        let mut effects = Vec::new();
+        let mut last_checkpoint = Instant::now();
+        let mut checkpointed = self.decider.last_lsn();
+        let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+            .expect("histogram bounds");
+        loop {
+            let done = self.log_done.load(Ordering::Acquire);
+            let mut worked = false;
+            while let Some(r) = self.reader.next() {
+                let r = r.map_err(err("log read"))?;
+                let recv_ns = r.header.meta.time_ns;
+                effects.clear();
+                let Some(fed) = feed(&mut self.decider, &r, &mut effects) else {
+                    continue;
+                };
+                self.counters.decided.fetch_add(1, Ordering::Relaxed);
+                // An agent's ACK of instructions (logged like everything
+                // else) ends their retransmission.
+                if let Some(from) = fed.ack_from
+                    && let Some(n) = self
+                        .decider
+                        .node_at(from)
+                        .and_then(|i| self.decider.node(i))
+                {
+                    self.transport.acked(n.addr, n.out.acked());
+                }
+                let now_ns = self.clock.now_ms() * 1_000_000;
+                let _ = latency.record((now_ns.saturating_sub(recv_ns) / 1000).max(1));
+                held.push_back((fed.lsn, fed.time_ms, std::mem::take(&mut effects)));
+                worked = true;
+            }
+            let durable = self.watermarks.durable_lsn();
+            while held.front().is_some_and(|h| h.0 <= durable) {
+                let (lsn, time_ms, list) = held.pop_front().expect("front exists");
+                let stored = store_effects(&list);
+                for e in list {
+                    self.release(&cfg, e);
+                }
+                if self
+                    .store_tx
+                    .send(StoreMsg::Apply(Applied {
+                        lsn,
+                        time_ms,
+                        effects: stored,
+                    }))
+                    .is_err()
+                {
+                    return Err(DaemonError("store thread is gone".into()));
+                }
+            }
+            self.transport.retransmit_due(&self.counters);
+            let deadline = self.decider.next_deadline_ms().unwrap_or(u64::MAX);
+            self.next_deadline.store(deadline, Ordering::Release);
+            let last = self.decider.last_lsn();
+            if held.is_empty()
+                && last > checkpointed
+                && (done || last_checkpoint.elapsed() >= self.checkpoint_every)
+            {
+                let state = self.decider.export();
+                if self
+                    .store_tx
+                    .send(StoreMsg::Checkpoint(last, state))
+                    .is_err()
+                {
+                    return Err(DaemonError("store thread is gone".into()));
+                }
+                checkpointed = last;
+                last_checkpoint = Instant::now();
+            }
+            if done && held.is_empty() && self.reader.next_lsn() > self.watermarks.written_lsn() {
+                break;
+            }
+            if !worked {
+                thread::park_timeout(Duration::from_millis(20));
+            }
+        }
+        log::info!(
+            "recv->decided latency (us): p50 {} p99 {} p99.9 {} max {} over {} records",
+            latency.value_at_quantile(0.5),
+            latency.value_at_quantile(0.99),
+            latency.value_at_quantile(0.999),
+            latency.max(),
+            latency.len()
+        );
+        Ok(())
+    }
+
+    fn release(&mut self, cfg: &DeciderConfig, e: Effect) {
+        match e {
+            Effect::Send {
+                to,
+                reqid,
+                instruction,
+                ..
+            } => {
+                let mut bytes = Vec::new();
+                match encode_instruction(&instruction, reqid, cfg, &mut bytes) {
+                    Ok(_) => self
+                        .transport
+                        .send(to, reqid.request, bytes, &self.counters),
+                    Err(e) => log::error!("instruction to {to} not encodable: {e}"),
+                }
+            }
+            Effect::Forget { to } => self.transport.forget(to),
+            Effect::ConnShut { to } => {
+                let mut bytes = Vec::new();
+                if encode(
+                    &Message::ConnShut,
+                    None,
+                    &EncodeOptions::default(),
+                    &mut bytes,
+                )
+                .is_ok()
+                {
+                    send_to(&self.transport.sockets, &bytes, to, &self.counters);
+                }
+            }
+            Effect::Notice(n) => log::info!("{}", describe(&self.decider, &n)),
+            Effect::Row(_) | Effect::Discovery { .. } => {}
+        }
+    }
+}
+
+/// A notice in words, with host names.
+fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
+    use crate::decide::decider::Notice as N;
+    let name = |id: &u32| {
+        d.node(*id).map_or_else(
+            || format!("node {id}"),
+            |x| format!("{} ({})", x.hostname, x.addr),
+        )
+    };
+    match n {
+        N::Joined(i) => format!("{} joined", name(i)),
+        N::Restarted(i) => format!("{} restarted", name(i)),
+        N::Moved(i) => format!("{} moved to its switch's ring", name(i)),
+        N::Suspected { node, reporter } => {
+            format!("{} suspected by {}", name(node), name(reporter))
+        }
+        N::FalseAlarm { node, reporter } => {
+            format!(
+                "{} is alive: false alarm from {}",
+                name(node),
+                name(reporter)
+            )
+        }
+        N::PathFault { node, reporter } => format!(
+            "path fault: {} answers the CMA but not {}",
+            name(node),
+            name(reporter)
+        ),
+        N::Dead { node, cause } => format!("{} is dead ({cause:?})", name(node)),
+        N::Left(i) => format!("{} left cleanly", name(i)),
+        N::Rejoined(i) => format!("{} rejoined", name(i)),
+        N::Resurrected(i) => format!("{} was declared dead but heartbeats: placed again", name(i)),
+        N::SwitchFault { group, nodes } => format!(
+            "switch fault: {group:?} unreachable ({} nodes reported)",
+            nodes.len()
+        ),
+        N::CutOff(i) => format!("{} cut off with its switch (not declared dead)", name(i)),
+        N::Reconnected(i) => format!("{} reachable again", name(i)),
+        N::Late { node, reporter } => {
+            format!("{} late heartbeats seen by {}", name(node), name(reporter))
+        }
+    }
+}
+
+fn store_loop(
+    mut store: Store,
+    rx: Receiver<StoreMsg>,
+    counters: &Counters,
+    release: &AtomicU64,
+) -> Result<(), DaemonError> {
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut msgs = vec![first];
+        while msgs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
+            }
+        }
+        for m in msgs {
+            match m {
+                StoreMsg::Apply(a) => batch.push(a),
+                StoreMsg::Checkpoint(lsn, state) => {
+                    let applied = store.apply(&batch).map_err(err("store"))?;
+                    batch.clear();
+                    counters.stored_lsn.store(applied, Ordering::Release);
+                    store.write_checkpoint(lsn, &state).map_err(err("store"))?;
+                    // Segments wholly below the checkpoint may go (rule 4).
+                    release.store(lsn, Ordering::Release);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let applied = store.apply(&batch).map_err(err("store"))?;
+            batch.clear();
+            counters.stored_lsn.store(applied, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a daemon until `stop` is set (by a signal handler or a test).
+pub fn run(config: Config, salvage: bool, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
+    let mut d = Daemon::start(config, salvage)?;
+    log::info!("listening on {:?}", d.local_addrs());
+    d.stop_on(stop);
+    d.run()
+}
+
+/// The data directory's database path.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}

@@ -1,0 +1,431 @@
+//! The SQLite view of the fleet and the decider's checkpoint.
+//!
+//! The store is written by one thread, from durable effects only (rule 4),
+//! in batched transactions with `synchronous=FULL`. Each transaction records
+//! the LSN its effects reflect (`applied_lsn`): effects of a record at or
+//! below it are skipped, so replay after a crash applies nothing twice. The
+//! checkpoint (the decider's exported state and its LSN) is written in a
+//! transaction of its own after the effects up to its LSN; log segments
+//! wholly below it may then be released.
+//!
+//! Readers (`cma nodes`, `cma events`, `cma status`) open the database read
+//! only; SQLite's WAL journal mode lets them read while the daemon writes.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::decide::decider::{Effect, NodeRow, Notice};
+use crate::decide::failure::Health;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "cma.sqlite";
+
+/// A store error (SQLite's, with context).
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(format!("database: {e}"))
+    }
+}
+
+/// The effects of one log record.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The record's LSN.
+    pub lsn: u64,
+    /// Its log time, ms.
+    pub time_ms: u64,
+    /// Its store effects (rows, discoveries, notices), in order.
+    pub effects: Vec<Effect>,
+}
+
+/// The store.
+pub struct Store {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    addr TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    grp TEXT,
+    status TEXT NOT NULL,
+    switch TEXT,
+    updated_lsn INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    lsn INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    node INTEGER,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (lsn, seq)
+);
+CREATE INDEX IF NOT EXISTS events_time ON events (time_ms);
+CREATE TABLE IF NOT EXISTS discovery (
+    node INTEGER NOT NULL,
+    lsn INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (node, lsn)
+);
+";
+
+/// A node as `cma nodes` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    /// Id.
+    pub id: i64,
+    /// Host name.
+    pub hostname: String,
+    /// Address.
+    pub addr: String,
+    /// Group (switch or subnet).
+    pub group: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Switch port.
+    pub switch: Option<String>,
+    /// Last change, log ms.
+    pub updated_ms: i64,
+}
+
+/// An event as `cma events` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventView {
+    /// The record that caused it.
+    pub lsn: i64,
+    /// Log ms.
+    pub time_ms: i64,
+    /// Kind.
+    pub kind: String,
+    /// Node id, when about one.
+    pub node: Option<i64>,
+    /// Host name, when about a node.
+    pub hostname: Option<String>,
+    /// Details (JSON).
+    pub detail: String,
+}
+
+/// Health as the database spells it.
+pub fn status_name(h: &Health) -> &'static str {
+    match h {
+        Health::Up => "up",
+        Health::Suspect { .. } => "suspect",
+        Health::Disputed { .. } => "disputed",
+        Health::Dead(_) => "dead",
+        Health::Left => "left",
+        Health::Unreachable { .. } => "unreachable",
+    }
+}
+
+fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
+    match n {
+        Notice::Joined(i) => ("joined", Some(*i)),
+        Notice::Restarted(i) => ("restarted", Some(*i)),
+        Notice::Moved(i) => ("moved", Some(*i)),
+        Notice::Suspected { node, .. } => ("suspected", Some(*node)),
+        Notice::FalseAlarm { node, .. } => ("false_alarm", Some(*node)),
+        Notice::PathFault { node, .. } => ("path_fault", Some(*node)),
+        Notice::Dead { node, .. } => ("dead", Some(*node)),
+        Notice::Left(i) => ("left", Some(*i)),
+        Notice::Rejoined(i) => ("rejoined", Some(*i)),
+        Notice::Resurrected(i) => ("resurrected", Some(*i)),
+        Notice::SwitchFault { .. } => ("switch_fault", None),
+        Notice::CutOff(i) => ("cut_off", Some(*i)),
+        Notice::Reconnected(i) => ("reconnected", Some(*i)),
+        Notice::Late { node, .. } => ("late", Some(*node)),
+    }
+}
+
+fn group_text(r: &NodeRow) -> Option<String> {
+    use crate::decide::topology::GroupKey;
+    r.group.as_ref().map(|g| match g {
+        GroupKey::Switch(s) => format!("switch {s}"),
+        GroupKey::Subnet(s) => format!("subnet {s}"),
+        GroupKey::Default => "default".to_string(),
+    })
+}
+
+impl Store {
+    /// Opens (creating) the database for writing.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// Opens an existing database read-only (safe while the daemon runs).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| {
+            StoreError(format!(
+                "cannot open {} (has `cma run` created it?): {e}",
+                path.display()
+            ))
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Store { conn })
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Effects of records up to this LSN are in the store.
+    pub fn applied_lsn(&self) -> Result<u64, StoreError> {
+        self.meta_u64("applied_lsn")
+    }
+
+    /// The checkpoint: (LSN, decider state), if one was written.
+    pub fn checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let lsn = self.meta_u64("checkpoint_lsn")?;
+        let state: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'checkpoint'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(state.map(|s| (lsn, s)))
+    }
+
+    /// Applies the effects of records in one transaction; records at or
+    /// below the applied LSN are skipped. Returns the applied LSN.
+    pub fn apply(&mut self, batch: &[Applied]) -> Result<u64, StoreError> {
+        let applied = self.applied_lsn()?;
+        let tx = self.conn.transaction()?;
+        let mut last = applied;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO nodes (id, hostname, addr, incarnation, grp, status, switch, updated_lsn, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET hostname = ?2, addr = ?3, incarnation = ?4, grp = ?5,
+                     status = ?6, switch = ?7, updated_lsn = ?8, updated_ms = ?9",
+            )?;
+            let mut event = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (lsn, seq, time_ms, kind, node, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut disc = tx.prepare_cached(
+                "INSERT OR REPLACE INTO discovery (node, lsn, json) VALUES (?1, ?2, ?3)",
+            )?;
+            for a in batch {
+                if a.lsn <= applied {
+                    continue;
+                }
+                last = last.max(a.lsn);
+                let mut seq = 0i64;
+                for e in &a.effects {
+                    match e {
+                        Effect::Row(r) => {
+                            let switch = r.switch.as_ref().map(|(c, p)| match p {
+                                Some(p) => format!("{c} port {p}"),
+                                None => c.clone(),
+                            });
+                            upsert.execute(params![
+                                r.id,
+                                r.hostname,
+                                r.addr.to_string(),
+                                r.incarnation as i64,
+                                group_text(r),
+                                status_name(&r.health),
+                                switch,
+                                a.lsn as i64,
+                                a.time_ms as i64
+                            ])?;
+                        }
+                        Effect::Notice(n) => {
+                            let (kind, node) = notice_kind(n);
+                            let detail = serde_json::to_string(n).unwrap_or_default();
+                            event.execute(params![
+                                a.lsn as i64,
+                                seq,
+                                a.time_ms as i64,
+                                kind,
+                                node,
+                                detail
+                            ])?;
+                            seq += 1;
+                        }
+                        Effect::Discovery { node, json } => {
+                            disc.execute(params![node, a.lsn as i64, json])?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('applied_lsn', ?1)",
+            [last as i64],
+        )?;
+        tx.commit()?;
+        Ok(last)
+    }
+
+    /// Records the decider's state as of `lsn` (whose effects must already
+    /// be applied).
+    pub fn write_checkpoint(&mut self, lsn: u64, state: &[u8]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('checkpoint', ?1)",
+            [state],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('checkpoint_lsn', ?1)",
+            [lsn as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every node, by id.
+    pub fn nodes(&self) -> Result<Vec<NodeView>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, hostname, addr, grp, status, switch, updated_ms FROM nodes ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(NodeView {
+                id: r.get(0)?,
+                hostname: r.get(1)?,
+                addr: r.get(2)?,
+                group: r.get(3)?,
+                status: r.get(4)?,
+                switch: r.get(5)?,
+                updated_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Events after `after_lsn` (oldest first), at most `limit`.
+    pub fn events(&self, after_lsn: u64, limit: u32) -> Result<Vec<EventView>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT e.lsn, e.time_ms, e.kind, e.node, n.hostname, e.detail
+             FROM events e LEFT JOIN nodes n ON n.id = e.node
+             WHERE e.lsn > ?1 ORDER BY e.lsn, e.seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after_lsn as i64, limit], |r| {
+            Ok(EventView {
+                lsn: r.get(0)?,
+                time_ms: r.get(1)?,
+                kind: r.get(2)?,
+                node: r.get(3)?,
+                hostname: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Nodes per status.
+    pub fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT status, COUNT(*) FROM nodes GROUP BY status ORDER BY status")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Groups with their sizes (nodes in service).
+    pub fn groups(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT grp, COUNT(*) FROM nodes WHERE grp IS NOT NULL AND status NOT IN ('dead', 'left')
+             GROUP BY grp ORDER BY grp",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::decider::NodeRow;
+    use std::net::SocketAddr;
+
+    fn row(id: u32, health: Health) -> Effect {
+        Effect::Row(NodeRow {
+            id,
+            hostname: format!("h{id}"),
+            addr: SocketAddr::from(([10, 0, 0, id as u8], 1984)),
+            incarnation: 1,
+            group: None,
+            health,
+            switch: None,
+        })
+    }
+
+    #[test]
+    fn effects_apply_once_and_checkpoints_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.applied_lsn().unwrap(), 0);
+        assert!(s.checkpoint().unwrap().is_none());
+        let batch = vec![
+            Applied {
+                lsn: 1,
+                time_ms: 10,
+                effects: vec![row(0, Health::Up), Effect::Notice(Notice::Joined(0))],
+            },
+            Applied {
+                lsn: 2,
+                time_ms: 20,
+                effects: vec![Effect::Notice(Notice::Left(0)), row(0, Health::Left)],
+            },
+        ];
+        assert_eq!(s.apply(&batch).unwrap(), 2);
+        // Again (a replay after a crash): nothing doubles.
+        assert_eq!(s.apply(&batch).unwrap(), 2);
+        s.write_checkpoint(2, b"state").unwrap();
+        drop(s);
+        let r = Store::open_read_only(&path).unwrap();
+        assert_eq!(r.checkpoint().unwrap(), Some((2, b"state".to_vec())));
+        let nodes = r.nodes().unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].status, "left");
+        let ev = r.events(0, 100).unwrap();
+        assert_eq!(
+            ev.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            vec!["joined", "left"]
+        );
+        assert_eq!(ev[0].hostname.as_deref(), Some("h0"));
+        assert_eq!(r.events(1, 100).unwrap().len(), 1);
+        assert_eq!(r.status_counts().unwrap(), vec![("left".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_missing_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Store::open_read_only(&dir.path().join("nope.sqlite"))
+            .err()
+            .unwrap();
+        assert!(e.0.contains("cma run"), "{e}");
+    }
+}

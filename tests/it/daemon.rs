@@ -1,0 +1,386 @@
+//! The daemon end to end on loopback: scripted agents built from the
+//! encoder talk to `Daemon` threads bound to 127.0.0.1:0.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cma::classify::{FrameSetType, Message, ReqId, Startup, classify};
+use cma::config::Config;
+use cma::engine::daemon::{Daemon, DaemonError, StopHandle};
+use cma::store::Store;
+use cma::wal::{RecordKind, for_each_record};
+
+use super::support::encoded;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn config(dir: &Path) -> Config {
+    let mut c = Config::from_toml(
+        "listen = [\"127.0.0.1:0\"]\n\
+         [wal]\nsegment_mib = 1\nbatch_delay_us = 200\n\
+         [reliable]\nretransmit_ms = 300\n\
+         [store]\ncheckpoint_ms = 200\n",
+    )
+    .unwrap();
+    c.data_dir = dir.to_path_buf();
+    c
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: StopHandle,
+    thread: JoinHandle<Result<(), DaemonError>>,
+}
+
+fn start(dir: &Path) -> Running {
+    let d = Daemon::start(config(dir), false).expect("daemon starts");
+    let addr = d.local_addrs()[0];
+    let stop = d.stop_handle();
+    let thread = std::thread::spawn(move || d.run());
+    Running { addr, stop, thread }
+}
+
+impl Running {
+    fn finish(self) {
+        self.stop.stop();
+        self.thread
+            .join()
+            .expect("daemon thread")
+            .expect("clean stop");
+    }
+}
+
+/// What an agent received, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Got {
+    fstype: u16,
+    reqid: Option<ReqId>,
+    peers: Vec<SocketAddr>,
+}
+
+/// A scripted agent: a socket, a session, counted heartbeat instructions.
+struct Agent {
+    sock: UdpSocket,
+    cma: SocketAddr,
+    name: String,
+    session: u32,
+    next: u64,
+    got: Vec<Got>,
+    /// peer -> heartbeats (each SENDEXPECTHB adds, each STOP removes).
+    hb: BTreeMap<SocketAddr, i32>,
+    /// Obey and ACK instructions.
+    obey: bool,
+    last_delivered: u64,
+}
+
+impl Agent {
+    fn new(cma: SocketAddr, name: &str) -> Agent {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        Agent {
+            sock,
+            cma,
+            name: name.into(),
+            session: 1000,
+            next: 1,
+            got: Vec::new(),
+            hb: BTreeMap::new(),
+            obey: true,
+            last_delivered: 0,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    fn startup(&self) {
+        let me = self.addr();
+        let net = r#"{"data":{"lo":{"ipaddrs":{"127.0.0.1/8":{}}}}}"#;
+        let m = Message::Startup(Startup {
+            hostname: &self.name,
+            listen: me,
+            wallclock_us: 1,
+            netconfig: net,
+            key: None,
+        });
+        self.sock.send_to(&encoded(&m, None), self.cma).unwrap();
+    }
+
+    /// Sends a sequenced report; returns its REQID.
+    fn report(&mut self, m: &Message<'_>) -> ReqId {
+        let r = ReqId {
+            session: self.session,
+            request: self.next,
+            queue: 0,
+        };
+        self.next += 1;
+        self.sock.send_to(&encoded(m, Some(r)), self.cma).unwrap();
+        r
+    }
+
+    fn resend(&self, m: &Message<'_>, r: ReqId) {
+        self.sock.send_to(&encoded(m, Some(r)), self.cma).unwrap();
+    }
+
+    /// Reads what arrives for a while, obeying and ACKing instructions.
+    fn pump(&mut self) -> usize {
+        let mut buf = [0u8; 65536];
+        let mut n = 0;
+        while let Ok((len, _)) = self.sock.recv_from(&mut buf) {
+            n += 1;
+            let c = classify(&buf[..len]).expect("the CMA sends valid FrameSets");
+            let m = c.message().expect("and well-formed ones");
+            let mut peers = Vec::new();
+            match &m {
+                Message::Heartbeats { peers: p, .. } | Message::StopHeartbeats { peers: p, .. } => {
+                    peers = p.iter().collect()
+                }
+                _ => {}
+            }
+            self.got.push(Got {
+                fstype: c.fstype,
+                reqid: c.reqid,
+                peers: peers.clone(),
+            });
+            let Some(r) = c.reqid else { continue };
+            if c.fstype == FrameSetType::Ack.to_wire() || !self.obey {
+                continue;
+            }
+            // Obey once (a duplicate is only ACKed again), as a nanoprobe.
+            if r.request > self.last_delivered {
+                self.last_delivered = r.request;
+                let d = match c.fstype {
+                    t if t == FrameSetType::SendExpectHb.to_wire() => 1,
+                    t if t == FrameSetType::StopSendExpectHb.to_wire() => -1,
+                    _ => 0,
+                };
+                for p in peers {
+                    *self.hb.entry(p).or_default() += d;
+                }
+                self.hb.retain(|_, v| *v != 0);
+            }
+            let ack = encoded(&Message::Ack, Some(r));
+            self.sock.send_to(&ack, self.cma).unwrap();
+        }
+        n
+    }
+
+    fn acks_for(&self, r: ReqId) -> usize {
+        self.got
+            .iter()
+            .filter(|g| g.fstype == FrameSetType::Ack.to_wire() && g.reqid == Some(r))
+            .count()
+    }
+
+    fn peers(&self) -> Vec<SocketAddr> {
+        self.hb.keys().copied().collect()
+    }
+}
+
+/// Pumps every agent until `done` holds (or fails after the deadline).
+fn until(agents: &mut [Agent], what: &str, mut done: impl FnMut(&[Agent]) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        for a in agents.iter_mut() {
+            a.pump();
+        }
+        if done(agents) {
+            return;
+        }
+        assert!(t0.elapsed() < DEADLINE, "timed out waiting for {what}");
+    }
+}
+
+fn sorted(mut v: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    v.sort();
+    v
+}
+
+/// Starts agents one by one and waits until each heartbeats its ring
+/// neighbours (a ring of all of them: one subnet).
+fn join_all(cma: SocketAddr, n: usize) -> Vec<Agent> {
+    let mut agents: Vec<Agent> = Vec::new();
+    for i in 0..n {
+        agents.push(Agent::new(cma, &format!("agent{i}")));
+        agents[i].startup();
+        let k = agents.len();
+        until(&mut agents, "the ring to settle", |a| {
+            a.iter().all(|x| {
+                let want = match k {
+                    1 => 0,
+                    2 => 1,
+                    _ => 2,
+                };
+                x.peers().len() == want
+            })
+        });
+    }
+    agents
+}
+
+#[test]
+fn startup_gets_config_ackstartup_and_ring_instructions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 4);
+    let first = &agents[0].got;
+    assert_eq!(first[0].fstype, FrameSetType::SetConfig.to_wire());
+    assert_eq!(first[1].fstype, FrameSetType::AckStartup.to_wire());
+    // A ring of 4: each heartbeats exactly its two neighbours, and the
+    // relation is symmetric.
+    for a in &agents {
+        for p in a.peers() {
+            let other = agents.iter().find(|x| x.addr() == p).unwrap();
+            assert!(other.peers().contains(&a.addr()));
+        }
+    }
+    // A repeated STARTUP gets ACKSTARTUP again and changes nothing.
+    let before = agents[1].peers();
+    agents[1].startup();
+    until(&mut agents, "a second ACKSTARTUP", |a| {
+        a[1].got
+            .iter()
+            .filter(|g| g.fstype == FrameSetType::AckStartup.to_wire())
+            .count()
+            == 2
+    });
+    assert_eq!(agents[1].peers(), before);
+    d.finish();
+    let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
+    let nodes = s.nodes().unwrap();
+    assert_eq!(nodes.len(), 4);
+    assert!(nodes.iter().all(|n| n.status == "up"));
+}
+
+#[test]
+fn two_monitors_report_a_death_and_the_ring_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 4);
+    let victim = agents[1].addr();
+    let monitors: Vec<usize> = (0..4)
+        .filter(|i| *i != 1 && agents[*i].peers().contains(&victim))
+        .collect();
+    assert_eq!(monitors.len(), 2);
+    agents[1].obey = false;
+    let dead = Message::HbDead { peer: victim };
+    let r0 = agents[monitors[0]].report(&dead);
+    // The report is ACKed once durable; a retransmission of it is ACKed
+    // again and not logged twice.
+    until(&mut agents, "the ACK of HBDEAD", |a| {
+        a[monitors[0]].acks_for(r0) == 1
+    });
+    agents[monitors[0]].resend(&dead, r0);
+    until(&mut agents, "the re-ACK", |a| {
+        a[monitors[0]].acks_for(r0) == 2
+    });
+    let r1 = agents[monitors[1]].report(&dead);
+    until(&mut agents, "ring repair", |a| {
+        a[monitors[1]].acks_for(r1) == 1
+            && monitors.iter().all(|m| !a[*m].peers().contains(&victim))
+            && monitors.iter().all(|m| a[*m].peers().len() == 2)
+    });
+    // The survivors heartbeat each other: a ring of 3.
+    for m in &monitors {
+        let others: Vec<SocketAddr> = (0..4)
+            .filter(|i| i != m && *i != 1)
+            .map(|i| agents[i].addr())
+            .collect();
+        assert_eq!(sorted(agents[*m].peers()), sorted(others));
+    }
+    // Shown dead in the database (read while the daemon runs).
+    let db = dir.path().join("cma.sqlite");
+    let t0 = Instant::now();
+    loop {
+        let s = Store::open_read_only(&db).unwrap();
+        let n = s.nodes().unwrap();
+        if n.iter()
+            .any(|n| n.hostname == "agent1" && n.status == "dead")
+        {
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "agent1 not shown dead: {n:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.finish();
+    // The HBDEAD sent twice is in the log once.
+    let mut seen = 0;
+    let reporter = agents[monitors[0]].addr();
+    for_each_record(&dir.path().join("wal"), 1, |r| {
+        if r.header.meta.kind == RecordKind::FrameSet
+            && let Ok(c) = classify(r.payload)
+            && c.reqid == Some(r0)
+            && r.header.meta.peer == Some(reporter)
+        {
+            seen += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
+}
+
+#[test]
+fn unacked_instructions_are_resent_with_the_same_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut a = vec![Agent::new(d.addr, "deaf")];
+    a[0].obey = false;
+    a[0].startup();
+    until(&mut a, "SETCONFIG three times", |a| {
+        a[0].got
+            .iter()
+            .filter(|g| g.fstype == FrameSetType::SetConfig.to_wire())
+            .count()
+            >= 3
+    });
+    let reqids: Vec<_> = a[0].got.iter().map(|g| g.reqid).collect();
+    assert!(reqids.windows(2).all(|w| w[0] == w[1]), "{reqids:?}");
+    d.finish();
+}
+
+#[test]
+fn a_restart_recovers_state_from_the_log_and_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 3);
+    d.finish();
+    let d = start(dir.path());
+    for a in agents.iter_mut() {
+        a.cma = d.addr;
+    }
+    // The decider knows them: a repeated STARTUP is only re-ACKed, and a
+    // report is accepted (the sender is known).
+    agents[0].startup();
+    until(&mut agents, "ACKSTARTUP after restart", |a| {
+        a[0].got
+            .iter()
+            .filter(|g| g.fstype == FrameSetType::AckStartup.to_wire())
+            .count()
+            == 2
+    });
+    let before: Vec<_> = agents.iter().map(|a| a.peers()).collect();
+    let late = agents[1].addr();
+    let r = agents[0].report(&Message::HbLate {
+        peer: late,
+        elapsed_us: 5,
+    });
+    until(&mut agents, "the ACK", |a| a[0].acks_for(r) == 1);
+    let after: Vec<_> = agents.iter().map(|a| a.peers()).collect();
+    assert_eq!(before, after, "a restart re-sent ring instructions");
+    d.finish();
+    let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
+    assert_eq!(s.nodes().unwrap().len(), 3);
+    let joined = s
+        .events(0, 1000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "joined")
+        .count();
+    assert_eq!(joined, 3, "events applied once");
+}
