@@ -523,6 +523,10 @@ impl LogClock {
         self.base_ms + self.origin.elapsed().as_millis() as u64
     }
 
+    fn now_ns(&self) -> u64 {
+        self.base_ms * 1_000_000 + self.origin.elapsed().as_nanos() as u64
+    }
+
     /// A slot's receive time on the log clock, ns.
     fn slot_ns(&self, recv_ns: u64) -> u64 {
         self.base_ms * 1_000_000 + recv_ns
@@ -892,7 +896,7 @@ impl DeciderThread {
                 {
                     self.transport.acked(n.addr, n.out.acked());
                 }
-                let now_ns = self.clock.now_ms() * 1_000_000;
+                let now_ns = self.clock.now_ns();
                 let _ = latency.record((now_ns.saturating_sub(recv_ns) / 1000).max(1));
                 held.push_back((fed.lsn, fed.time_ms, std::mem::take(&mut effects)));
                 worked = true;

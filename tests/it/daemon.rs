@@ -74,6 +74,11 @@ struct Agent {
     /// Obey and ACK instructions.
     obey: bool,
     last_delivered: u64,
+    /// Reports not yet ACKed, oldest first, and when they were last sent.
+    unacked: Vec<(ReqId, Vec<u8>)>,
+    last_resend: Instant,
+    /// Reports the CMA ACKed.
+    acked: Vec<ReqId>,
 }
 
 impl Agent {
@@ -91,6 +96,9 @@ impl Agent {
             hb: BTreeMap::new(),
             obey: true,
             last_delivered: 0,
+            unacked: Vec::new(),
+            last_resend: Instant::now(),
+            acked: Vec::new(),
         }
     }
 
@@ -119,7 +127,9 @@ impl Agent {
             queue: 0,
         };
         self.next += 1;
-        self.sock.send_to(&encoded(m, Some(r)), self.cma).unwrap();
+        let bytes = encoded(m, Some(r));
+        self.sock.send_to(&bytes, self.cma).unwrap();
+        self.unacked.push((r, bytes));
         r
     }
 
@@ -148,7 +158,17 @@ impl Agent {
                 peers: peers.clone(),
             });
             let Some(r) = c.reqid else { continue };
-            if c.fstype == FrameSetType::Ack.to_wire() || !self.obey {
+            if c.fstype == FrameSetType::Ack.to_wire() {
+                // Cumulative.
+                let (done, rest): (Vec<_>, Vec<_>) = self
+                    .unacked
+                    .drain(..)
+                    .partition(|(u, _)| u.session == r.session && u.request <= r.request);
+                self.acked.extend(done.into_iter().map(|d| d.0));
+                self.unacked = rest;
+                continue;
+            }
+            if !self.obey {
                 continue;
             }
             // Obey once (a duplicate is only ACKed again), as a nanoprobe.
@@ -166,6 +186,12 @@ impl Agent {
             }
             let ack = encoded(&Message::Ack, Some(r));
             self.sock.send_to(&ack, self.cma).unwrap();
+        }
+        if self.last_resend.elapsed() >= Duration::from_millis(200) {
+            for (_, b) in &self.unacked {
+                self.sock.send_to(b, self.cma).unwrap();
+            }
+            self.last_resend = Instant::now();
         }
         n
     }
@@ -383,4 +409,193 @@ fn a_restart_recovers_state_from_the_log_and_store() {
         .filter(|e| e.kind == "joined")
         .count();
     assert_eq!(joined, 3, "events applied once");
+}
+
+/// A `cma run` child process on loopback.
+struct Child {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Child {
+    fn spawn(config: &Path) -> Child {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cma"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cma run");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on [").nth(1)
+                    && let Some(t) = tx.take()
+                {
+                    let a: SocketAddr = rest.trim_end_matches(']').parse().unwrap();
+                    let _ = t.send(a);
+                }
+            }
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(addr) => Child { child, addr },
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon did not say where it listens: {e}");
+            }
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "cma run exited with {status}");
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL the daemon at random moments while agents report; restart it;
+/// in the end every ACKed report is in the log once, its event is in the
+/// store once, and every agent heartbeats what the stored rings say.
+#[test]
+fn sigkill_under_load_loses_nothing_acked_and_repeats_nothing() {
+    for seed in 1..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("cma.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = [\"127.0.0.1:0\"]\ndata_dir = \"{}\"\nlog_level = \"info\"\n\
+                 [wal]\nsegment_mib = 4\nbatch_delay_us = 300\n\
+                 [reliable]\nretransmit_ms = 300\n[store]\ncheckpoint_ms = 150\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut d = Child::spawn(&cfg);
+        let mut agents: Vec<Agent> = (0..5)
+            .map(|i| Agent::new(d.addr, &format!("a{i}")))
+            .collect();
+        for a in &agents {
+            a.startup();
+        }
+        for round in 0..4 {
+            // Load for a random while, then SIGKILL (not in the last round).
+            let until_t = Instant::now() + Duration::from_millis(100 + rand(400));
+            while Instant::now() < until_t {
+                for i in 0..agents.len() {
+                    let peer = agents[(i + 1) % agents.len()].addr();
+                    if agents[i].unacked.len() < 4 {
+                        agents[i].report(&Message::HbLate {
+                            peer,
+                            elapsed_us: 7,
+                        });
+                    }
+                    agents[i].pump();
+                }
+            }
+            if round == 3 {
+                break;
+            }
+            d.kill();
+            d = Child::spawn(&cfg);
+            for a in agents.iter_mut() {
+                a.cma = d.addr;
+                for s in 0..3 {
+                    // Agents that were never configured keep asking.
+                    if a.got.is_empty() && s == 0 {
+                        a.startup();
+                    }
+                }
+            }
+        }
+        // Settle: every report ACKed, every instruction obeyed.
+        until(&mut agents, "every report ACKed", |a| {
+            a.iter()
+                .all(|x| x.unacked.is_empty() && x.peers().len() == 2)
+        });
+        d.terminate();
+
+        // Every ACKed report is in the log exactly once.
+        let data = dir.path().join("data");
+        let mut logged: BTreeMap<(SocketAddr, u64), usize> = BTreeMap::new();
+        let mut late_records = 0;
+        for_each_record(&data.join("wal"), 1, |r| {
+            if r.header.meta.kind == RecordKind::FrameSet
+                && let Ok(c) = classify(r.payload)
+                && c.fstype == FrameSetType::HbLate.to_wire()
+                && let (Some(p), Some(q)) = (r.header.meta.peer, c.reqid)
+            {
+                *logged.entry((p, q.request)).or_default() += 1;
+                late_records += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let mut acked = 0;
+        for a in &agents {
+            for r in &a.acked {
+                acked += 1;
+                assert_eq!(
+                    logged.get(&(a.addr(), r.request)),
+                    Some(&1),
+                    "seed {seed}: {} report {} ACKed but logged {:?} times",
+                    a.name,
+                    r.request,
+                    logged.get(&(a.addr(), r.request))
+                );
+            }
+        }
+        assert!(acked > 20, "seed {seed}: only {acked} reports");
+        // Each logged report's event is in the store once.
+        let s = Store::open_read_only(&data.join("cma.sqlite")).unwrap();
+        let events = s.events(0, 1_000_000).unwrap();
+        let late = events.iter().filter(|e| e.kind == "late").count();
+        assert_eq!(late, late_records, "seed {seed}: late events vs records");
+        assert_eq!(
+            events.iter().filter(|e| e.kind == "joined").count(),
+            agents.len(),
+            "seed {seed}"
+        );
+        // The agents heartbeat what the stored rings say.
+        let (_, state) = s.checkpoint().unwrap().expect("a checkpoint");
+        let dcd = cma::decide::decider::Decider::import(&state).unwrap();
+        for a in &agents {
+            let id = dcd.node_at(a.addr()).expect("known");
+            // With multiplicity: a representative whose group neighbour is
+            // also its top-ring neighbour heartbeats it twice.
+            let mut want: BTreeMap<SocketAddr, i32> = BTreeMap::new();
+            for p in dcd.topology().peers_of(id) {
+                *want.entry(dcd.node(p).unwrap().addr).or_default() += 1;
+            }
+            assert_eq!(a.hb, want, "seed {seed}: {}", a.name);
+        }
+    }
 }
