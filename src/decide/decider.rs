@@ -264,6 +264,9 @@ pub struct Counters {
     pub not_applicable: u64,
     /// Repeated STARTUPs (same incarnation).
     pub duplicate_startup: u64,
+    /// STARTUPs naming a listen address other than the one they came from
+    /// (a process bound to an address sends from it: a forgery).
+    pub startup_mismatch: u64,
     /// Martian reports about live nodes (transient during ring changes).
     pub martian_ignored: u64,
     /// Sequenced FrameSets whose payload did not decode.
@@ -588,6 +591,10 @@ impl Decider {
         } else {
             normalize(s.listen)
         };
+        if addr.ip() != from.ip() {
+            self.counters.startup_mismatch += 1;
+            return;
+        }
         let subnet = subnet_of(s.netconfig, addr.ip());
         if let Some(&id) = self.by_host.get(s.hostname) {
             let n = &self.nodes[id as usize];
@@ -1642,6 +1649,26 @@ mod tests {
         assert!(e.contains(&Effect::ConnShut { to: addr(1) }));
         assert!(e.contains(&Effect::Forget { to: addr(1) }));
         assert_eq!(t.d.node(t.id(1)).unwrap().inbound, None);
+    }
+
+    #[test]
+    fn a_startup_for_another_address_is_refused() {
+        let mut t = fleet(2);
+        // "host9" claims node 1's address from elsewhere.
+        let e = t.feed(
+            addr(9),
+            None,
+            Message::Startup(Startup {
+                hostname: "host9",
+                listen: addr(1),
+                wallclock_us: 1,
+                netconfig: "{}",
+                key: None,
+            }),
+        );
+        assert!(e.is_empty());
+        assert_eq!(t.d.counters().startup_mismatch, 1);
+        assert_eq!(t.health(1), Health::Up);
     }
 
     #[test]

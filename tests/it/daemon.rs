@@ -196,6 +196,16 @@ impl Agent {
         n
     }
 
+    /// Reads what is already there without waiting.
+    fn pump_now(&mut self) {
+        self.sock.set_nonblocking(true).unwrap();
+        self.pump();
+        self.sock.set_nonblocking(false).unwrap();
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+    }
+
     fn acks_for(&self, r: ReqId) -> usize {
         self.got
             .iter()
@@ -598,4 +608,123 @@ fn sigkill_under_load_loses_nothing_acked_and_repeats_nothing() {
             assert_eq!(a.hb, want, "seed {seed}: {}", a.name);
         }
     }
+}
+
+/// A million random and mutated datagrams interleaved with valid traffic:
+/// the daemon keeps running, counts the drops, and ACKs every valid report.
+#[test]
+fn a_million_hostile_datagrams_do_not_stop_valid_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(config(dir.path()), false).expect("daemon starts");
+    let addr = d.local_addrs()[0];
+    let stop = d.stop_handle();
+    let counters = d.counters();
+    let thread = std::thread::spawn(move || d.run());
+    let mut agents = join_all(addr, 3);
+    let hostile = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Valid datagrams of many types to mutate.
+    let peer = agents[1].addr();
+    let templates: Vec<Vec<u8>> = vec![
+        encoded(
+            &Message::HbDead { peer },
+            Some(ReqId {
+                session: 9,
+                request: 3,
+                queue: 0,
+            }),
+        ),
+        encoded(
+            &Message::Ack,
+            Some(ReqId {
+                session: 9,
+                request: 3,
+                queue: 0,
+            }),
+        ),
+        encoded(&Message::HbMartian { peer }, None),
+        encoded(
+            &Message::JsDiscovery {
+                wallclock_us: None,
+                json: "{\"a\":1}",
+            },
+            None,
+        ),
+        encoded(
+            &Message::Startup(Startup {
+                hostname: "evil",
+                listen: peer,
+                wallclock_us: 5,
+                netconfig: "{}",
+                key: None,
+            }),
+            None,
+        ),
+    ];
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut sent_reports = Vec::new();
+    let total = 1_000_000;
+    let mut buf = Vec::with_capacity(2048);
+    for i in 0..total {
+        buf.clear();
+        let r = rand();
+        if r % 3 == 0 {
+            // Random bytes.
+            let len = (rand() % 300) as usize;
+            buf.extend((0..len).map(|_| rand() as u8));
+        } else {
+            // A valid datagram with a few bytes flipped, cut or extended.
+            buf.extend_from_slice(&templates[(r >> 8) as usize % templates.len()]);
+            match rand() % 4 {
+                0 => {
+                    let at = (rand() as usize) % buf.len();
+                    buf[at] ^= 1 << (rand() % 8);
+                }
+                1 => buf.truncate((rand() as usize) % buf.len()),
+                2 => buf.extend((0..rand() % 40).map(|_| rand() as u8)),
+                _ => {
+                    for _ in 0..4 {
+                        let at = (rand() as usize) % buf.len();
+                        buf[at] = rand() as u8;
+                    }
+                }
+            }
+        }
+        let _ = hostile.send_to(&buf, addr);
+        if i % 2000 == 0 {
+            // Valid traffic in between.
+            let a = (i / 2000) % agents.len();
+            let p = agents[(a + 1) % agents.len()].addr();
+            let rq = agents[a].report(&Message::HbLate {
+                peer: p,
+                elapsed_us: 1,
+            });
+            sent_reports.push((a, rq));
+            for ag in agents.iter_mut() {
+                ag.pump_now();
+            }
+        }
+    }
+    until(&mut agents, "every valid report ACKed", |a| {
+        a.iter().all(|x| x.unacked.is_empty())
+    });
+    for (a, r) in &sent_reports {
+        assert!(agents[*a].acked.contains(r));
+    }
+    let dropped = counters.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let classified = counters
+        .classified
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("hostile: {dropped} dropped by classify, {classified} accepted");
+    assert!(dropped > total as u64 / 2, "only {dropped} drops counted");
+    stop.stop();
+    thread
+        .join()
+        .unwrap()
+        .expect("clean stop after hostile input");
 }
