@@ -61,6 +61,10 @@ tick_ms = 100
 # Write the decider's checkpoint at most this often (ms) and release the
 # log segments below it.
 checkpoint_ms = 10000
+
+[metrics]
+# Prometheus text metrics at http://ADDR/metrics; "" turns them off.
+listen = "127.0.0.1:9184"
 "#;
 
 /// The whole configuration.
@@ -87,6 +91,16 @@ pub struct Config {
     pub decider: DeciderSection,
     /// The store.
     pub store: StoreSection,
+    /// Metrics.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// HTTP listen address, "" for none.
+    pub listen: String,
 }
 
 /// `[io]`.
@@ -243,6 +257,9 @@ impl Config {
         }
         if self.log_level.parse::<log::LevelFilter>().is_err() {
             return bad("log_level must be error, warn, info, debug or trace");
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return bad("metrics.listen must be empty or an ip:port");
         }
         if !self.advertise.is_empty() && self.advertise.parse::<SocketAddr>().is_err() {
             return bad("advertise must be empty or an ip:port");

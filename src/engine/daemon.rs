@@ -59,30 +59,8 @@ fn err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> DaemonError + '_ {
     move |e| DaemonError(format!("{context}: {e}"))
 }
 
-/// Counters the threads publish (read by `status` output and tests).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Datagrams classified.
-    pub classified: AtomicU64,
-    /// Dropped by classify (any reason).
-    pub dropped: AtomicU64,
-    /// Sequenced duplicates re-ACKed, not logged again.
-    pub duplicates: AtomicU64,
-    /// Records appended (FrameSets and TICKs).
-    pub appended: AtomicU64,
-    /// ACKs sent.
-    pub acks_sent: AtomicU64,
-    /// Records the decider handled.
-    pub decided: AtomicU64,
-    /// Instructions sent (first transmissions).
-    pub instructions_sent: AtomicU64,
-    /// Retransmissions.
-    pub retransmits: AtomicU64,
-    /// Send errors (counted, not fatal: retransmission covers them).
-    pub send_errors: AtomicU64,
-    /// Records whose store effects were committed.
-    pub stored_lsn: AtomicU64,
-}
+/// What the threads count (rendered as Prometheus metrics).
+pub use super::metrics::Metrics as Counters;
 
 /// Stops a running daemon.
 #[derive(Clone)]
@@ -117,6 +95,7 @@ pub struct Daemon {
     stop: StopHandle,
     counters: Arc<Counters>,
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 fn sync_policy(c: &Config) -> SyncPolicy {
@@ -254,6 +233,20 @@ impl Daemon {
         let send = io.send_sockets().map_err(err("sockets"))?;
         let addrs = io.local_addrs().map_err(err("sockets"))?;
         let advertised = advertised(&config, &addrs);
+        let counters = Arc::new(Counters::default());
+        let metrics_addr = if config.metrics.listen.is_empty() {
+            None
+        } else {
+            let a: SocketAddr = config
+                .metrics
+                .listen
+                .parse()
+                .map_err(|e| DaemonError(format!("metrics.listen: {e}")))?;
+            let (bound, _thread) = super::metrics::serve(a, counters.clone(), wal.watermarks())
+                .map_err(DaemonError)?;
+            log::info!("metrics on http://{bound}/metrics");
+            Some(bound)
+        };
 
         // The decider: from the checkpoint, or from the log's CONFIG
         // record, or new (with a new session, logged in a CONFIG record).
@@ -345,14 +338,20 @@ impl Daemon {
             stop: StopHandle {
                 stop: Arc::new(AtomicBool::new(false)),
             },
-            counters: Arc::new(Counters::default()),
+            counters,
             addrs,
+            metrics_addr,
         })
     }
 
     /// The bound addresses.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where the metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// A handle that stops [`Daemon::run`].
@@ -387,6 +386,7 @@ impl Daemon {
             stop,
             counters,
             addrs: _,
+            metrics_addr: _,
         } = self;
         let clock = LogClock {
             base_ms: clock_base_ms,
@@ -578,6 +578,7 @@ impl LogThread {
                 batch.release();
             }
             self.maybe_tick()?;
+            self.publish(io);
             let now = Instant::now();
             self.wal.sync_if_due(now).map_err(err("log sync"))?;
             self.send_durable_acks();
@@ -603,6 +604,21 @@ impl LogThread {
         Ok(())
     }
 
+    fn publish(&self, io: &IoHandle) {
+        let c = &self.counters;
+        let i = io.counters();
+        c.received
+            .store(i.received.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.kernel_drops
+            .store(i.kernel_drops.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.ring_full_drops
+            .store(i.ring_full_drops.load(Ordering::Relaxed), Ordering::Relaxed);
+        let w = self.wal.stats();
+        c.syncs.store(w.syncs, Ordering::Relaxed);
+        c.synced_records.store(w.synced_records, Ordering::Relaxed);
+        c.max_batch.store(u64::from(w.max_batch), Ordering::Relaxed);
+    }
+
     fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<u64, DaemonError> {
         let lsn = self.wal.append(meta, payload).map_err(err("log append"))?;
         self.counters.appended.fetch_add(1, Ordering::Relaxed);
@@ -614,11 +630,11 @@ impl LogThread {
             Ok(c) => c,
             Err(d) => {
                 log::debug!("dropped a datagram from {peer}: {:?}", d.reason);
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped(d.reason);
                 return Ok(());
             }
         };
-        self.counters.classified.fetch_add(1, Ordering::Relaxed);
+        self.counters.accepted(c.fstype);
         let meta = RecordMeta {
             kind: RecordKind::FrameSet,
             time_ns,
@@ -643,7 +659,7 @@ impl LogThread {
                         }
                     }
                     Verdict::StaleSession | Verdict::Gap { .. } => {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.counters.out_of_order.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -651,8 +667,8 @@ impl LogThread {
                 // (A restarted agent's new process has a new session,
                 // which `on_frameset` takes as a reset of the connection.)
                 if fstype == FrameSetType::Heartbeat.to_wire() {
-                    // Heartbeats are for agents, not for the CMA.
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    // Heartbeats are for agents, not for the CMA: counted
+                    // (by type), not logged.
                     return Ok(());
                 }
                 self.append(&meta, data)?;
@@ -875,6 +891,7 @@ impl DeciderThread {
         let mut checkpointed = self.decider.last_lsn();
         let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
             .expect("histogram bounds");
+        let mut last_figures = Instant::now();
         loop {
             let done = self.log_done.load(Ordering::Acquire);
             let mut worked = false;
@@ -921,6 +938,10 @@ impl DeciderThread {
                 }
             }
             self.transport.retransmit_due(&self.counters);
+            if last_figures.elapsed() >= Duration::from_millis(500) {
+                self.publish_figures(&latency);
+                last_figures = Instant::now();
+            }
             let deadline = self.decider.next_deadline_ms().unwrap_or(u64::MAX);
             self.next_deadline.store(deadline, Ordering::Release);
             let last = self.decider.last_lsn();
@@ -955,6 +976,29 @@ impl DeciderThread {
             latency.len()
         );
         Ok(())
+    }
+
+    fn publish_figures(&self, latency: &hdrhistogram::Histogram<u64>) {
+        let mut by: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for n in self.decider.nodes() {
+            *by.entry(crate::store::status_name(&n.health)).or_default() += 1;
+        }
+        let topo = self.decider.topology();
+        let f = super::metrics::DeciderFigures {
+            nodes: by.into_iter().collect(),
+            groups: topo.groups().count() as u64,
+            top_ring: topo.top().len() as u64,
+            latency_us: [0.5, 0.99, 0.999, 1.0]
+                .iter()
+                .map(|q| (*q, latency.value_at_quantile(*q)))
+                .collect(),
+            latency_count: latency.len(),
+        };
+        *self
+            .counters
+            .decider
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = f;
     }
 
     fn release(&mut self, cfg: &DeciderConfig, e: Effect) {

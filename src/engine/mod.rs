@@ -6,4 +6,5 @@
 pub mod bench_recv;
 pub mod daemon;
 pub mod io;
+pub mod metrics;
 pub mod mmsg;

@@ -22,7 +22,8 @@ fn config(dir: &Path) -> Config {
         "listen = [\"127.0.0.1:0\"]\n\
          [wal]\nsegment_mib = 1\nbatch_delay_us = 200\n\
          [reliable]\nretransmit_ms = 300\n\
-         [store]\ncheckpoint_ms = 200\n",
+         [store]\ncheckpoint_ms = 200\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     c.data_dir = dir.to_path_buf();
@@ -31,6 +32,7 @@ fn config(dir: &Path) -> Config {
 
 struct Running {
     addr: SocketAddr,
+    metrics: Option<SocketAddr>,
     stop: StopHandle,
     thread: JoinHandle<Result<(), DaemonError>>,
 }
@@ -38,9 +40,15 @@ struct Running {
 fn start(dir: &Path) -> Running {
     let d = Daemon::start(config(dir), false).expect("daemon starts");
     let addr = d.local_addrs()[0];
+    let metrics = d.metrics_addr();
     let stop = d.stop_handle();
     let thread = std::thread::spawn(move || d.run());
-    Running { addr, stop, thread }
+    Running {
+        addr,
+        metrics,
+        stop,
+        thread,
+    }
 }
 
 impl Running {
@@ -232,6 +240,16 @@ fn until(agents: &mut [Agent], what: &str, mut done: impl FnMut(&[Agent]) -> boo
     }
 }
 
+/// A plain HTTP/1.0 GET.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn sorted(mut v: Vec<SocketAddr>) -> Vec<SocketAddr> {
     v.sort();
     v
@@ -286,6 +304,24 @@ fn startup_gets_config_ackstartup_and_ring_instructions() {
             == 2
     });
     assert_eq!(agents[1].peers(), before);
+    // The metrics say so too (the decider publishes twice a second).
+    let t0 = Instant::now();
+    loop {
+        let text = http_get(d.metrics.unwrap(), "/metrics");
+        if text.contains("cma_nodes{status=\"up\"} 4") {
+            assert!(
+                text.contains("cma_datagrams_total{type=\"STARTUP\"} 5"),
+                "{text}"
+            );
+            assert!(text.contains("cma_drops_total{reason="));
+            break;
+        }
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "metrics never showed 4 nodes up:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     d.finish();
     let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
     let nodes = s.nodes().unwrap();
@@ -497,7 +533,8 @@ fn sigkill_under_load_loses_nothing_acked_and_repeats_nothing() {
             format!(
                 "listen = [\"127.0.0.1:0\"]\ndata_dir = \"{}\"\nlog_level = \"info\"\n\
                  [wal]\nsegment_mib = 4\nbatch_delay_us = 300\n\
-                 [reliable]\nretransmit_ms = 300\n[store]\ncheckpoint_ms = 150\n",
+                 [reliable]\nretransmit_ms = 300\n[store]\ncheckpoint_ms = 150\n\
+                 [metrics]\nlisten = \"\"\n",
                 dir.path().join("data").display()
             ),
         )
@@ -716,10 +753,8 @@ fn a_million_hostile_datagrams_do_not_stop_valid_traffic() {
     for (a, r) in &sent_reports {
         assert!(agents[*a].acked.contains(r));
     }
-    let dropped = counters.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    let classified = counters
-        .classified
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = counters.dropped_total();
+    let classified = counters.accepted_total();
     eprintln!("hostile: {dropped} dropped by classify, {classified} accepted");
     assert!(dropped > total as u64 / 2, "only {dropped} drops counted");
     stop.stop();

@@ -1,0 +1,309 @@
+//! Prometheus text metrics over HTTP (tiny_http, one thread): what the
+//! threads publish in [`Metrics`], rendered on each `GET /metrics`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::classify::{Drop, frameset_type_name};
+use crate::wal::Watermarks;
+
+/// FrameSet types counted one by one (higher ones share the last bucket).
+const TYPES: usize = 128;
+
+/// Figures the decider thread refreshes now and then.
+#[derive(Clone, Debug, Default)]
+pub struct DeciderFigures {
+    /// Nodes per status.
+    pub nodes: Vec<(&'static str, u64)>,
+    /// Group rings.
+    pub groups: u64,
+    /// Members of the top ring.
+    pub top_ring: u64,
+    /// recv -> decided, µs: (quantile, value).
+    pub latency_us: Vec<(f64, u64)>,
+    /// Latency samples.
+    pub latency_count: u64,
+}
+
+/// Everything the daemon counts.
+pub struct Metrics {
+    /// Datagrams accepted by classify, by FrameSet type.
+    pub by_type: [AtomicU64; TYPES],
+    /// Datagrams dropped by classify, by reason.
+    pub drops: [AtomicU64; Drop::COUNT],
+    /// Sequenced duplicates re-ACKed, not logged again.
+    pub duplicates: AtomicU64,
+    /// Out-of-order or stale sequenced FrameSets dropped.
+    pub out_of_order: AtomicU64,
+    /// Kernel drops (SO_RXQ_OVFL).
+    pub kernel_drops: AtomicU64,
+    /// Ring-full drops.
+    pub ring_full_drops: AtomicU64,
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Records appended.
+    pub appended: AtomicU64,
+    /// Group commits and the records they made durable.
+    pub syncs: AtomicU64,
+    /// Records made durable.
+    pub synced_records: AtomicU64,
+    /// Largest group commit.
+    pub max_batch: AtomicU64,
+    /// ACKs sent.
+    pub acks_sent: AtomicU64,
+    /// Records decided.
+    pub decided: AtomicU64,
+    /// Instructions sent (first transmissions).
+    pub instructions_sent: AtomicU64,
+    /// Retransmissions.
+    pub retransmits: AtomicU64,
+    /// Send errors.
+    pub send_errors: AtomicU64,
+    /// LSN the store reflects.
+    pub stored_lsn: AtomicU64,
+    /// The decider's figures.
+    pub decider: Mutex<DeciderFigures>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            by_type: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            duplicates: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
+            kernel_drops: AtomicU64::new(0),
+            ring_full_drops: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            synced_records: AtomicU64::new(0),
+            max_batch: AtomicU64::new(0),
+            acks_sent: AtomicU64::new(0),
+            decided: AtomicU64::new(0),
+            instructions_sent: AtomicU64::new(0),
+            retransmits: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
+            stored_lsn: AtomicU64::new(0),
+            decider: Mutex::new(DeciderFigures::default()),
+        }
+    }
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Counts an accepted datagram of `fstype`.
+    pub fn accepted(&self, fstype: u16) {
+        inc(&self.by_type[usize::from(fstype).min(TYPES - 1)]);
+    }
+
+    /// Counts a drop.
+    pub fn dropped(&self, reason: Drop) {
+        inc(&self.drops[reason as usize]);
+    }
+
+    /// All classify drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+    }
+
+    /// All accepted datagrams.
+    pub fn accepted_total(&self) -> u64 {
+        self.by_type.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, wal: &Watermarks) -> String {
+        let mut s = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        fn family(s: &mut String, name: &str, kind: &str, help: &str) -> String {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            name.to_string()
+        }
+        let n = family(
+            &mut s,
+            "cma_datagrams_total",
+            "counter",
+            "Datagrams accepted, by FrameSet type.",
+        );
+        let mut body = String::new();
+        for (t, c) in self.by_type.iter().enumerate() {
+            let v = get(c);
+            if v > 0 {
+                let _ = writeln!(body, "{n}{{type=\"{}\"}} {v}", frameset_type_name(t as u16));
+            }
+        }
+        s.push_str(&body);
+        let n = family(
+            &mut s,
+            "cma_drops_total",
+            "counter",
+            "Datagrams dropped by classify, by reason.",
+        );
+        for r in Drop::ALL {
+            let _ = writeln!(
+                s,
+                "{n}{{reason=\"{}\"}} {}",
+                r.name(),
+                get(&self.drops[r as usize])
+            );
+        }
+        for (name, help, v) in [
+            (
+                "cma_received_total",
+                "Datagrams received.",
+                get(&self.received),
+            ),
+            (
+                "cma_kernel_drops_total",
+                "Datagrams the kernel dropped (socket buffer full).",
+                get(&self.kernel_drops),
+            ),
+            (
+                "cma_ring_full_drops_total",
+                "Datagrams dropped because the ring buffer was full.",
+                get(&self.ring_full_drops),
+            ),
+            (
+                "cma_duplicates_total",
+                "Sequenced duplicates re-ACKed, not logged again.",
+                get(&self.duplicates),
+            ),
+            (
+                "cma_out_of_order_total",
+                "Sequenced FrameSets out of order or from an old session, dropped.",
+                get(&self.out_of_order),
+            ),
+            (
+                "cma_wal_appended_total",
+                "Records appended to the log.",
+                get(&self.appended),
+            ),
+            ("cma_wal_syncs_total", "Group commits.", get(&self.syncs)),
+            (
+                "cma_wal_synced_records_total",
+                "Records made durable by group commits.",
+                get(&self.synced_records),
+            ),
+            (
+                "cma_acks_sent_total",
+                "ACKs sent (each after its FrameSet was durable).",
+                get(&self.acks_sent),
+            ),
+            (
+                "cma_decided_total",
+                "Records the decider handled.",
+                get(&self.decided),
+            ),
+            (
+                "cma_instructions_sent_total",
+                "Instructions sent to agents (first transmissions).",
+                get(&self.instructions_sent),
+            ),
+            (
+                "cma_retransmits_total",
+                "Instructions retransmitted.",
+                get(&self.retransmits),
+            ),
+            (
+                "cma_send_errors_total",
+                "Datagrams that could not be sent.",
+                get(&self.send_errors),
+            ),
+        ] {
+            let n = family(&mut s, name, "counter", help);
+            let _ = writeln!(s, "{n} {v}");
+        }
+        let d = self
+            .decider
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, help, v) in [
+            (
+                "cma_wal_written_lsn",
+                "LSN of the last record written.",
+                wal.written_lsn(),
+            ),
+            (
+                "cma_wal_durable_lsn",
+                "LSN of the last durable record.",
+                wal.durable_lsn(),
+            ),
+            (
+                "cma_store_lsn",
+                "LSN the database reflects.",
+                get(&self.stored_lsn),
+            ),
+            (
+                "cma_wal_max_batch",
+                "Largest group commit, records.",
+                get(&self.max_batch),
+            ),
+            ("cma_groups", "Group rings (switches, subnets).", d.groups),
+            (
+                "cma_top_ring_members",
+                "Representatives in the top ring.",
+                d.top_ring,
+            ),
+        ] {
+            let n = family(&mut s, name, "gauge", help);
+            let _ = writeln!(s, "{n} {v}");
+        }
+        let n = family(&mut s, "cma_nodes", "gauge", "Nodes by status.");
+        for (status, v) in &d.nodes {
+            let _ = writeln!(s, "{n}{{status=\"{status}\"}} {v}");
+        }
+        let n = family(
+            &mut s,
+            "cma_recv_to_decided_seconds",
+            "summary",
+            "From receipt of a datagram to its decision.",
+        );
+        for (q, v) in &d.latency_us {
+            let _ = writeln!(s, "{n}{{quantile=\"{q}\"}} {}", *v as f64 / 1e6);
+        }
+        let _ = writeln!(s, "{n}_count {}", d.latency_count);
+        s
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends; returns the
+/// bound address.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    wal: Watermarks,
+) -> Result<(SocketAddr, JoinHandle<()>), String> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| "metrics: not an IP listener".to_string())?;
+    let h = std::thread::Builder::new()
+        .name("cma-metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let resp = if req.url() == "/metrics" {
+                    let header = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"text/plain; version=0.0.4"[..],
+                    )
+                    .expect("static header");
+                    tiny_http::Response::from_string(metrics.render(&wal)).with_header(header)
+                } else {
+                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                };
+                let _ = req.respond(resp);
+            }
+        })
+        .map_err(|e| format!("metrics thread: {e}"))?;
+    Ok((bound, h))
+}
