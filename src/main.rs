@@ -134,6 +134,32 @@ struct DbArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The whole daemon against a recvmmsg + sendmmsg loop answering every
+    /// datagram: highest zero-loss rates, their ratio, and latency at 50 %
+    /// and 90 % of the daemon's zero-loss rate.
+    Pipeline {
+        /// Seconds per measured point.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Generator agents (connections).
+        #[arg(long, default_value_t = 64)]
+        agents: usize,
+        /// Lowest rate searched, datagrams/s.
+        #[arg(long, default_value_t = 5_000)]
+        min_rate: u64,
+        /// Highest rate searched.
+        #[arg(long, default_value_t = 400_000)]
+        max_rate: u64,
+        /// Binary-search steps per system.
+        #[arg(long, default_value_t = 7)]
+        steps: u32,
+        /// Write the result as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write an SVG latency plot to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// A sendmmsg generator against (a) a bare recvmmsg discard loop and
     /// (b) the io loop + ring buffer + classify, in one run.
     Recv {
@@ -459,6 +485,55 @@ fn simulate(
 
 fn bench(command: BenchCommand) -> ExitCode {
     match command {
+        BenchCommand::Pipeline {
+            seconds,
+            agents,
+            min_rate,
+            max_rate,
+            steps,
+            json,
+            svg,
+        } => {
+            use cma::engine::bench_pipeline as bp;
+            if agents == 0 || min_rate == 0 || max_rate <= min_rate || seconds <= 0.0 {
+                eprintln!(
+                    "cma bench pipeline: need agents > 0, seconds > 0, 0 < min-rate < max-rate"
+                );
+                return ExitCode::from(2);
+            }
+            let cfg = bp::PipelineConfig {
+                seconds,
+                conns: agents,
+                min_rate,
+                max_rate,
+                steps,
+                json,
+                svg,
+                ..bp::PipelineConfig::default()
+            };
+            match bp::run(&cfg) {
+                Ok(r) => {
+                    print!("{}", bp::render(&cfg, &r));
+                    if let Some(p) = &cfg.json
+                        && let Err(e) = std::fs::write(p, bp::to_json(&cfg, &r).to_string())
+                    {
+                        eprintln!("cma bench pipeline: {}: {e}", p.display());
+                        return ExitCode::FAILURE;
+                    }
+                    if let Some(p) = &cfg.svg
+                        && let Err(e) = std::fs::write(p, bp::to_svg(&r))
+                    {
+                        eprintln!("cma bench pipeline: {}: {e}", p.display());
+                        return ExitCode::FAILURE;
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cma bench pipeline: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         BenchCommand::Recv {
             seconds,
             rate,

@@ -576,6 +576,12 @@ impl LogThread {
                     self.accept(data, normalize(peer), time_ns)?;
                 }
                 batch.release();
+                // The decider reads records as they are written (it holds
+                // their effects until they are durable): wake it before
+                // the group commit, not after.
+                if n > 0 {
+                    self.decider.unpark();
+                }
             }
             self.maybe_tick()?;
             self.publish(io);
@@ -583,6 +589,7 @@ impl LogThread {
             self.wal.sync_if_due(now).map_err(err("log sync"))?;
             self.send_durable_acks();
             if n > 0 {
+                // And again: its held effects can leave now.
                 self.decider.unpark();
             }
             let rel = self.release_lsn.load(Ordering::Acquire);

@@ -3,6 +3,7 @@
 //! (`bench_recv`). Later: the WAL sync thread, the decider driver and
 //! outbound delivery.
 
+pub mod bench_pipeline;
 pub mod bench_recv;
 pub mod daemon;
 pub mod io;
