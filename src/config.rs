@@ -34,11 +34,11 @@ batch = 64
 [wal]
 # Segment size, MiB (preallocated and pre-faulted ahead of use).
 segment_mib = 64
-# "batch" (group commit), "always" (sync every record) or "none" (tests only).
+# "batch": group commit on a sync thread, each msync covering everything
+# written while the previous one ran; "always": sync every record inline
+# (slow, for comparison); "none": never sync (tmpfs and benchmarks only:
+# a machine crash loses acknowledged records).
 sync = "batch"
-# Group commit: sync after this many records or this many microseconds.
-batch_records = 256
-batch_delay_us = 500
 
 [heartbeat]
 # Handed to agents in SENDEXPECTHB: interval, late warning, dead time (ms).
@@ -125,10 +125,6 @@ pub struct WalSection {
     pub segment_mib: usize,
     /// batch, always or none.
     pub sync: String,
-    /// Records per group commit.
-    pub batch_records: u32,
-    /// Longest wait of a group commit, µs.
-    pub batch_delay_us: u64,
 }
 
 /// `[heartbeat]`.
@@ -234,9 +230,6 @@ impl Config {
         if !(1..=1024).contains(&self.wal.segment_mib) {
             return bad("wal.segment_mib must be 1..=1024");
         }
-        if self.wal.batch_records == 0 {
-            return bad("wal.batch_records must be at least 1");
-        }
         if self.heartbeat.interval_ms == 0
             || self.heartbeat.dead_ms <= self.heartbeat.interval_ms
             || self.heartbeat.warn_ms > self.heartbeat.dead_ms
@@ -290,7 +283,7 @@ mod tests {
         let c = Config::from_toml("data_dir = \"/x\"\n[wal]\nsync = \"always\"\n").unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.wal.sync, "always");
-        assert_eq!(c.wal.batch_records, 256);
+        assert_eq!(c.wal.segment_mib, 64);
     }
 
     #[test]

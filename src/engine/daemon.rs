@@ -41,7 +41,10 @@ use crate::decide::outq::Instruction;
 use crate::reliable::{ConnKey, Inbound, Verdict, normalize};
 use crate::ring_buffer::{self, Consumer};
 use crate::store::{Applied, DB_FILE, Store};
-use crate::wal::{Record, RecordKind, RecordMeta, SyncPolicy, Wal, WalConfig, WalReader};
+use crate::wal::{Record, RecordKind, RecordMeta, SyncPolicy, Syncer, Wal, WalConfig, WalReader};
+
+/// ACKs waiting for their record to be durable: (LSN, peer, REQID).
+type AckQueue = Arc<std::sync::Mutex<VecDeque<(u64, SocketAddr, ReqId)>>>;
 
 /// Why the daemon could not run.
 #[derive(Debug)]
@@ -102,10 +105,7 @@ fn sync_policy(c: &Config) -> SyncPolicy {
     match c.wal.sync.as_str() {
         "always" => SyncPolicy::Always,
         "none" => SyncPolicy::None,
-        _ => SyncPolicy::Batch {
-            max_records: c.wal.batch_records,
-            max_delay_us: c.wal.batch_delay_us,
-        },
+        _ => SyncPolicy::Background,
     }
 }
 
@@ -436,8 +436,34 @@ impl Daemon {
             .map_err(err("spawn"))?;
         let decider_unpark = decider_thread.thread().clone();
 
+        let background = matches!(sync_policy(&config), SyncPolicy::Background);
+        let acks: AckQueue = Arc::default();
+        let sync_thread = if background {
+            let st = SyncThread {
+                syncer: wal.syncer(),
+                acks: acks.clone(),
+                send: send
+                    .iter()
+                    .map(|s| s.try_clone())
+                    .collect::<Result<_, _>>()
+                    .map_err(err("sockets"))?,
+                counters: counters.clone(),
+                decider: decider_unpark.clone(),
+                log_done: log_done.clone(),
+            };
+            Some(
+                thread::Builder::new()
+                    .name("cma-sync".into())
+                    .spawn(move || st.run())
+                    .map_err(err("spawn"))?,
+            )
+        } else {
+            None
+        };
         let mut consumer = consumer;
         let mut log = LogThread {
+            acks: background.then_some(acks),
+            syncer: sync_thread.as_ref().map(|t| t.thread().clone()),
             wal,
             inbound,
             send,
@@ -456,11 +482,22 @@ impl Daemon {
         let log_result = log.run(&mut consumer, &stop_watch, &io_stop);
         io_stop.stop();
         let io_result = io_thread.join();
+        // The writer's final sync happened in `run`; the sync thread sends
+        // the last ACKs and ends.
         log_done.store(true, Ordering::Release);
+        let sync_result = match sync_thread {
+            Some(t) => {
+                t.thread().unpark();
+                t.join()
+                    .map_err(|_| DaemonError("sync thread panicked".into()))?
+            }
+            None => Ok(()),
+        };
         log.decider.unpark();
         let decide_result = decider_thread.join();
         let store_result = store_thread.join();
         log_result?;
+        sync_result?;
         match io_result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(DaemonError(format!("io thread: {e}"))),
@@ -535,6 +572,10 @@ impl LogClock {
 
 struct LogThread {
     wal: Wal,
+    /// With a sync thread: where ACKs go to be sent once durable.
+    acks: Option<AckQueue>,
+    /// The sync thread, woken after appends.
+    syncer: Option<thread::Thread>,
     inbound: HashMap<ConnKey, Inbound>,
     send: Vec<UdpSocket>,
     /// Delivered and waiting to be durable: (LSN, connection, peer,
@@ -581,6 +622,9 @@ impl LogThread {
                 // the group commit, not after.
                 if n > 0 {
                     self.decider.unpark();
+                    if let Some(s) = &self.syncer {
+                        s.unpark();
+                    }
                 }
             }
             self.maybe_tick()?;
@@ -620,10 +664,12 @@ impl LogThread {
             .store(i.kernel_drops.load(Ordering::Relaxed), Ordering::Relaxed);
         c.ring_full_drops
             .store(i.ring_full_drops.load(Ordering::Relaxed), Ordering::Relaxed);
-        let w = self.wal.stats();
-        c.syncs.store(w.syncs, Ordering::Relaxed);
-        c.synced_records.store(w.synced_records, Ordering::Relaxed);
-        c.max_batch.store(u64::from(w.max_batch), Ordering::Relaxed);
+        if self.acks.is_none() {
+            let w = self.wal.stats();
+            c.syncs.store(w.syncs, Ordering::Relaxed);
+            c.synced_records.store(w.synced_records, Ordering::Relaxed);
+            c.max_batch.store(u64::from(w.max_batch), Ordering::Relaxed);
+        }
     }
 
     fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<u64, DaemonError> {
@@ -658,6 +704,11 @@ impl LogThread {
                     Verdict::Deliver => {
                         let lsn = self.append(&meta, data)?;
                         self.pending_acks.push_back((lsn, key, peer, r, closes));
+                        if let Some(q) = &self.acks {
+                            q.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push_back((lsn, peer, r));
+                        }
                     }
                     Verdict::Duplicate { reack } => {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -698,6 +749,9 @@ impl LogThread {
             // The decider will publish its next deadline after this one.
             self.next_deadline.store(u64::MAX, Ordering::Release);
             self.decider.unpark();
+            if let Some(s) = &self.syncer {
+                s.unpark();
+            }
         }
         Ok(())
     }
@@ -713,7 +767,11 @@ impl LogThread {
                 Some(i) => i.on_durable(r),
                 None => Some(r),
             };
-            if let Some(a) = ack {
+            // With a sync thread, it sent the ACK already; here only the
+            // receiving position learns what was ACKed (for re-ACKs).
+            if let Some(a) = ack
+                && self.acks.is_none()
+            {
                 self.send_ack(peer, a);
             }
             if closes {
@@ -734,6 +792,67 @@ impl LogThread {
         {
             send_to(&self.send, &self.out, peer, &self.counters);
             self.counters.acks_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Group commit on its own thread: each sync covers everything written
+/// while the previous one ran; then the ACKs of what became durable go out
+/// and the decider may release effects.
+struct SyncThread {
+    syncer: Syncer,
+    acks: AckQueue,
+    send: Vec<UdpSocket>,
+    counters: Arc<Counters>,
+    decider: thread::Thread,
+    log_done: Arc<AtomicBool>,
+}
+
+impl SyncThread {
+    fn run(mut self) -> Result<(), DaemonError> {
+        let mut out = Vec::with_capacity(128);
+        let mut ready: Vec<(SocketAddr, ReqId)> = Vec::new();
+        loop {
+            let done = self.log_done.load(Ordering::Acquire);
+            let durable = if self.syncer.pending() {
+                let d = self.syncer.sync().map_err(err("log sync"))?;
+                let (syncs, records, max) = self.syncer.stats();
+                let c = &self.counters;
+                c.syncs.store(syncs, Ordering::Relaxed);
+                c.synced_records.store(records, Ordering::Relaxed);
+                c.max_batch.store(max, Ordering::Relaxed);
+                d
+            } else {
+                self.syncer.sync().map_err(err("log sync"))?
+            };
+            {
+                let mut q = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+                while q.front().is_some_and(|a| a.0 <= durable) {
+                    let (_, peer, r) = q.pop_front().expect("front exists");
+                    ready.push((peer, r));
+                }
+            }
+            if !ready.is_empty() {
+                self.decider.unpark();
+                for (peer, r) in ready.drain(..) {
+                    out.clear();
+                    if encode(&Message::Ack, Some(r), &EncodeOptions::default(), &mut out).is_ok() {
+                        send_to(&self.send, &out, peer, &self.counters);
+                        self.counters.acks_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let empty = self
+                .acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if done && !self.syncer.pending() && empty {
+                return Ok(());
+            }
+            if !self.syncer.pending() {
+                thread::park_timeout(Duration::from_millis(5));
+            }
         }
     }
 }

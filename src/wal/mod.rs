@@ -107,6 +107,11 @@ pub enum SyncPolicy {
     },
     /// Sync after every record (for comparison; slow).
     Always,
+    /// `append` never syncs: another thread does, with a [`Syncer`], each
+    /// sync covering everything written while the previous one ran (group
+    /// commit without a timer). The writer still syncs the segment it
+    /// leaves at rotation, and everything on [`Wal::sync`] and drop.
+    Background,
     /// Never sync: durable = written. **Unsafe**: a crash of the machine
     /// loses acknowledged records. Only for tmpfs and benchmarks.
     None,
@@ -549,7 +554,8 @@ impl Wal {
         }
         self.synced_offset = self.offset;
         let lsn = self.next_lsn - 1;
-        self.shared.durable_lsn.store(lsn, Ordering::Release);
+        // A `Syncer` may publish too: the durable LSN only grows.
+        self.shared.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
         self.stats.syncs += 1;
         self.stats.synced_records += u64::from(self.pending);
         self.stats.max_batch = self.stats.max_batch.max(self.pending);
@@ -564,6 +570,7 @@ impl Wal {
             SyncPolicy::Batch { max_delay_us, .. } => self
                 .pending_since
                 .map(|t| t + Duration::from_micros(max_delay_us)),
+            SyncPolicy::Background => None,
             _ => self.pending_since,
         }
     }
@@ -594,6 +601,18 @@ impl Wal {
     /// Counters.
     pub fn stats(&self) -> WalStats {
         self.stats
+    }
+
+    /// A syncer for another thread ([`SyncPolicy::Background`]), starting
+    /// from what this writer has synced.
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            shared: self.shared.clone(),
+            at: (self.current.header.base_lsn, self.synced_offset),
+            syncs: 0,
+            synced_records: 0,
+            max_batch: 0,
+        }
     }
 
     /// Watermarks that other threads can read.
@@ -691,6 +710,76 @@ impl Drop for Wal {
         if let Some(h) = self.spare.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Makes the records a [`Wal`] has written durable, from another thread.
+///
+/// It reads the written LSN (Acquire: every record up to it is complete and
+/// its segment's `written_end` covers it), msyncs what was written since
+/// the last sync in every segment from where it stopped, then publishes the
+/// durable LSN (which only grows). Segments before the one it stopped in
+/// were synced whole by the writer when it left them. A failed sync is
+/// never retried: the log refuses further appends (see [`Wal::sync`]).
+pub struct Syncer {
+    shared: Arc<Shared>,
+    /// (base LSN of a segment, offset synced up to in it).
+    at: (u64, usize),
+    syncs: u64,
+    synced_records: u64,
+    max_batch: u64,
+}
+
+impl Syncer {
+    /// Is anything written that is not durable?
+    pub fn pending(&self) -> bool {
+        self.shared.written_lsn.load(Ordering::Acquire)
+            > self.shared.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// Syncs everything written so far; returns the durable LSN.
+    pub fn sync(&mut self) -> Result<u64, WalError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(WalError::Failed);
+        }
+        let lsn = self.shared.written_lsn.load(Ordering::Acquire);
+        let durable = self.shared.durable_lsn.load(Ordering::Acquire);
+        if lsn <= durable {
+            return Ok(durable);
+        }
+        let segs: Vec<Arc<Segment>> = self.shared.segments().clone();
+        for seg in segs.iter().filter(|s| s.header.base_lsn <= lsn) {
+            let base = seg.header.base_lsn;
+            if base < self.at.0 {
+                continue;
+            }
+            let from = if base == self.at.0 {
+                self.at.1
+            } else {
+                SEGMENT_HEADER_LEN
+            };
+            let end = seg.written_end();
+            if let Err(e) = seg.flush(from, end.max(from)) {
+                self.shared.failed.store(true, Ordering::Release);
+                log::error!(
+                    "WAL sync of {} failed: {e}; refusing further appends",
+                    seg.path.display()
+                );
+                return Err(WalError::Failed);
+            }
+            self.at = (base, end.max(from));
+        }
+        let prev = self.shared.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+        let batch = lsn.saturating_sub(prev.max(durable));
+        self.syncs += 1;
+        self.synced_records += batch;
+        self.max_batch = self.max_batch.max(batch);
+        Ok(lsn.max(prev))
+    }
+
+    /// (syncs, records made durable, largest batch) by this syncer.
+    pub fn stats(&self) -> (u64, u64, u64) {
+        (self.syncs, self.synced_records, self.max_batch)
     }
 }
 

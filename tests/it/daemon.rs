@@ -20,7 +20,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 fn config(dir: &Path) -> Config {
     let mut c = Config::from_toml(
         "listen = [\"127.0.0.1:0\"]\n\
-         [wal]\nsegment_mib = 1\nbatch_delay_us = 200\n\
+         [wal]\nsegment_mib = 1\n\
          [reliable]\nretransmit_ms = 300\n\
          [store]\ncheckpoint_ms = 200\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n",
@@ -532,7 +532,7 @@ fn sigkill_under_load_loses_nothing_acked_and_repeats_nothing() {
             &cfg,
             format!(
                 "listen = [\"127.0.0.1:0\"]\ndata_dir = \"{}\"\nlog_level = \"info\"\n\
-                 [wal]\nsegment_mib = 4\nbatch_delay_us = 300\n\
+                 [wal]\nsegment_mib = 4\n\
                  [reliable]\nretransmit_ms = 300\n[store]\ncheckpoint_ms = 150\n\
                  [metrics]\nlisten = \"\"\n",
                 dir.path().join("data").display()
