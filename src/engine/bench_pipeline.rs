@@ -223,7 +223,6 @@ fn point(
         json: format!("{{\"data\":{{\"x\":\"{}\"}}}}", "y".repeat(900)),
     });
     let mut buf = Vec::with_capacity(2048);
-    let before_accepted = daemon.map_or(0, |m| m.accepted_total());
     // Register every agent (not timed).
     if target == Target::Daemon {
         for (c, s) in conns.iter().enumerate() {
@@ -391,16 +390,9 @@ fn point(
     };
     match (target, daemon) {
         (Target::Daemon, Some(m)) => {
-            let _ = before_accepted;
+            // (recv->decided comes from the daemon's histogram once it
+            // has published it: see `daemon_point`.)
             p.answered = m.accepted_total().saturating_sub(registered);
-            let d = m.decider.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let get = |q: f64| {
-                d.latency_us
-                    .iter()
-                    .find(|x| (x.0 - q).abs() < 1e-9)
-                    .map_or(0, |x| x.1)
-            };
-            p.decided_us = Some([get(0.5), get(0.99), get(0.999), get(1.0)]);
             let syncs = m.syncs.load(Ordering::Relaxed).max(1);
             p.batch = Some((
                 m.synced_records.load(Ordering::Relaxed) as f64 / syncs as f64,

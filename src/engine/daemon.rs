@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::io::{IoConfig, IoHandle, IoLoop};
-use super::mmsg;
+use super::mmsg::{self, MMSG_BATCH_MAX};
 use crate::classify::{
     EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, classify, encode,
 };
@@ -42,6 +42,7 @@ use crate::reliable::{ConnKey, Inbound, Verdict, normalize};
 use crate::ring_buffer::{self, Consumer};
 use crate::store::{Applied, DB_FILE, Store};
 use crate::wal::{Record, RecordKind, RecordMeta, SyncPolicy, Syncer, Wal, WalConfig, WalReader};
+use std::os::fd::AsRawFd;
 
 /// ACKs waiting for their record to be durable: (LSN, peer, REQID).
 type AckQueue = Arc<std::sync::Mutex<VecDeque<(u64, SocketAddr, ReqId)>>>;
@@ -810,7 +811,7 @@ struct SyncThread {
 
 impl SyncThread {
     fn run(mut self) -> Result<(), DaemonError> {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(128 * MMSG_BATCH_MAX);
         let mut ready: Vec<(SocketAddr, ReqId)> = Vec::new();
         loop {
             let done = self.log_done.load(Ordering::Acquire);
@@ -834,13 +835,7 @@ impl SyncThread {
             }
             if !ready.is_empty() {
                 self.decider.unpark();
-                for (peer, r) in ready.drain(..) {
-                    out.clear();
-                    if encode(&Message::Ack, Some(r), &EncodeOptions::default(), &mut out).is_ok() {
-                        send_to(&self.send, &out, peer, &self.counters);
-                        self.counters.acks_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                self.send_acks(&mut ready, &mut out);
             }
             let empty = self
                 .acks
@@ -854,6 +849,64 @@ impl SyncThread {
                 thread::park_timeout(Duration::from_millis(5));
             }
         }
+    }
+}
+
+impl SyncThread {
+    /// Sends the ACKs with `sendmmsg`, a batch per socket family.
+    fn send_acks(&self, ready: &mut Vec<(SocketAddr, ReqId)>, out: &mut Vec<u8>) {
+        for v4 in [true, false] {
+            let Some(sock) = self
+                .send
+                .iter()
+                .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == v4))
+                .or_else(|| self.send.first())
+            else {
+                return;
+            };
+            let fd = sock.as_raw_fd();
+            let mine: Vec<&(SocketAddr, ReqId)> =
+                ready.iter().filter(|(p, _)| p.is_ipv4() == v4).collect();
+            for chunk in mine.chunks(MMSG_BATCH_MAX) {
+                out.clear();
+                let mut spans = Vec::with_capacity(chunk.len());
+                let mut addrs = Vec::with_capacity(chunk.len());
+                for (peer, r) in chunk {
+                    let start = out.len();
+                    if encode(&Message::Ack, Some(*r), &EncodeOptions::default(), out).is_ok() {
+                        spans.push(start..out.len());
+                        let mut a = [0u8; crate::ring_buffer::SLOT_ADDR_LEN];
+                        let len = mmsg::encode_sockaddr(peer, &mut a);
+                        addrs.push((a, len));
+                    }
+                }
+                let msgs: Vec<mmsg::Outgoing<'_>> = spans
+                    .iter()
+                    .zip(&addrs)
+                    .map(|(sp, (a, len))| mmsg::Outgoing {
+                        data: &out[sp.clone()],
+                        addr: a,
+                        addr_len: *len,
+                    })
+                    .collect();
+                let mut sent = 0;
+                while sent < msgs.len() {
+                    match mmsg::send_batch(fd, &msgs[sent..]) {
+                        Ok(0) | Err(_) => {
+                            self.counters
+                                .send_errors
+                                .fetch_add((msgs.len() - sent) as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(n) => sent += n,
+                    }
+                }
+                self.counters
+                    .acks_sent
+                    .fetch_add(sent as u64, Ordering::Relaxed);
+            }
+        }
+        ready.clear();
     }
 }
 
