@@ -94,11 +94,17 @@ pub struct Point {
     pub batch: Option<(f64, u64)>,
     /// The whole latency distribution (percentile, µs) for plots.
     pub curve: Vec<(f64, u64)>,
+    /// The generator could not keep the schedule (finished sending more
+    /// than 5 % late): the rate was not offered.
+    pub generator_behind: bool,
 }
 
 impl Point {
     fn lossless(&self) -> bool {
-        self.sent > 0 && self.answered >= self.sent && self.acked >= self.sequenced
+        self.sent > 0
+            && !self.generator_behind
+            && self.answered >= self.sent
+            && self.acked >= self.sequenced
     }
 }
 
@@ -339,6 +345,8 @@ fn point(
             sent += 1;
         }
     }
+    let planned = Duration::from_secs_f64(cfg.seconds);
+    let generator_behind = t0.elapsed() > planned.mul_f64(1.05);
     // Grace for the last answers: a quarter of a second. Anything slower
     // is a backlog that a longer run would turn into loss, so it counts as
     // lost (buffers must not hide overload).
@@ -386,6 +394,7 @@ fn point(
             .iter()
             .map(|pc| (*pc, hist.value_at_percentile(*pc)))
             .collect(),
+        generator_behind,
         ..Point::default()
     };
     match (target, daemon) {
@@ -562,7 +571,7 @@ pub fn render(cfg: &PipelineConfig, r: &PipelineResult) -> String {
 pub fn to_json(cfg: &PipelineConfig, r: &PipelineResult) -> serde_json::Value {
     let pt = |p: &Point| {
         serde_json::json!({
-            "rate": p.rate, "sent": p.sent, "answered": p.answered,
+            "rate": p.rate, "sent": p.sent, "answered": p.answered, "generator_behind": p.generator_behind,
             "sequenced": p.sequenced, "acked": p.acked, "lossless": p.lossless(),
             "ack_latency_us": {"p50": p.latency_us[0], "p99": p.latency_us[1], "p999": p.latency_us[2], "max": p.latency_us[3], "samples": p.samples},
             "decided_us": p.decided_us.map(|d| serde_json::json!({"p50": d[0], "p99": d[1], "p999": d[2], "max": d[3]})),
