@@ -54,8 +54,9 @@ retransmit_ms = 2000
 # CPU to pin the decider thread to; -1: do not pin (the default on small
 # machines: the io thread and the decider share the cores).
 cpu = -1
-# Longest gap between TICK records while a deadline is pending (ms).
-tick_ms = 100
+# A TICK record (the log's clock for deadlines) is appended only when a
+# decider deadline is due, and at most once per this many ms.
+tick_ms = 10
 
 [store]
 # Write the decider's checkpoint at most this often (ms) and release the
@@ -153,7 +154,7 @@ pub struct ReliableSection {
 pub struct DeciderSection {
     /// CPU to pin to, -1 for none.
     pub cpu: i64,
-    /// Longest TICK gap while a deadline is pending.
+    /// Shortest gap between TICK records.
     pub tick_ms: u64,
 }
 

@@ -739,7 +739,7 @@ impl LogThread {
     fn maybe_tick(&mut self) -> Result<(), DaemonError> {
         let due = self.next_deadline.load(Ordering::Acquire);
         let now = self.clock.now_ms();
-        if due != u64::MAX && now >= due && now >= self.last_tick_ms + self.tick_ms.min(1000) / 10 {
+        if due != u64::MAX && now >= due && now >= self.last_tick_ms + self.tick_ms {
             let meta = RecordMeta {
                 kind: RecordKind::Tick,
                 time_ns: now * 1_000_000,

@@ -763,3 +763,46 @@ fn a_million_hostile_datagrams_do_not_stop_valid_traffic() {
         .unwrap()
         .expect("clean stop after hostile input");
 }
+
+/// One monitor reports, the node does not answer the CMA's probe: TICK
+/// records (appended when the decider's deadline is due) carry time in the
+/// log, and the node is declared dead by the probe.
+#[test]
+fn an_unanswered_probe_confirms_a_single_report_through_ticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 4);
+    let victim = agents[2].addr();
+    agents[2].obey = false;
+    let monitor = (0..4)
+        .find(|i| *i != 2 && agents[*i].peers().contains(&victim))
+        .unwrap();
+    agents[monitor].report(&Message::HbDead { peer: victim });
+    let db = dir.path().join("cma.sqlite");
+    let t0 = Instant::now();
+    loop {
+        for a in agents.iter_mut() {
+            a.pump();
+        }
+        let s = Store::open_read_only(&db).unwrap();
+        let dead = s
+            .events(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == "dead");
+        if let Some(e) = dead {
+            assert_eq!(e.hostname.as_deref(), Some("agent2"));
+            assert!(e.detail.contains("Probe"), "{}", e.detail);
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "agent2 never declared dead");
+    }
+    d.finish();
+    let mut ticks = 0;
+    for_each_record(&dir.path().join("wal"), 1, |r| {
+        ticks += usize::from(r.header.meta.kind == RecordKind::Tick);
+        Ok(())
+    })
+    .unwrap();
+    assert!(ticks >= 1, "no TICK record");
+}
