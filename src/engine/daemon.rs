@@ -94,6 +94,7 @@ pub struct Daemon {
     decider: Decider,
     store: Store,
     inbound: HashMap<ConnKey, Inbound>,
+    incarnations: HashMap<SocketAddr, u64>,
     send: Vec<UdpSocket>,
     clock_base_ms: u64,
     stop: StopHandle,
@@ -324,6 +325,11 @@ impl Daemon {
         for (addr, session, last) in decider.inbound_positions() {
             inbound.insert(ConnKey::new(addr, 0), Inbound::resume(session, 0, last));
         }
+        let incarnations: HashMap<SocketAddr, u64> = decider
+            .nodes()
+            .iter()
+            .map(|n| (n.addr, n.incarnation))
+            .collect();
 
         Ok(Daemon {
             config,
@@ -334,6 +340,7 @@ impl Daemon {
             decider,
             store,
             inbound,
+            incarnations,
             send,
             clock_base_ms: last_time_ms + 1,
             stop: StopHandle {
@@ -382,6 +389,7 @@ impl Daemon {
             decider,
             store,
             inbound,
+            incarnations,
             send,
             clock_base_ms,
             stop,
@@ -465,6 +473,7 @@ impl Daemon {
         let mut log = LogThread {
             acks: background.then_some(acks),
             syncer: sync_thread.as_ref().map(|t| t.thread().clone()),
+            incarnations,
             wal,
             inbound,
             send,
@@ -573,6 +582,8 @@ impl LogClock {
 
 struct LogThread {
     wal: Wal,
+    /// The WALLCLOCK of each agent's last STARTUP.
+    incarnations: HashMap<SocketAddr, u64>,
     /// With a sync thread: where ACKs go to be sent once durable.
     acks: Option<AckQueue>,
     /// The sync thread, woken after appends.
@@ -723,8 +734,14 @@ impl LogThread {
                 }
             }
             _ => {
-                // (A restarted agent's new process has a new session,
-                // which `on_frameset` takes as a reset of the connection.)
+                // A STARTUP with a new WALLCLOCK is a new process: its
+                // requests start afresh, whatever its session (rule 2).
+                if fstype == FrameSetType::Startup.to_wire()
+                    && let Ok(Message::Startup(st)) = c.message()
+                    && self.incarnations.insert(peer, st.wallclock_us) != Some(st.wallclock_us)
+                {
+                    self.inbound.remove(&ConnKey::new(peer, 0));
+                }
                 if fstype == FrameSetType::Heartbeat.to_wire() {
                     // Heartbeats are for agents, not for the CMA: counted
                     // (by type), not logged.

@@ -87,6 +87,8 @@ struct Agent {
     last_resend: Instant,
     /// Reports the CMA ACKed.
     acked: Vec<ReqId>,
+    /// STARTUP's WALLCLOCK (the process's start).
+    wallclock: u64,
 }
 
 impl Agent {
@@ -107,6 +109,7 @@ impl Agent {
             unacked: Vec::new(),
             last_resend: Instant::now(),
             acked: Vec::new(),
+            wallclock: 1,
         }
     }
 
@@ -120,7 +123,7 @@ impl Agent {
         let m = Message::Startup(Startup {
             hostname: &self.name,
             listen: me,
-            wallclock_us: 1,
+            wallclock_us: self.wallclock,
             netconfig: net,
             key: None,
         });
@@ -805,4 +808,40 @@ fn an_unanswered_probe_confirms_a_single_report_through_ticks() {
     })
     .unwrap();
     assert!(ticks >= 1, "no TICK record");
+}
+
+/// An agent restarts (new WALLCLOCK) and its new process numbers its
+/// reports in a session *lower* than the old one (its clock went back):
+/// the new STARTUP resets the receiving side, so they are still accepted.
+#[test]
+fn a_restarted_agent_starts_its_requests_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 2);
+    let peer = agents[1].addr();
+    let late = Message::HbLate {
+        peer,
+        elapsed_us: 3,
+    };
+    let r = agents[0].report(&late);
+    until(&mut agents, "the first ACK", |a| a[0].acks_for(r) == 1);
+    // The new process: same address, new WALLCLOCK, session 5 < 1000.
+    let a = &mut agents[0];
+    a.wallclock = 2;
+    a.session = 5;
+    a.next = 1;
+    a.last_delivered = 0;
+    a.hb.clear();
+    a.got.clear();
+    a.startup();
+    until(&mut agents, "the restart's SETCONFIG", |a| {
+        a[0].got
+            .iter()
+            .any(|g| g.fstype == FrameSetType::SetConfig.to_wire())
+    });
+    let r = agents[0].report(&late);
+    until(&mut agents, "the new process's first ACK", |a| {
+        a[0].acks_for(r) == 1
+    });
+    d.finish();
 }
