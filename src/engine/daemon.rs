@@ -95,7 +95,7 @@ pub struct Daemon {
     store: Store,
     inbound: HashMap<ConnKey, Inbound>,
     incarnations: HashMap<SocketAddr, u64>,
-    send: Vec<UdpSocket>,
+    send: SendSockets,
     clock_base_ms: u64,
     stop: StopHandle,
     counters: Arc<Counters>,
@@ -232,7 +232,7 @@ impl Daemon {
             ..IoConfig::default()
         };
         let (io, io_handle) = IoLoop::bind(&io_config, producer).map_err(err("listen"))?;
-        let send = io.send_sockets().map_err(err("sockets"))?;
+        let send = SendSockets::new(io.send_sockets().map_err(err("sockets"))?);
         let addrs = io.local_addrs().map_err(err("sockets"))?;
         let advertised = advertised(&config, &addrs);
         let counters = Arc::new(Counters::default());
@@ -424,13 +424,7 @@ impl Daemon {
             decider,
             reader,
             watermarks: watermarks.clone(),
-            transport: Transport::new(
-                send.iter()
-                    .map(|s| s.try_clone())
-                    .collect::<Result<_, _>>()
-                    .map_err(err("sockets"))?,
-                &config,
-            ),
+            transport: Transport::new(send.try_clone().map_err(err("sockets"))?, &config),
             store_tx,
             next_deadline: next_deadline.clone(),
             log_done: log_done.clone(),
@@ -451,11 +445,7 @@ impl Daemon {
             let st = SyncThread {
                 syncer: wal.syncer(),
                 acks: acks.clone(),
-                send: send
-                    .iter()
-                    .map(|s| s.try_clone())
-                    .collect::<Result<_, _>>()
-                    .map_err(err("sockets"))?,
+                send: send.try_clone().map_err(err("sockets"))?,
                 counters: counters.clone(),
                 decider: decider_unpark.clone(),
                 log_done: log_done.clone(),
@@ -589,7 +579,7 @@ struct LogThread {
     /// The sync thread, woken after appends.
     syncer: Option<thread::Thread>,
     inbound: HashMap<ConnKey, Inbound>,
-    send: Vec<UdpSocket>,
+    send: SendSockets,
     /// Delivered and waiting to be durable: (LSN, connection, peer,
     /// request, whether it closes the connection).
     pending_acks: VecDeque<(u64, ConnKey, SocketAddr, ReqId, bool)>,
@@ -820,7 +810,7 @@ impl LogThread {
 struct SyncThread {
     syncer: Syncer,
     acks: AckQueue,
-    send: Vec<UdpSocket>,
+    send: SendSockets,
     counters: Arc<Counters>,
     decider: thread::Thread,
     log_done: Arc<AtomicBool>,
@@ -873,12 +863,7 @@ impl SyncThread {
     /// Sends the ACKs with `sendmmsg`, a batch per socket family.
     fn send_acks(&self, ready: &mut Vec<(SocketAddr, ReqId)>, out: &mut Vec<u8>) {
         for v4 in [true, false] {
-            let Some(sock) = self
-                .send
-                .iter()
-                .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == v4))
-                .or_else(|| self.send.first())
-            else {
+            let Some(sock) = self.send.for_family(v4) else {
                 return;
             };
             let fd = sock.as_raw_fd();
@@ -927,13 +912,50 @@ impl SyncThread {
     }
 }
 
+/// The bound sockets to send from, by address family (looked up once, not
+/// per datagram).
+struct SendSockets {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+impl SendSockets {
+    fn new(list: Vec<UdpSocket>) -> SendSockets {
+        let (mut v4, mut v6) = (None, None);
+        for s in list {
+            match s.local_addr() {
+                Ok(a) if a.is_ipv4() => v4 = v4.or(Some(s)),
+                Ok(_) => v6 = v6.or(Some(s)),
+                Err(_) => {}
+            }
+        }
+        SendSockets { v4, v6 }
+    }
+
+    fn try_clone(&self) -> std::io::Result<SendSockets> {
+        let c = |s: &Option<UdpSocket>| s.as_ref().map(|s| s.try_clone()).transpose();
+        Ok(SendSockets {
+            v4: c(&self.v4)?,
+            v6: c(&self.v6)?,
+        })
+    }
+
+    /// The socket of the destination's family (else whichever there is).
+    fn for_family(&self, v4: bool) -> Option<&UdpSocket> {
+        let (mine, other) = if v4 {
+            (&self.v4, &self.v6)
+        } else {
+            (&self.v6, &self.v4)
+        };
+        mine.as_ref().or(other.as_ref())
+    }
+}
+
 /// Sends from the socket of the destination's family.
-fn send_to(sockets: &[UdpSocket], data: &[u8], to: SocketAddr, counters: &Counters) {
-    let sock = sockets
-        .iter()
-        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()))
-        .or_else(|| sockets.first());
-    let ok = sock.is_some_and(|s| s.send_to(data, to).is_ok());
+fn send_to(sockets: &SendSockets, data: &[u8], to: SocketAddr, counters: &Counters) {
+    let ok = sockets
+        .for_family(to.is_ipv4())
+        .is_some_and(|s| s.send_to(data, to).is_ok());
     if !ok {
         counters.send_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -981,7 +1003,7 @@ pub fn encode_instruction(
 /// The sending half towards agents: what is in flight per address, resent
 /// (the oldest) every retransmit interval until the decider sees its ACK.
 struct Transport {
-    sockets: Vec<UdpSocket>,
+    sockets: SendSockets,
     flights: HashMap<SocketAddr, Flight>,
     retransmit: Duration,
 }
@@ -992,7 +1014,7 @@ struct Flight {
 }
 
 impl Transport {
-    fn new(sockets: Vec<UdpSocket>, c: &Config) -> Transport {
+    fn new(sockets: SendSockets, c: &Config) -> Transport {
         Transport {
             sockets,
             flights: HashMap::new(),
