@@ -11,6 +11,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+pub mod agent;
 pub mod classify;
 pub mod config;
 pub mod decide;

@@ -51,7 +51,8 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Groups (switch or subnet rings) and their sizes.
+    /// Groups (switch or subnet rings) and their sizes; with --json, each
+    /// ring with its members in order (as of the last checkpoint).
     Rings {
         #[command(flatten)]
         db: DbArgs,
@@ -113,6 +114,78 @@ enum Command {
         /// large fleets; on by default up to 100,000 nodes).
         #[arg(long)]
         check: Option<bool>,
+    },
+    /// Our agent: a nanoprobe for this host (STARTUP, heartbeats, reports).
+    Agent {
+        /// The CMA's address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1984")]
+        cma: std::net::SocketAddr,
+        /// Address to listen on for heartbeats and instructions.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:1984")]
+        listen: std::net::SocketAddr,
+        /// Host name to register (default: the system's).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Announce the switch this host hangs off (SWDISCOVER with an LLDP
+        /// frame carrying this chassis id).
+        #[arg(long, value_name = "ID")]
+        switch_id: Option<String>,
+        /// error, warn, info, debug or trace.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Many agents in one process, each on its own loopback address
+    /// (127.a.b.c), with scripted faults and a report.
+    Fleet {
+        /// Agents.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// The CMA's address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1984")]
+        cma: std::net::SocketAddr,
+        /// Simulated switches (agents spread over them in blocks).
+        #[arg(long, default_value_t = 10)]
+        switches: usize,
+        /// First agent address (the others follow; inside 127.0.0.0/8).
+        #[arg(long, default_value = "127.1.0.1")]
+        base: std::net::Ipv4Addr,
+        /// UDP port of every agent (0: ephemeral ports).
+        #[arg(long, default_value_t = 1984)]
+        port: u16,
+        /// Kill COUNT agents at time T (seconds, or 250ms/2m), e.g. 10@60s. Repeatable.
+        #[arg(long, value_name = "COUNT@T")]
+        kill: Vec<String>,
+        /// Restart COUNT agents (new incarnations) at T. Repeatable.
+        #[arg(long, value_name = "COUNT@T")]
+        restart: Vec<String>,
+        /// Shut COUNT agents down cleanly at T. Repeatable.
+        #[arg(long, value_name = "COUNT@T")]
+        shutdown: Vec<String>,
+        /// Cut switch S off (agents and the CMA outside it) at T, as S@T. Repeatable.
+        #[arg(long, value_name = "S@T")]
+        partition_switch: Vec<String>,
+        /// Probability that a datagram an agent sends is lost.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Seed of the loss draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Agents started per second.
+        #[arg(long, default_value_t = 2000)]
+        join_rate: u64,
+        /// Stop after this many seconds (default: at SIGINT/SIGTERM).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// The daemon's data directory, read (read-only) for its view:
+        /// rings, suspects, deaths, verdicts. "": none.
+        #[arg(long, value_name = "DIR", default_value = "cma-data")]
+        data_dir: PathBuf,
+        /// At the end, just stop instead of shutting every agent down cleanly.
+        #[arg(long)]
+        no_leave: bool,
+        /// Final report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Whole-system benchmarks (loopback only).
     Bench {
@@ -242,6 +315,139 @@ fn main() -> ExitCode {
             switch_size,
             check,
         } => simulate(nodes, seed, &faults, loss, switch_size, check),
+        Command::Agent {
+            cma,
+            listen,
+            hostname,
+            switch_id,
+            log_level,
+        } => agent(
+            cma::agent::run::AgentOptions {
+                cma,
+                listen,
+                hostname,
+                switch_id,
+            },
+            log_level.parse().unwrap_or(log::LevelFilter::Info),
+        ),
+        Command::Fleet {
+            nodes,
+            cma,
+            switches,
+            base,
+            port,
+            kill,
+            restart,
+            shutdown,
+            partition_switch,
+            loss,
+            seed,
+            join_rate,
+            duration,
+            data_dir,
+            no_leave,
+            json,
+        } => {
+            let mut faults = Vec::new();
+            let mut parse = |list: &[String], make: fn(usize, u64) -> cma::agent::fleet::Fault| {
+                for s in list {
+                    match cma::agent::fleet::parse_at(s) {
+                        Ok((n, t)) => faults.push(make(n, t)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            };
+            use cma::agent::fleet::Fault;
+            let parsed = parse(&kill, |count, at_ms| Fault::Kill { count, at_ms })
+                .and_then(|()| parse(&restart, |count, at_ms| Fault::Restart { count, at_ms }))
+                .and_then(|()| parse(&shutdown, |count, at_ms| Fault::Shutdown { count, at_ms }))
+                .and_then(|()| {
+                    parse(&partition_switch, |switch, at_ms| Fault::Partition {
+                        switch,
+                        at_ms,
+                    })
+                });
+            if let Err(e) = parsed {
+                eprintln!("cma fleet: {e}");
+                return ExitCode::from(2);
+            }
+            if let Some(Fault::Partition { switch, .. }) = faults
+                .iter()
+                .find(|f| matches!(f, Fault::Partition { switch, .. } if *switch >= switches))
+            {
+                eprintln!("cma fleet: switch {switch} does not exist (--switches {switches})");
+                return ExitCode::from(2);
+            }
+            if !(0.0..1.0).contains(&loss) {
+                eprintln!("cma fleet: --loss must be in [0, 1)");
+                return ExitCode::from(2);
+            }
+            let mut cfg = cma::agent::fleet::FleetConfig::new(nodes, cma);
+            cfg.switches = switches.max(1);
+            cfg.base = base;
+            cfg.port = port;
+            cfg.loss = loss;
+            cfg.seed = seed;
+            cfg.join_rate = join_rate.max(1);
+            let opts = cma::agent::fleet::RunOptions {
+                faults,
+                duration: duration.map(Duration::from_secs_f64),
+                data_dir: (!data_dir.as_os_str().is_empty()).then_some(data_dir),
+                json,
+                progress: Some(Duration::from_secs(1)),
+                leave: !no_leave,
+            };
+            fleet(cfg, opts)
+        }
+    }
+}
+
+fn stop_flag(what: &str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, ExitCode> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("cma {what}: cannot handle signal {sig}: {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Ok(stop)
+}
+
+fn agent(opts: cma::agent::run::AgentOptions, level: log::LevelFilter) -> ExitCode {
+    cma::logger::init(level);
+    let stop = match stop_flag("agent") {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match cma::agent::run::run(opts, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cma agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fleet(cfg: cma::agent::fleet::FleetConfig, opts: cma::agent::fleet::RunOptions) -> ExitCode {
+    let stop = match stop_flag("fleet") {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let json = opts.json;
+    match cma::agent::fleet::run(cfg, opts, stop) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                let _ = cma::agent::fleet::print_report(&r, &mut std::io::stdout());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cma fleet: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -364,14 +570,36 @@ fn rings(db: &DbArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
+    if db.json {
+        // The rings with their members in order, as of the last checkpoint.
+        return match s.rings() {
+            Ok(Some(v)) => {
+                for r in &v.rings {
+                    let members: Vec<_> = r
+                        .members
+                        .iter()
+                        .map(|(h, a)| serde_json::json!({"host": h, "addr": a}))
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "group": r.group,
+                            "nodes": r.members.len(),
+                            "members": members,
+                            "as_of_lsn": v.as_of_lsn,
+                        })
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(None) => fail("no checkpoint yet: the rings are known after the first one"),
+            Err(e) => fail(e),
+        };
+    }
     match s.groups() {
         Ok(g) => {
             for (name, n) in g {
-                if db.json {
-                    println!("{}", serde_json::json!({"group": name, "nodes": n}));
-                } else {
-                    println!("{n:>6}  {name}");
-                }
+                println!("{n:>6}  {name}");
             }
             ExitCode::SUCCESS
         }

@@ -123,6 +123,24 @@ pub struct EventView {
     pub detail: String,
 }
 
+/// One ring as `cma rings` shows it: members in ring order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RingView {
+    /// "switch X", "subnet Y", "default", or "top" (the representatives).
+    pub group: String,
+    /// Members in ring order: (host name, address).
+    pub members: Vec<(String, String)>,
+}
+
+/// The rings at the last checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RingsView {
+    /// The checkpoint's LSN: the rings as of that record.
+    pub as_of_lsn: u64,
+    /// Group rings in key order, then the top ring.
+    pub rings: Vec<RingView>,
+}
+
 /// Health as the database spells it.
 pub fn status_name(h: &Health) -> &'static str {
     match h {
@@ -154,13 +172,17 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
     }
 }
 
-fn group_text(r: &NodeRow) -> Option<String> {
+fn group_key_text(g: &crate::decide::topology::GroupKey) -> String {
     use crate::decide::topology::GroupKey;
-    r.group.as_ref().map(|g| match g {
+    match g {
         GroupKey::Switch(s) => format!("switch {s}"),
         GroupKey::Subnet(s) => format!("subnet {s}"),
         GroupKey::Default => "default".to_string(),
-    })
+    }
+}
+
+fn group_text(r: &NodeRow) -> Option<String> {
+    r.group.as_ref().map(group_key_text)
 }
 
 impl Store {
@@ -213,6 +235,43 @@ impl Store {
             })
             .optional()?;
         Ok(state.map(|s| (lsn, s)))
+    }
+
+    /// The rings as of the last checkpoint (the decider's state there),
+    /// `None` before the first checkpoint.
+    pub fn rings(&self) -> Result<Option<RingsView>, StoreError> {
+        let Some((lsn, state)) = self.checkpoint()? else {
+            return Ok(None);
+        };
+        let d = crate::decide::decider::Decider::import(&state)
+            .map_err(|e| StoreError(format!("checkpoint at LSN {lsn} does not read: {e}")))?;
+        let member = |id| {
+            d.node(id)
+                .map(|n| (n.hostname.clone(), n.addr.to_string()))
+                .unwrap_or_else(|| (format!("#{id}"), String::new()))
+        };
+        let mut rings: Vec<RingView> = d
+            .topology()
+            .groups()
+            .map(|(k, r)| RingView {
+                group: group_key_text(k),
+                members: r.members().into_iter().map(member).collect(),
+            })
+            .collect();
+        rings.push(RingView {
+            group: "top".into(),
+            members: d
+                .topology()
+                .top()
+                .members()
+                .into_iter()
+                .map(member)
+                .collect(),
+        });
+        Ok(Some(RingsView {
+            as_of_lsn: lsn,
+            rings,
+        }))
     }
 
     /// Applies the effects of records in one transaction; records at or

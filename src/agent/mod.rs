@@ -1,0 +1,791 @@
+//! Our agent: a nanoprobe speaking WIRE.md, as a sans-IO state machine.
+//!
+//! [`Agent`] holds one agent's whole protocol state and never touches a
+//! socket or a clock: the caller passes each arriving datagram and the time
+//! (ms on any monotonic clock), calls [`Agent::tick`] at
+//! [`Agent::next_deadline_ms`], and sends what [`Agent::drain`] returns.
+//! `cma agent` drives one over a real socket ([`run`]); `cma fleet` drives
+//! thousands on one event loop ([`fleet`]).
+//!
+//! What it does, in the order of a life:
+//! - STARTUP (host name, listen address, WALLCLOCK = start time, netconfig
+//!   JSON) at once and every `startup_every_ms` until it has both SETCONFIG
+//!   and ACKSTARTUP; SETCONFIG's `cmafail`/`cmadisc` say where reports go.
+//! - Once joined: SWDISCOVER with an LLDP frame naming its switch, when it
+//!   was told one.
+//! - Obeys SENDHB, EXPECTHB, SENDEXPECTHB and their STOP forms *counting*,
+//!   as a real nanoprobe does (each start adds one, each stop removes one:
+//!   the CMA's reliable layer makes each instruction count once).
+//! - Heartbeats every `repeat`; a watched peer silent for `timeout` is
+//!   reported HBDEAD, heard again HBBACKALIVE; a heartbeat that arrives more
+//!   than `warn` after the previous one is reported HBLATE with how late; a
+//!   heartbeat from a peer it does not watch is reported HBMARTIAN (at most
+//!   once per peer per `MARTIAN_EVERY_MS`).
+//! - Answers PING with PONG and SEQPING with SEQPONG.
+//! - Its reports are sequenced FrameSets: one connection per CMA address,
+//!   the protocol's window and 2 s retransmission ([`Outbound`]), its
+//!   session from its start time.
+//! - ACKs every sequenced FrameSet it delivers, after obeying it; a
+//!   duplicate gets the last ACK again and is not obeyed twice.
+//! - [`Agent::shutdown`]: HBSHUTDOWN, then CONNSHUT once that is
+//!   acknowledged; done when the CMA ACKed both or sent its own CONNSHUT,
+//!   or after `shutdown_wait_ms`.
+
+pub mod fleet;
+pub mod netconfig;
+pub mod run;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use crate::classify::switch::lldp_frame;
+use crate::classify::{
+    Classified, EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, Startup, SwDiscover,
+    classify_all, encode,
+};
+use crate::reliable::{ConnKey, Inbound, Outbound, OutboundConfig, Verdict, normalize};
+
+/// A heartbeat from an unwatched peer is reported at most this often per peer.
+pub const MARTIAN_EVERY_MS: u64 = 10_000;
+
+/// The switch an agent says it hangs off (sent as SWDISCOVER with an LLDP frame).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchId {
+    /// LLDP chassis id.
+    pub chassis: String,
+    /// LLDP port id (the switch port).
+    pub port: String,
+    /// The interface it was "captured" on.
+    pub interface: String,
+    /// Source MAC of the frame.
+    pub mac: [u8; 6],
+}
+
+/// One agent's settings.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// HOSTNAME: the agent's identity at the CMA.
+    pub hostname: String,
+    /// The address announced in STARTUP (a wildcard: the CMA takes the source).
+    pub listen: SocketAddr,
+    /// Where STARTUP goes (and reports, until SETCONFIG says otherwise).
+    pub cma: SocketAddr,
+    /// WALLCLOCK: the process's start, µs since the epoch.
+    pub wallclock_us: u64,
+    /// Netconfig JSON for STARTUP's JSDISCOVER.
+    pub netconfig: String,
+    /// Switch to announce, if any.
+    pub switch: Option<SwitchId>,
+    /// STARTUP resend interval (WIRE.md: 5 s).
+    pub startup_every_ms: u64,
+    /// Reports: resend the oldest unacknowledged one this often (2 s).
+    pub retransmit_ms: u64,
+    /// Give up waiting for the CMA after this long in shutdown.
+    pub shutdown_wait_ms: u64,
+}
+
+impl AgentConfig {
+    /// Settings with the protocol's timers.
+    pub fn new(hostname: String, listen: SocketAddr, cma: SocketAddr, wallclock_us: u64) -> Self {
+        AgentConfig {
+            hostname,
+            listen,
+            cma,
+            wallclock_us,
+            netconfig: "{}".into(),
+            switch: None,
+            startup_every_ms: 5000,
+            retransmit_ms: 2000,
+            shutdown_wait_ms: 10_000,
+        }
+    }
+}
+
+/// A sequenced report waiting for its ACK (encoded when sent, with its REQID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Report {
+    HbDead(SocketAddr),
+    HbLate(SocketAddr, u64),
+    HbBackAlive(SocketAddr, u64),
+    HbMartian(SocketAddr),
+    HbShutdown,
+    SwDiscover(Vec<u8>),
+    ConnShut,
+}
+
+/// What the agent has done, for progress lines and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentCounters {
+    /// STARTUPs sent.
+    pub startups: u64,
+    /// HEARTBEATs sent.
+    pub heartbeats_sent: u64,
+    /// HEARTBEATs received from watched peers.
+    pub heartbeats_heard: u64,
+    /// Instructions obeyed (sequenced or not).
+    pub instructions: u64,
+    /// Duplicate instructions re-ACKed, not obeyed again.
+    pub duplicates: u64,
+    /// Reports queued (HBDEAD, HBLATE, ...).
+    pub reports: u64,
+    /// Report transmissions that were resends.
+    pub resends: u64,
+    /// Datagrams or FrameSets dropped: malformed, stale session, gap.
+    pub dropped: u64,
+    /// FrameSets of types we do not act on (ACKed when sequenced).
+    pub ignored: u64,
+}
+
+/// A peer we expect heartbeats from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Watch {
+    /// Instructions that asked for it, minus stops.
+    count: u32,
+    /// Last heartbeat (or the instruction's arrival), ms.
+    last_ms: u64,
+    /// Reported dead and not heard since.
+    dead: bool,
+    warn_ms: u64,
+    timeout_ms: u64,
+}
+
+/// The phase of an agent's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Sending STARTUP; not yet both SETCONFIG and ACKSTARTUP.
+    Joining,
+    /// Configured and acknowledged.
+    Joined,
+    /// Shutting down: HBSHUTDOWN/CONNSHUT in flight.
+    Leaving,
+    /// Finished (the process may exit).
+    Done,
+}
+
+/// The pre-encoded HEARTBEAT FrameSet (it has no varying field).
+pub fn heartbeat_bytes() -> &'static [u8] {
+    static HB: OnceLock<Vec<u8>> = OnceLock::new();
+    HB.get_or_init(|| {
+        let mut v = Vec::with_capacity(64);
+        encode(&Message::Heartbeat, None, &EncodeOptions::default(), &mut v)
+            .expect("a heartbeat fits");
+        v
+    })
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Datagram {
+    /// The constant HEARTBEAT ([`heartbeat_bytes`]).
+    Heartbeat(SocketAddr),
+    /// Anything else, encoded.
+    Bytes(SocketAddr, Vec<u8>),
+}
+
+impl Datagram {
+    /// Destination.
+    pub fn to(&self) -> SocketAddr {
+        match self {
+            Datagram::Heartbeat(a) | Datagram::Bytes(a, _) => *a,
+        }
+    }
+
+    /// The bytes to send.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Datagram::Heartbeat(_) => heartbeat_bytes(),
+            Datagram::Bytes(_, b) => b,
+        }
+    }
+}
+
+/// One agent's protocol state.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+    phase: Phase,
+    configured: bool,
+    acked_startup: bool,
+    next_startup_ms: u64,
+    /// SETCONFIG's `cmafail` (reports of deaths) and `cmadisc` (discovery).
+    fail: SocketAddr,
+    disc: SocketAddr,
+    /// Receiving sides, per CMA address and queue.
+    inbound: Vec<(ConnKey, Inbound)>,
+    /// Sending sides, per destination.
+    outbound: Vec<(SocketAddr, Outbound<Report>)>,
+    session: u32,
+    repeat_ms: u64,
+    warn_ms: u64,
+    timeout_ms: u64,
+    /// Peers we heartbeat, with their instruction count.
+    send: BTreeMap<SocketAddr, u32>,
+    /// Peers we watch.
+    expect: BTreeMap<SocketAddr, Watch>,
+    next_hb_ms: Option<u64>,
+    martians: BTreeMap<SocketAddr, u64>,
+    leave_by_ms: u64,
+    connshut_sent: bool,
+    switch_sent: bool,
+    out: Vec<Datagram>,
+    counters: AgentCounters,
+}
+
+impl Agent {
+    /// A new agent at `now_ms`; its first STARTUP is due at once.
+    pub fn new(cfg: AgentConfig, now_ms: u64) -> Agent {
+        let session = (cfg.wallclock_us / 1_000_000) as u32;
+        Agent {
+            fail: cfg.cma,
+            disc: cfg.cma,
+            cfg,
+            phase: Phase::Joining,
+            configured: false,
+            acked_startup: false,
+            next_startup_ms: now_ms,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            session: session.max(1),
+            repeat_ms: 1000,
+            warn_ms: 5000,
+            timeout_ms: 30_000,
+            send: BTreeMap::new(),
+            expect: BTreeMap::new(),
+            next_hb_ms: None,
+            martians: BTreeMap::new(),
+            leave_by_ms: 0,
+            connshut_sent: false,
+            switch_sent: false,
+            out: Vec::new(),
+            counters: AgentCounters::default(),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// Where its life is.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// What it has done.
+    pub fn counters(&self) -> AgentCounters {
+        self.counters
+    }
+
+    /// Peers it heartbeats (each once, whatever the count).
+    pub fn sending_to(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.send.keys().copied()
+    }
+
+    /// Peers it watches.
+    pub fn expecting(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.expect.keys().copied()
+    }
+
+    /// Instruction counts per peer: (peer, sends, expects). A count above
+    /// one means an instruction took effect twice.
+    pub fn heartbeat_counts(&self) -> Vec<(SocketAddr, u32, u32)> {
+        let mut m: BTreeMap<SocketAddr, (u32, u32)> = BTreeMap::new();
+        for (&p, &c) in &self.send {
+            m.entry(p).or_default().0 = c;
+        }
+        for (&p, w) in &self.expect {
+            m.entry(p).or_default().1 = w.count;
+        }
+        m.into_iter().map(|(p, (s, e))| (p, s, e)).collect()
+    }
+
+    /// Watched peers currently reported dead.
+    pub fn dead_peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.expect.iter().filter(|(_, w)| w.dead).map(|(&p, _)| p)
+    }
+
+    /// Reports not yet acknowledged.
+    pub fn unacked_reports(&self) -> usize {
+        self.outbound.iter().map(|(_, o)| o.len()).sum()
+    }
+
+    /// Takes the datagrams to send.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Datagram> {
+        self.out.drain(..)
+    }
+
+    /// When [`Agent::tick`] next has something to do.
+    pub fn next_deadline_ms(&self) -> u64 {
+        if self.phase == Phase::Done {
+            return u64::MAX;
+        }
+        let mut t = u64::MAX;
+        if self.phase == Phase::Joining {
+            t = t.min(self.next_startup_ms);
+        }
+        if self.phase == Phase::Leaving {
+            t = t.min(self.leave_by_ms);
+        }
+        if let Some(h) = self.next_hb_ms {
+            t = t.min(h);
+        }
+        for w in self.expect.values().filter(|w| !w.dead) {
+            t = t.min(w.last_ms.saturating_add(w.timeout_ms));
+        }
+        for (_, o) in &self.outbound {
+            if let Some(r) = o.next_timeout_ms() {
+                t = t.min(r);
+            }
+        }
+        t
+    }
+
+    /// Does what is due at `now_ms`: STARTUP, heartbeats, deaths, resends.
+    pub fn tick(&mut self, now_ms: u64) {
+        match self.phase {
+            Phase::Done => return,
+            Phase::Joining if now_ms >= self.next_startup_ms => {
+                self.send_startup();
+                self.next_startup_ms = now_ms + self.cfg.startup_every_ms;
+            }
+            Phase::Leaving if now_ms >= self.leave_by_ms => {
+                self.phase = Phase::Done;
+                return;
+            }
+            _ => {}
+        }
+        if let Some(h) = self.next_hb_ms
+            && now_ms >= h
+        {
+            for &p in self.send.keys() {
+                self.out.push(Datagram::Heartbeat(p));
+            }
+            self.counters.heartbeats_sent += self.send.len() as u64;
+            self.next_hb_ms = Some(h.saturating_add(self.repeat_ms).max(now_ms + 1));
+        }
+        let mut deaths = Vec::new();
+        for (&p, w) in self.expect.iter_mut() {
+            if !w.dead && now_ms >= w.last_ms.saturating_add(w.timeout_ms) {
+                w.dead = true;
+                deaths.push(p);
+            }
+        }
+        for p in deaths {
+            self.report(Report::HbDead(p));
+        }
+        self.flush(now_ms);
+    }
+
+    /// Begins a clean shutdown (SIGTERM): HBSHUTDOWN, then CONNSHUT.
+    pub fn shutdown(&mut self, now_ms: u64) {
+        match self.phase {
+            Phase::Leaving | Phase::Done => return,
+            Phase::Joining => {
+                // Nothing to tell a CMA that never took us in.
+                self.phase = Phase::Done;
+                return;
+            }
+            Phase::Joined => {}
+        }
+        self.phase = Phase::Leaving;
+        self.leave_by_ms = now_ms + self.cfg.shutdown_wait_ms;
+        self.report(Report::HbShutdown);
+        self.flush(now_ms);
+    }
+
+    /// Handles one datagram from `from` at `now_ms`.
+    pub fn on_datagram(&mut self, now_ms: u64, from: SocketAddr, datagram: &[u8]) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let from = normalize(from);
+        for fs in classify_all(datagram) {
+            match fs {
+                Ok(c) => self.on_frameset(now_ms, from, &c),
+                Err(_) => self.counters.dropped += 1,
+            }
+        }
+        self.flush(now_ms);
+    }
+
+    fn on_frameset(&mut self, now_ms: u64, from: SocketAddr, c: &Classified<'_>) {
+        let Ok(message) = c.message() else {
+            // A sequenced FrameSet we cannot read is still ACKed (WIRE.md:
+            // an unACKed one would block the sender's queue).
+            if let Some(r) = c.reqid.filter(|_| c.is_sequenced()) {
+                self.counters.ignored += 1;
+                if let Some(ack) = self.sequenced(from, r) {
+                    self.ack(from, ack);
+                }
+            } else {
+                self.counters.dropped += 1;
+            }
+            return;
+        };
+        match message {
+            Message::Heartbeat => return self.on_heartbeat(now_ms, from),
+            Message::Ping => return self.send_message(from, &Message::Pong, None),
+            Message::Ack => {
+                if let Some(r) = c.reqid {
+                    self.on_ack(from, r);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if c.is_sequenced() {
+            let r = c.reqid.expect("sequenced FrameSets carry a REQID");
+            let Some(ack) = self.sequenced(from, r) else {
+                return;
+            };
+            self.obey(now_ms, from, &message);
+            self.ack(from, ack);
+        } else if c.fstype >= 16 {
+            // A type >= 16 without REQID: delivered at once, never ACKed.
+            self.obey(now_ms, from, &message);
+        } else {
+            self.counters.ignored += 1;
+        }
+    }
+
+    /// Reliable delivery of a sequenced FrameSet: `Some(ack)` when it is
+    /// new and to be obeyed, `None` when it is a duplicate (re-ACKed here)
+    /// or dropped.
+    fn sequenced(&mut self, from: SocketAddr, r: ReqId) -> Option<ReqId> {
+        let key = ConnKey::new(from, r.queue);
+        let i = match self.inbound.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.inbound.push((key, Inbound::default()));
+                self.inbound.len() - 1
+            }
+        };
+        let conn = &mut self.inbound[i].1;
+        match conn.on_frameset(r) {
+            Verdict::Deliver => conn.on_durable(r).or(Some(r)),
+            Verdict::Duplicate { reack } => {
+                self.counters.duplicates += 1;
+                if let Some(a) = reack {
+                    self.ack(from, a);
+                }
+                None
+            }
+            Verdict::StaleSession | Verdict::Gap { .. } => {
+                self.counters.dropped += 1;
+                None
+            }
+        }
+    }
+
+    fn obey(&mut self, now_ms: u64, from: SocketAddr, m: &Message<'_>) {
+        self.counters.instructions += 1;
+        match *m {
+            Message::SetConfig { json } => {
+                self.configured = true;
+                self.apply_config(json);
+                self.maybe_joined();
+            }
+            Message::AckStartup => {
+                self.acked_startup = true;
+                self.maybe_joined();
+            }
+            Message::Heartbeats {
+                kind,
+                params,
+                peers,
+            } => {
+                self.apply_params(&params);
+                let (send, expect) = match kind {
+                    FrameSetType::SendHb => (true, false),
+                    FrameSetType::ExpectHb => (false, true),
+                    _ => (true, true),
+                };
+                self.start(now_ms, peers, send, expect);
+            }
+            Message::StopHeartbeats { kind, peers } => {
+                let (send, expect) = match kind {
+                    FrameSetType::StopSendHb => (true, false),
+                    FrameSetType::StopExpectHb => (false, true),
+                    _ => (true, true),
+                };
+                self.stop(peers, send, expect);
+            }
+            Message::ConnShut => {
+                // The CMA closes the connection: forget its positions. In
+                // shutdown this is the answer we wait for.
+                self.inbound.retain(|(k, _)| k.peer != from);
+                if self.phase == Phase::Leaving {
+                    self.phase = Phase::Done;
+                }
+            }
+            Message::SeqPing => self.send_message(from, &Message::SeqPong, None),
+            _ => {
+                // INCRDEBUG/DECRDEBUG, DODISCOVER, DORSCOP...: acknowledged,
+                // not carried out by this agent.
+                self.counters.instructions -= 1;
+                self.counters.ignored += 1;
+            }
+        }
+    }
+
+    fn apply_config(&mut self, json: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+            return;
+        };
+        let addr = |k: &str| {
+            v.get(k)
+                .and_then(|a| a.as_str())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        };
+        if let Some(a) = addr("cmafail").or_else(|| addr("cmaaddr")) {
+            self.fail = normalize(a);
+        }
+        if let Some(a) = addr("cmadisc").or_else(|| addr("cmaaddr")) {
+            self.disc = normalize(a);
+        }
+        self.read_timers(&v);
+    }
+
+    /// `repeat`/`warn`/`timeout` (seconds), as SETCONFIG or RSCJSON carry them.
+    fn read_timers(&mut self, v: &serde_json::Value) {
+        let secs = |k: &str| v.get(k).and_then(|x| x.as_f64()).filter(|s| *s > 0.0);
+        if let Some(s) = secs("repeat") {
+            self.repeat_ms = (s * 1000.0) as u64;
+        }
+        if let Some(s) = secs("warn") {
+            self.warn_ms = (s * 1000.0) as u64;
+        }
+        if let Some(s) = secs("timeout") {
+            self.timeout_ms = (s * 1000.0) as u64;
+        }
+        self.repeat_ms = self.repeat_ms.max(1);
+    }
+
+    fn apply_params(&mut self, p: &HbParams<'_>) {
+        if let Some(j) = p.rscjson
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(j)
+        {
+            self.read_timers(&v);
+        }
+        if let Some(s) = p.interval_s.filter(|s| *s > 0) {
+            self.repeat_ms = s * 1000;
+        }
+        if let Some(s) = p.warntime_s.filter(|s| *s > 0) {
+            self.warn_ms = s * 1000;
+        }
+        if let Some(s) = p.deadtime_s.filter(|s| *s > 0) {
+            self.timeout_ms = s * 1000;
+        }
+    }
+
+    fn maybe_joined(&mut self) {
+        if self.phase == Phase::Joining && self.configured && self.acked_startup {
+            self.phase = Phase::Joined;
+            if !self.switch_sent
+                && let Some(sw) = &self.cfg.switch
+            {
+                self.switch_sent = true;
+                let frame = lldp_frame(sw.mac, &sw.chassis, &sw.port, &self.cfg.hostname);
+                self.report(Report::SwDiscover(frame));
+            }
+        }
+    }
+
+    fn start(&mut self, now_ms: u64, peers: Peers<'_>, send: bool, expect: bool) {
+        for p in peers.iter().map(normalize) {
+            if send {
+                *self.send.entry(p).or_default() += 1;
+                if self.next_hb_ms.is_none() {
+                    self.next_hb_ms = Some(now_ms);
+                }
+            }
+            if expect {
+                let (warn_ms, timeout_ms) = (self.warn_ms, self.timeout_ms);
+                let w = self.expect.entry(p).or_insert(Watch {
+                    count: 0,
+                    last_ms: now_ms,
+                    dead: false,
+                    warn_ms,
+                    timeout_ms,
+                });
+                if w.count == 0 {
+                    w.last_ms = now_ms;
+                    w.dead = false;
+                }
+                w.count += 1;
+                w.warn_ms = warn_ms;
+                w.timeout_ms = timeout_ms;
+            }
+        }
+    }
+
+    fn stop(&mut self, peers: Peers<'_>, send: bool, expect: bool) {
+        for p in peers.iter().map(normalize) {
+            if send && let Some(c) = self.send.get_mut(&p) {
+                *c -= 1;
+                if *c == 0 {
+                    self.send.remove(&p);
+                }
+            }
+            if expect && let Some(w) = self.expect.get_mut(&p) {
+                w.count -= 1;
+                if w.count == 0 {
+                    self.expect.remove(&p);
+                }
+            }
+        }
+        if self.send.is_empty() {
+            self.next_hb_ms = None;
+        }
+    }
+
+    fn on_heartbeat(&mut self, now_ms: u64, from: SocketAddr) {
+        if let Some(w) = self.expect.get_mut(&from) {
+            self.counters.heartbeats_heard += 1;
+            let gap = now_ms.saturating_sub(w.last_ms);
+            let was_dead = w.dead;
+            let late = gap > w.warn_ms;
+            w.last_ms = now_ms;
+            w.dead = false;
+            if was_dead {
+                self.report(Report::HbBackAlive(from, gap * 1000));
+            } else if late {
+                self.report(Report::HbLate(from, gap * 1000));
+            }
+            return;
+        }
+        if from == self.fail || from == self.disc || from == normalize(self.cfg.cma) {
+            return;
+        }
+        let due = self
+            .martians
+            .get(&from)
+            .is_none_or(|&t| now_ms >= t + MARTIAN_EVERY_MS);
+        if due && self.phase == Phase::Joined {
+            self.martians.insert(from, now_ms);
+            self.report(Report::HbMartian(from));
+        }
+    }
+
+    fn on_ack(&mut self, from: SocketAddr, r: ReqId) {
+        if let Some((_, o)) = self.outbound.iter_mut().find(|(a, _)| *a == from) {
+            o.on_ack(r);
+        }
+        if self.phase == Phase::Leaving && self.outbound.iter().all(|(_, o)| o.is_empty()) {
+            if self.connshut_sent {
+                self.phase = Phase::Done;
+            } else {
+                // HBSHUTDOWN is acknowledged: the CMA has taken us out of
+                // the rings; stop heartbeating and close the connection.
+                self.send.clear();
+                self.expect.clear();
+                self.next_hb_ms = None;
+                self.connshut_sent = true;
+                let fail = self.fail;
+                self.queue(fail, Report::ConnShut);
+            }
+        }
+    }
+
+    fn report(&mut self, r: Report) {
+        self.counters.reports += 1;
+        let to = match r {
+            Report::SwDiscover(_) => self.disc,
+            _ => self.fail,
+        };
+        self.queue(to, r);
+    }
+
+    fn queue(&mut self, to: SocketAddr, r: Report) {
+        let cfg = OutboundConfig {
+            window: 2,
+            retransmit_ms: self.cfg.retransmit_ms,
+        };
+        let session = self.session;
+        let i = match self.outbound.iter().position(|(a, _)| *a == to) {
+            Some(i) => i,
+            None => {
+                self.outbound.push((to, Outbound::new(session, 0, cfg)));
+                self.outbound.len() - 1
+            }
+        };
+        self.outbound[i].1.push(r);
+    }
+
+    /// Puts due reports on the wire.
+    fn flush(&mut self, now_ms: u64) {
+        let mut sends = Vec::new();
+        for (to, o) in self.outbound.iter_mut() {
+            for t in o.poll_transmit(now_ms) {
+                if t.retransmit {
+                    self.counters.resends += 1;
+                }
+                sends.push((*to, t.reqid, t.item.clone()));
+            }
+        }
+        for (to, reqid, r) in sends {
+            let hostname = self.cfg.hostname.clone();
+            let wallclock_us = self.cfg.wallclock_us;
+            let interface = self
+                .cfg
+                .switch
+                .as_ref()
+                .map(|s| s.interface.clone())
+                .unwrap_or_default();
+            let m = match &r {
+                Report::HbDead(p) => Message::HbDead { peer: *p },
+                Report::HbLate(p, e) => Message::HbLate {
+                    peer: *p,
+                    elapsed_us: *e,
+                },
+                Report::HbBackAlive(p, e) => Message::HbBackAlive {
+                    peer: *p,
+                    elapsed_us: *e,
+                },
+                Report::HbMartian(p) => Message::HbMartian { peer: *p },
+                Report::HbShutdown => Message::HbShutdown {
+                    hostname: &hostname,
+                },
+                Report::SwDiscover(frame) => Message::SwDiscover(SwDiscover {
+                    wallclock_us,
+                    pktdata: frame,
+                    interface: &interface,
+                    hostname: &hostname,
+                    discname: "lldp",
+                }),
+                Report::ConnShut => Message::ConnShut,
+            };
+            self.send_message(to, &m, Some(reqid));
+        }
+    }
+
+    fn send_startup(&mut self) {
+        self.counters.startups += 1;
+        let m = Message::Startup(Startup {
+            hostname: &self.cfg.hostname,
+            listen: self.cfg.listen,
+            wallclock_us: self.cfg.wallclock_us,
+            netconfig: &self.cfg.netconfig,
+            key: None,
+        });
+        let mut b = Vec::with_capacity(256 + self.cfg.netconfig.len());
+        if encode(&m, None, &EncodeOptions::default(), &mut b).is_ok() {
+            self.out.push(Datagram::Bytes(self.cfg.cma, b));
+        }
+    }
+
+    fn ack(&mut self, to: SocketAddr, r: ReqId) {
+        self.send_message(to, &Message::Ack, Some(r));
+    }
+
+    fn send_message(&mut self, to: SocketAddr, m: &Message<'_>, reqid: Option<ReqId>) {
+        let mut b = Vec::with_capacity(96);
+        if encode(m, reqid, &EncodeOptions::default(), &mut b).is_ok() {
+            self.out.push(Datagram::Bytes(to, b));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The netconfig JSON an agent sends in STARTUP: interfaces, their MAC
+//! addresses, MTU, state and IP addresses with prefix lengths, read from
+//! getifaddrs(3) and /sys/class/net. Keys come out sorted and MACs are
+//! written with dashes, as a real nanoprobe writes them (WIRE.md); the CMA
+//! reads `data.IFACE.ipaddrs` to learn each node's subnet.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{Map, Value, json};
+
+/// A MAC address as a nanoprobe writes it: `02-fc-00-00-00-01`.
+pub fn mac_string(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn prefix_len(mask: IpAddr) -> u32 {
+    match mask {
+        IpAddr::V4(m) => u32::from(m).count_ones(),
+        IpAddr::V6(m) => u128::from(m).count_ones(),
+    }
+}
+
+fn scope(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(a) if a.is_loopback() => "host",
+        IpAddr::V6(a) if a.is_loopback() => "host",
+        IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80 => "link",
+        _ => "global",
+    }
+}
+
+fn sys(iface: &str, what: &str) -> Option<String> {
+    // Interface names come from the kernel; refuse anything path-like.
+    if iface.contains('/') || iface.starts_with('.') {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/{what}"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn wrap(host: &str, data: Map<String, Value>) -> String {
+    json!({
+        "data": Value::Object(data),
+        "description": "IP Network Configuration",
+        "discovertype": "netconfig",
+        "host": host,
+        "instance": "netconfig",
+        "proxy": "local/local",
+        "source": "netconfig",
+    })
+    .to_string()
+}
+
+/// This host's netconfig JSON. Interfaces that cannot be read are left
+/// out; an error of getifaddrs itself gives an empty `data`.
+pub fn gather(host: &str) -> String {
+    let mut ifaces: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let entry = ifaces.entry(a.interface_name.clone()).or_insert_with(|| {
+                let mut m = Map::new();
+                m.insert("ipaddrs".into(), Value::Object(Map::new()));
+                m
+            });
+            let Some(addr) = a.address else { continue };
+            if let Some(link) = addr.as_link_addr() {
+                if let Some(mac) = link.addr() {
+                    entry.insert("address".into(), mac_string(&mac).into());
+                }
+                continue;
+            }
+            let ip: Option<IpAddr> = addr
+                .as_sockaddr_in()
+                .map(|s| IpAddr::V4(s.ip()))
+                .or_else(|| addr.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
+            let Some(ip) = ip else { continue };
+            let mask: Option<IpAddr> = a.netmask.and_then(|m| {
+                m.as_sockaddr_in()
+                    .map(|s| IpAddr::V4(s.ip()))
+                    .or_else(|| m.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+            });
+            let bits = mask.map(prefix_len).unwrap_or(match ip {
+                IpAddr::V4(_) => 32,
+                IpAddr::V6(_) => 128,
+            });
+            let mut info = Map::new();
+            info.insert("scope".into(), scope(ip).into());
+            if let Some(b) = a.broadcast.and_then(|b| b.as_sockaddr_in().map(|s| s.ip())) {
+                info.insert("brd".into(), b.to_string().into());
+            }
+            if let Some(Value::Object(ips)) = entry.get_mut("ipaddrs") {
+                ips.insert(format!("{ip}/{bits}"), Value::Object(info));
+            }
+        }
+    }
+    let mut data = Map::new();
+    for (name, mut m) in ifaces {
+        if let Some(mtu) = sys(&name, "mtu").and_then(|v| v.parse::<u64>().ok()) {
+            m.insert("mtu".into(), mtu.into());
+        }
+        if let Some(s) = sys(&name, "operstate") {
+            m.insert("operstate".into(), s.into());
+        }
+        if let Some(c) = sys(&name, "carrier") {
+            m.insert("carrier".into(), (c == "1").into());
+        }
+        if let Some(t) = sys(&name, "type").and_then(|v| v.parse::<u64>().ok()) {
+            m.insert("type".into(), t.into());
+        }
+        let is_virtual = std::fs::read_link(format!("/sys/class/net/{name}"))
+            .map(|p| p.to_string_lossy().contains("/virtual/"))
+            .unwrap_or(false);
+        m.insert("virtual".into(), is_virtual.into());
+        m.entry("address").or_insert_with(|| {
+            sys(&name, "address")
+                .map(|a| a.replace(':', "-"))
+                .unwrap_or_default()
+                .into()
+        });
+        data.insert(name, Value::Object(m));
+    }
+    wrap(host, data)
+}
+
+/// The netconfig of a simulated host whose only interface carries `addr`
+/// (what `cma fleet` announces for each agent on a loopback address).
+pub fn synthetic(host: &str, iface: &str, mac: [u8; 6], addr: SocketAddr, prefix: u8) -> String {
+    let mut ips = Map::new();
+    ips.insert(
+        format!("{}/{prefix}", addr.ip()),
+        json!({"scope": scope(addr.ip())}),
+    );
+    let mut data = Map::new();
+    data.insert(
+        iface.into(),
+        json!({
+            "address": mac_string(&mac),
+            "carrier": true,
+            "ipaddrs": Value::Object(ips),
+            "mtu": 1500,
+            "operstate": "up",
+            "type": 1,
+            "virtual": true,
+        }),
+    );
+    wrap(host, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::decider::subnet_of;
+
+    #[test]
+    fn gathered_netconfig_names_loopback_and_its_subnet() {
+        let j = gather("testhost");
+        let v: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["instance"], "netconfig");
+        assert_eq!(v["host"], "testhost");
+        let lo = &v["data"]["lo"];
+        assert!(lo["ipaddrs"]["127.0.0.1/8"].is_object(), "{j}");
+        assert_eq!(lo["address"], "00-00-00-00-00-00");
+        assert_eq!(
+            subnet_of(&j, "127.0.0.1".parse().unwrap()),
+            Some("127.0.0.0/8".into())
+        );
+    }
+
+    #[test]
+    fn synthetic_netconfig_gives_the_subnet() {
+        let a: SocketAddr = "127.3.2.1:1984".parse().unwrap();
+        let j = synthetic("n1", "eth0", [2, 0, 0, 0, 0, 1], a, 16);
+        assert_eq!(subnet_of(&j, a.ip()), Some("127.3.0.0/16".into()));
+        assert!(j.contains("\"02-00-00-00-00-01\""));
+    }
+}
