@@ -149,8 +149,10 @@ enum Command {
         /// First agent address (the others follow; inside 127.0.0.0/8).
         #[arg(long, default_value = "127.1.0.1")]
         base: std::net::Ipv4Addr,
-        /// UDP port of every agent (0: ephemeral ports).
-        #[arg(long, default_value_t = 1984)]
+        /// UDP port of every agent (0: ephemeral ports). Not 1984 by
+        /// default: a CMA on this host listening on 0.0.0.0:1984 holds that
+        /// port on every loopback address.
+        #[arg(long, default_value_t = 1985)]
         port: u16,
         /// Kill COUNT agents at time T (seconds, or 250ms/2m), e.g. 10@60s. Repeatable.
         #[arg(long, value_name = "COUNT@T")]

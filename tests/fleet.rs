@@ -363,3 +363,85 @@ fn a_fleet_of_50_through_faults_and_a_daemon_restart() {
     assert!(fleet.all_done());
     cma.finish();
 }
+
+/// Kills the child on drop (a failed assertion must not leave it running).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_agent(cma: SocketAddr, listen: &str, name: &str, switch: &str) -> Child {
+    Child(
+        Command::new(env!("CARGO_BIN_EXE_cma"))
+            .args(["agent", "--cma", &cma.to_string(), "--listen", listen])
+            .args([
+                "--hostname",
+                name,
+                "--switch-id",
+                switch,
+                "--log-level",
+                "warn",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cma agent starts"),
+    )
+}
+
+#[test]
+fn cma_agent_processes_join_heartbeat_and_leave_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let cma = start(dir, "127.0.0.1:0".parse().unwrap());
+    let mut a = spawn_agent(cma.addr, "127.78.0.1:0", "agent-a", "sw-x");
+    let _b = spawn_agent(cma.addr, "127.78.0.2:0", "agent-b", "sw-x");
+    let deadline = Instant::now() + CONVERGE;
+    // Both join, in the ring of switch sw-x, heartbeating each other.
+    loop {
+        let ok = view(dir).is_some_and(|v| {
+            v.status.get("agent-a").map(String::as_str) == Some("up")
+                && v.status.get("agent-b").map(String::as_str) == Some("up")
+        }) && rings(dir).is_some_and(|r| {
+            r.iter()
+                .any(|(g, m)| g.starts_with("switch sw-x") && m.len() == 2)
+        });
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agents did not join");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM: HBSHUTDOWN, CONNSHUT, exit 0; the CMA says left.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline + CONVERGE, "agent did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    loop {
+        if view(dir)
+            .and_then(|v| v.status.get("agent-a").cloned())
+            .as_deref()
+            == Some("left")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline + CONVERGE, "agent-a not left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = view(dir).unwrap();
+    assert_eq!(v.status.get("agent-b").map(String::as_str), Some("up"));
+    cma.finish();
+}

@@ -35,7 +35,9 @@ pub struct FleetConfig {
     pub cma: SocketAddr,
     /// First agent address; the others follow it (must stay in 127.0.0.0/8).
     pub base: Ipv4Addr,
-    /// UDP port of every agent (0: each its own ephemeral port).
+    /// UDP port of every agent (0: each its own ephemeral port). 1985 by
+    /// default: a CMA on the same host bound to 0.0.0.0:1984 holds port
+    /// 1984 on every loopback address.
     pub port: u16,
     /// Simulated switches; agents are spread over them in contiguous blocks.
     pub switches: usize,
@@ -53,13 +55,13 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
-    /// `nodes` agents for the CMA at `cma`, on 127.1.0.1 and up, port 1984.
+    /// `nodes` agents for the CMA at `cma`, on 127.1.0.1 and up, port 1985.
     pub fn new(nodes: usize, cma: SocketAddr) -> FleetConfig {
         FleetConfig {
             nodes,
             cma,
             base: Ipv4Addr::new(127, 1, 0, 1),
-            port: 1984,
+            port: 1985,
             switches: 1,
             loss: 0.0,
             seed: 1,

@@ -394,3 +394,94 @@ fn garbage_is_counted_never_obeyed() {
     assert_eq!(a.counters().instructions, before.instructions);
     assert!(sent(&mut a).is_empty());
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Instr {
+            kind: u8,
+            peers: Vec<u8>,
+            request: u8,
+        },
+        Heartbeat(u8),
+        Ack(u8),
+        Garbage(Vec<u8>),
+        Tick(u16),
+        Shutdown,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..8, proptest::collection::vec(0u8..6, 0..4), 0u8..40).prop_map(
+                |(kind, peers, request)| Op::Instr {
+                    kind,
+                    peers,
+                    request
+                }
+            ),
+            (0u8..8).prop_map(Op::Heartbeat),
+            (0u8..40).prop_map(Op::Ack),
+            proptest::collection::vec(any::<u8>(), 0..80).prop_map(Op::Garbage),
+            (0u16..5000).prop_map(Op::Tick),
+            Just(Op::Shutdown),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any mix of instructions (in or out of order, repeated),
+        /// heartbeats, ACKs, garbage and time never panics, and what the
+        /// agent sends is always well-formed.
+        #[test]
+        fn any_sequence_is_handled(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut a = agent();
+            let mut now = 0u64;
+            let peers: Vec<SocketAddr> = (0..6).map(peer).collect();
+            for o in ops {
+                match o {
+                    Op::Instr { kind, peers: p, request } => {
+                        let list: Vec<SocketAddr> = p.iter().map(|&i| peers[i as usize]).collect();
+                        let m = match kind {
+                            0 => Message::SetConfig { json: r#"{"cmafail":"127.0.0.1:1984"}"# },
+                            1 => Message::AckStartup,
+                            2 => sendexpect(&list),
+                            3 => Message::StopHeartbeats { kind: FrameSetType::StopSendExpectHb, peers: Peers::List(&list) },
+                            4 => Message::StopHeartbeats { kind: FrameSetType::StopSendHb, peers: Peers::List(&list) },
+                            5 => Message::Heartbeats { kind: FrameSetType::ExpectHb, params: HbParams::default(), peers: Peers::List(&list) },
+                            6 => Message::ConnShut,
+                            _ => Message::SeqPing,
+                        };
+                        let r = ReqId { session: 5, request: u64::from(request), queue: 0 };
+                        let mut b = Vec::new();
+                        encode(&m, Some(r), &EncodeOptions::default(), &mut b).unwrap();
+                        a.on_datagram(now, cma(), &b);
+                    }
+                    Op::Heartbeat(i) => {
+                        let from = peers.get(i as usize).copied().unwrap_or(cma());
+                        heartbeat(&mut a, now, from);
+                    }
+                    Op::Ack(r) => {
+                        let session = a.session;
+                        ack(&mut a, now, ReqId { session, request: u64::from(r), queue: 0 });
+                    }
+                    Op::Garbage(g) => a.on_datagram(now, cma(), &g),
+                    Op::Tick(dt) => {
+                        now += u64::from(dt);
+                        a.tick(now);
+                    }
+                    Op::Shutdown => a.shutdown(now),
+                }
+                for d in a.drain() {
+                    prop_assert!(classify(d.bytes()).is_ok());
+                }
+                for (_, s, e) in a.heartbeat_counts() {
+                    prop_assert!(s + e > 0);
+                }
+            }
+        }
+    }
+}
