@@ -54,6 +54,11 @@ retransmit_ms = 2000
 # CPU to pin the decider thread to; -1: do not pin (the default on small
 # machines: the io thread and the decider share the cores).
 cpu = -1
+# Busy-poll instead of parking: the log thread and the decider each keep a
+# core busy and skip the ~40 us wake-ups. Only for hosts with cores to
+# dedicate (pin the decider with `cpu`); on small machines it slows
+# everything else.
+spin = false
 # A TICK record (the log's clock for deadlines) is appended only when a
 # decider deadline is due, and at most once per this many ms.
 tick_ms = 10
@@ -154,6 +159,8 @@ pub struct ReliableSection {
 pub struct DeciderSection {
     /// CPU to pin to, -1 for none.
     pub cpu: i64,
+    /// Busy-poll instead of parking.
+    pub spin: bool,
     /// Shortest gap between TICK records.
     pub tick_ms: u64,
 }

@@ -234,6 +234,10 @@ enum BenchCommand {
         /// Write an SVG latency plot to this file.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// Run the daemon with `[decider] spin = true` (busy-polling log
+        /// and decider threads).
+        #[arg(long)]
+        spin: bool,
     },
     /// A sendmmsg generator against (a) a bare recvmmsg discard loop and
     /// (b) the io loop + ring buffer + classify, in one run.
@@ -723,6 +727,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             steps,
             json,
             svg,
+            spin,
         } => {
             use cma::engine::bench_pipeline as bp;
             if agents == 0 || min_rate == 0 || max_rate <= min_rate || seconds <= 0.0 {
@@ -739,6 +744,7 @@ fn bench(command: BenchCommand) -> ExitCode {
                 steps,
                 json,
                 svg,
+                spin,
                 ..bp::PipelineConfig::default()
             };
             match bp::run(&cfg) {

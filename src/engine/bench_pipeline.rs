@@ -52,6 +52,8 @@ pub struct PipelineConfig {
     pub json: Option<PathBuf>,
     /// Write an SVG latency plot here.
     pub svg: Option<PathBuf>,
+    /// Run the daemon with `[decider] spin = true`.
+    pub spin: bool,
 }
 
 impl Default for PipelineConfig {
@@ -66,6 +68,7 @@ impl Default for PipelineConfig {
             jsdiscovery_pct: 5,
             json: None,
             svg: None,
+            spin: false,
         }
     }
 }
@@ -421,6 +424,7 @@ fn daemon_point(rate: u64, cfg: &PipelineConfig) -> Result<Point, String> {
     )
     .map_err(|e| e.0)?;
     c.data_dir = dir.clone();
+    c.decider.spin = cfg.spin;
     let d = Daemon::start(c, false).map_err(|e| e.0)?;
     let to = d.local_addrs()[0];
     let stop = d.stop_handle();
@@ -522,8 +526,13 @@ pub fn render(cfg: &PipelineConfig, r: &PipelineResult) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "machine: {} CPUs; generator (sender + receiver threads), the daemon's io, log, decider and store threads share them; release build",
-        mmsg::online_cpus()
+        "machine: {} CPUs; generator (sender + receiver threads), the daemon's io, log, decider and store threads share them; release build; {}",
+        mmsg::online_cpus(),
+        if cfg.spin {
+            "log and decider threads spin (decider.spin = true)"
+        } else {
+            "threads park when idle"
+        }
     );
     let _ = writeln!(
         s,
@@ -581,6 +590,7 @@ pub fn to_json(cfg: &PipelineConfig, r: &PipelineResult) -> serde_json::Value {
     };
     serde_json::json!({
         "cpus": mmsg::online_cpus(),
+        "spin": cfg.spin,
         "seconds_per_point": cfg.seconds,
         "agents": cfg.conns,
         "reference_zero_loss_rate": r.reference_rate,

@@ -432,6 +432,7 @@ impl Daemon {
             checkpoint_every: Duration::from_millis(config.store.checkpoint_ms),
             clock: clock.clone(),
             cpu: usize::try_from(config.decider.cpu).ok(),
+            spin: config.decider.spin,
         };
         let decider_thread = thread::Builder::new()
             .name("cma-decide".into())
@@ -460,6 +461,9 @@ impl Daemon {
             None
         };
         let mut consumer = consumer;
+        if config.decider.spin {
+            consumer.set_spin_limit(100_000);
+        }
         let mut log = LogThread {
             acks: background.then_some(acks),
             syncer: sync_thread.as_ref().map(|t| t.thread().clone()),
@@ -474,6 +478,7 @@ impl Daemon {
             clock,
             tick_ms: config.decider.tick_ms,
             last_tick_ms: 0,
+            spin: config.decider.spin,
             decider: decider_unpark,
             out: Vec::with_capacity(256),
         };
@@ -589,6 +594,8 @@ struct LogThread {
     clock: LogClock,
     tick_ms: u64,
     last_tick_ms: u64,
+    /// Busy-poll the ring instead of parking.
+    spin: bool,
     decider: thread::Thread,
     out: Vec<u8>,
 }
@@ -605,7 +612,12 @@ impl LogThread {
             if stop.stopping() {
                 io.stop();
             }
-            let got = consumer.wait(Some(Duration::from_millis(5)));
+            let got = if self.spin {
+                // Poll a while, never park: a wake-up costs ~40 us.
+                consumer.wait(Some(Duration::ZERO))
+            } else {
+                consumer.wait(Some(Duration::from_millis(5)))
+            };
             let mut n = 0;
             if got {
                 let batch = consumer.read_batch(256);
@@ -1082,6 +1094,7 @@ struct DeciderThread {
     checkpoint_every: Duration,
     clock: LogClock,
     cpu: Option<usize>,
+    spin: bool,
 }
 
 impl DeciderThread {
@@ -1182,7 +1195,11 @@ impl DeciderThread {
                 break;
             }
             if !worked {
-                thread::park_timeout(Duration::from_millis(20));
+                if self.spin {
+                    std::hint::spin_loop();
+                } else {
+                    thread::park_timeout(Duration::from_millis(20));
+                }
             }
         }
         log::info!(

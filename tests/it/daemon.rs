@@ -38,7 +38,11 @@ struct Running {
 }
 
 fn start(dir: &Path) -> Running {
-    let d = Daemon::start(config(dir), false).expect("daemon starts");
+    start_with(config(dir))
+}
+
+fn start_with(c: Config) -> Running {
+    let d = Daemon::start(c, false).expect("daemon starts");
     let addr = d.local_addrs()[0];
     let metrics = d.metrics_addr();
     let stop = d.stop_handle();
@@ -330,6 +334,19 @@ fn startup_gets_config_ackstartup_and_ring_instructions() {
     let nodes = s.nodes().unwrap();
     assert_eq!(nodes.len(), 4);
     assert!(nodes.iter().all(|n| n.status == "up"));
+}
+
+#[test]
+fn with_spinning_threads_agents_join_and_the_daemon_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.decider.spin = true;
+    let d = start_with(c);
+    let agents = join_all(d.addr, 3);
+    assert!(agents.iter().all(|a| a.peers().len() == 2));
+    d.finish();
+    let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
+    assert_eq!(s.nodes().unwrap().len(), 3);
 }
 
 #[test]
