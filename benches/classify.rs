@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
                     wallclock_us: 1_795_614_845_375_833,
                     netconfig: &netconfig,
                     key: None,
+                    features: None,
                 }),
                 None,
             ),

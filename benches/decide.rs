@@ -144,6 +144,7 @@ fn fleet() -> (Feed, isize) {
                 wallclock_us: 1,
                 netconfig: &net,
                 key: None,
+                features: None,
             }),
         );
         let frame = lldp_frame(

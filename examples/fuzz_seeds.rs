@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use cma::classify::{
-    DigestKind, Discoveries, Discovery, EncodeOptions, FrameSetType, HbParams, Message, Peers,
-    ReqId, Startup, SwDiscover, encode,
+    DigestKind, Discoveries, Discovery, EncodeOptions, FrameSetType, HbParams, HbState, Message,
+    PeerState, PeerStates, PeerStatus, Peers, ReqId, Startup, SwDiscover, encode,
 };
 use sha1::{Digest, Sha1};
 
@@ -146,6 +146,18 @@ fn encoded_messages() -> Vec<Vec<u8>> {
         interval_s: 0,
         json: "{}",
     }];
+    let states = [
+        PeerState {
+            peer: peers[0],
+            status: PeerStatus::Up,
+            since_ms: 800,
+        },
+        PeerState {
+            peer: peers[1],
+            status: PeerStatus::Dead,
+            since_ms: 31_000,
+        },
+    ];
     let big = format!("{{\"data\":\"{}\"}}", "netconfig ".repeat(3000));
     let params = HbParams {
         rscjson: Some(r#"{"repeat":1,"warn":5,"timeout":30}"#),
@@ -161,6 +173,7 @@ fn encoded_messages() -> Vec<Vec<u8>> {
             wallclock_us: 1_795_614_845_375_833,
             netconfig: r#"{"instance":"netconfig"}"#,
             key: Some(("node1", &key)),
+            features: Some("hbstate,actionnak,stats"),
         }),
         Message::Ack,
         Message::ConnShut,
@@ -227,6 +240,29 @@ fn encoded_messages() -> Vec<Vec<u8>> {
             json: "{}",
         },
         Message::AckStartup,
+        Message::HbState(HbState {
+            wallclock_us: 1_795_614_845_375_833,
+            applied: Some(ReqId {
+                session: 9,
+                request: 4,
+                queue: 0,
+            }),
+            expect: PeerStates::List(&states),
+            send: Peers::List(&peers[..2]),
+        }),
+        Message::HbStateReq,
+        Message::ActionNak {
+            instr: ReqId {
+                session: 9,
+                request: 5,
+                queue: 0,
+            },
+            code: 2,
+            reason: "too many peers",
+        },
+        Message::Stats {
+            json: r#"{"heartbeats_sent":10}"#,
+        },
     ];
     let mut out = Vec::new();
     for (i, m) in messages.iter().enumerate() {

@@ -212,6 +212,7 @@ pub fn frame_value(f: &Frame<'_>) -> Value {
                     | FrameType::DiscJson
                     | FrameType::RscJson
                     | FrameType::RscJsonReply
+                    | FrameType::StatsJson
             );
             match is_json
                 .then(|| serde_json::from_str::<Value>(s).ok())
@@ -225,6 +226,12 @@ pub fn frame_value(f: &Frame<'_>) -> Value {
         Frame::IpPort(sa) => json!(sa.to_string()),
         Frame::PktData(b) => json!(hex::encode(b)),
         Frame::PubKey(k) => json!(hex::encode(k)),
+        Frame::PeerState(p) => {
+            json!({"peer": p.peer.to_string(), "status": p.status.name(), "since_ms": p.since_ms})
+        }
+        Frame::InstrReqId(r) => {
+            json!({"session": r.session, "request": r.request, "queue": r.queue})
+        }
         Frame::Unknown { value, .. } => json!(hex::encode(value)),
     }
 }

@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
                 wallclock_us: u64::from(z >> 5),
                 netconfig: &json,
                 key: None,
+                features: None,
             }),
             2 => Message::HbDead { peer },
             3 => Message::Ack,

@@ -768,6 +768,7 @@ impl Agent {
             wallclock_us: self.cfg.wallclock_us,
             netconfig: &self.cfg.netconfig,
             key: None,
+            features: None,
         });
         let mut b = Vec::with_capacity(256 + self.cfg.netconfig.len());
         if encode(&m, None, &EncodeOptions::default(), &mut b).is_ok() {

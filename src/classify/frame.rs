@@ -149,6 +149,10 @@ pub enum Frame<'a> {
     PktData(&'a [u8]),
     /// PUBKEYCURVE25519.
     PubKey(&'a [u8; 32]),
+    /// HBPEERSTATE (ours).
+    PeerState(PeerState),
+    /// INSTRREQID (ours).
+    InstrReqId(ReqId),
     /// A frame type we do not know: skipped by message parsers.
     Unknown {
         /// Its type number.
@@ -156,6 +160,49 @@ pub enum Frame<'a> {
         /// Its value.
         value: &'a [u8],
     },
+}
+
+/// What an agent knows of a peer it watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerStatus {
+    /// Heard within the warning time.
+    Up = 0,
+    /// Heard, but later than the warning time.
+    Late = 1,
+    /// Silent for the dead time (reported HBDEAD).
+    Dead = 2,
+}
+
+impl PeerStatus {
+    /// The wire byte's meaning.
+    pub fn from_wire(b: u8) -> Option<PeerStatus> {
+        match b {
+            0 => Some(PeerStatus::Up),
+            1 => Some(PeerStatus::Late),
+            2 => Some(PeerStatus::Dead),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerStatus::Up => "up",
+            PeerStatus::Late => "late",
+            PeerStatus::Dead => "dead",
+        }
+    }
+}
+
+/// HBPEERSTATE's value: `status u8`, `since_ms u32`, then an IPPORT value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerState {
+    /// The watched peer.
+    pub peer: SocketAddr,
+    /// Its status.
+    pub status: PeerStatus,
+    /// Milliseconds since it was last heard (saturating).
+    pub since_ms: u32,
 }
 
 /// How the value of a known frame type is encoded.
@@ -183,11 +230,12 @@ impl FrameType {
         use FrameType::*;
         match self {
             End => ValueKind::Empty,
-            Sig | CryptCurve25519 | Compress | ReqId | PubKeyCurve25519 => ValueKind::Special,
+            Sig | CryptCurve25519 | Compress | ReqId | PubKeyCurve25519 | HbPeerState
+            | InstrReqId => ValueKind::Special,
             WallClock | PortNum | HbInterval | HbDeadTime | HbWarnTime | CIntVal | ElapsedTime
             | DiscInterval => ValueKind::Int,
             Interface | Hostname | PathName | JsDiscover | ConfigJson | CStringVal | DiscName
-            | DiscJson | RscJson | RscJsonReply | KeyId => ValueKind::Str,
+            | DiscJson | RscJson | RscJsonReply | KeyId | Features | StatsJson => ValueKind::Str,
             IpAddr | MacAddr => ValueKind::Addr,
             IpPort => ValueKind::IpPort,
             PktData => ValueKind::Bytes,
@@ -228,6 +276,8 @@ impl<'a> Frame<'a> {
                 FrameType::CryptCurve25519 => parse_crypt(value).map(Frame::Crypt),
                 FrameType::Compress => parse_compress(value),
                 FrameType::ReqId => parse_reqid(value).map(Frame::ReqId),
+                FrameType::InstrReqId => parse_reqid(value).map(Frame::InstrReqId),
+                FrameType::HbPeerState => parse_peer_state(value).map(Frame::PeerState),
                 // PubKeyCurve25519 is the only other Special kind.
                 _ => value
                     .try_into()
@@ -249,6 +299,8 @@ impl<'a> Frame<'a> {
             Frame::IpPort(_) => FrameType::IpPort.to_wire(),
             Frame::PktData(_) => FrameType::PktData.to_wire(),
             Frame::PubKey(_) => FrameType::PubKeyCurve25519.to_wire(),
+            Frame::PeerState(_) => FrameType::HbPeerState.to_wire(),
+            Frame::InstrReqId(_) => FrameType::InstrReqId.to_wire(),
             Frame::Unknown { ftype, .. } => *ftype,
         }
     }
@@ -295,6 +347,12 @@ impl<'a> Frame<'a> {
             Frame::IpPort(sa) => put_ipport_value(out, sa),
             Frame::PktData(b) => out.extend_from_slice(b),
             Frame::PubKey(k) => out.extend_from_slice(k),
+            Frame::PeerState(p) => {
+                out.push(p.status as u8);
+                out.extend_from_slice(&p.since_ms.to_be_bytes());
+                put_ipport_value(out, p.peer);
+            }
+            Frame::InstrReqId(r) => put_reqid(out, r),
             Frame::Unknown { value, .. } => out.extend_from_slice(value),
         }
         patch_len(out, start);
@@ -431,6 +489,20 @@ fn parse_reqid(value: &[u8]) -> Result<ReqId, Drop> {
         session: u32::from_be_bytes(session),
         request: u64::from_be_bytes(request),
         queue: be16(b, 12),
+    })
+}
+
+fn parse_peer_state(value: &[u8]) -> Result<PeerState, Drop> {
+    if value.len() < 5 {
+        return Err(Drop::BadLength);
+    }
+    let status = PeerStatus::from_wire(value[0]).ok_or(Drop::BadLength)?;
+    let since_ms = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
+    let peer = parse_ipport(&value[5..])?;
+    Ok(PeerState {
+        peer,
+        status,
+        since_ms,
     })
 }
 

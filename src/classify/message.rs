@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::error::{Drop, Dropped};
-use super::frame::{Frame, parse_ipport};
+use super::frame::{Frame, PeerState, ReqId, parse_ipport};
 use super::types::{FrameSetType, FrameType};
 use super::view::{FrameIter, FrameView};
 
@@ -95,6 +95,77 @@ impl fmt::Debug for Peers<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
+}
+
+/// HBSTATE's watched peers: borrowed HBPEERSTATE frames or a slice.
+#[derive(Clone, Copy)]
+pub enum PeerStates<'a> {
+    /// A validated run of HBPEERSTATE frames.
+    Wire(&'a [u8]),
+    /// States to encode.
+    List(&'a [PeerState]),
+}
+
+impl<'a> PeerStates<'a> {
+    /// The states, in order.
+    pub fn iter(&self) -> impl Iterator<Item = PeerState> + 'a {
+        let (wire, list) = match *self {
+            PeerStates::Wire(b) => (Some(FrameIter::new(b, 0)), None),
+            PeerStates::List(l) => (None, Some(l.iter().copied())),
+        };
+        let wire = wire.map(|it| {
+            // Validated at parse.
+            it.flatten()
+                .filter_map(|f| match Frame::parse(f.ftype, f.value) {
+                    Ok(Frame::PeerState(p)) => Some(p),
+                    _ => None,
+                })
+        });
+        wire.into_iter().flatten().chain(list.into_iter().flatten())
+    }
+
+    /// Number of states.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// None at all.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    fn emit(&self, out: &mut Vec<u8>) {
+        for p in self.iter() {
+            Frame::PeerState(p).emit(out);
+        }
+    }
+}
+
+impl PartialEq for PeerStates<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for PeerStates<'_> {}
+
+impl fmt::Debug for PeerStates<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// HBSTATE payload (ours): what an agent heartbeats and watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HbState<'a> {
+    /// The agent's incarnation (its STARTUP WALLCLOCK).
+    pub wallclock_us: u64,
+    /// The last CMA instruction it had applied when it took this state.
+    pub applied: Option<ReqId>,
+    /// Peers it watches, with what it knows of them.
+    pub expect: PeerStates<'a>,
+    /// Peers it sends heartbeats to.
+    pub send: Peers<'a>,
 }
 
 /// One discovery request: name, interval in seconds, parameters JSON.
@@ -202,6 +273,9 @@ pub struct Startup<'a> {
     pub netconfig: &'a str,
     /// KEYID and PUBKEYCURVE25519, when the agent announces a key.
     pub key: Option<(&'a str, &'a [u8; 32])>,
+    /// FEATURES (ours): extensions the agent understands, comma-separated
+    /// (`hbstate,actionnak,stats`). A real nanoprobe sends none.
+    pub features: Option<&'a str>,
 }
 
 /// SWDISCOVER payload.
@@ -324,6 +398,24 @@ pub enum Message<'a> {
     },
     /// ACKSTARTUP (77).
     AckStartup,
+    /// HBSTATE (96, ours).
+    HbState(HbState<'a>),
+    /// HBSTATEREQ (97, ours).
+    HbStateReq,
+    /// ACTIONNAK (98, ours): an instruction the agent could not carry out.
+    ActionNak {
+        /// The instruction's REQID.
+        instr: ReqId,
+        /// Error code (see docs/wire-extensions.md).
+        code: u64,
+        /// Why, for people.
+        reason: &'a str,
+    },
+    /// STATS (99, ours).
+    Stats {
+        /// Counters as JSON.
+        json: &'a str,
+    },
     /// A sequenced FrameSet of a type we do not know; its payload frames.
     Unknown {
         /// Type number.
@@ -421,6 +513,10 @@ impl<'a> Message<'a> {
             Message::RscOp { stop: false, .. } => T::DoRscOp,
             Message::RscOp { stop: true, .. } => T::StopRscOp,
             Message::AckStartup => T::AckStartup,
+            Message::HbState(_) => T::HbState,
+            Message::HbStateReq => T::HbStateReq,
+            Message::ActionNak { .. } => T::ActionNak,
+            Message::Stats { .. } => T::Stats,
             Message::Unknown { fstype, .. } => return *fstype,
         };
         t.to_wire()
@@ -472,7 +568,8 @@ impl<'a> Message<'a> {
             | T::SeqPong
             | T::IncrDebug
             | T::DecrDebug
-            | T::AckStartup => {
+            | T::AckStartup
+            | T::HbStateReq => {
                 if let Some((f, _)) = w.next()? {
                     return Err(unexpected(&f));
                 }
@@ -487,12 +584,14 @@ impl<'a> Message<'a> {
                     T::SeqPong => Message::SeqPong,
                     T::IncrDebug => Message::IncrDebug,
                     T::DecrDebug => Message::DecrDebug,
+                    T::HbStateReq => Message::HbStateReq,
                     _ => Message::AckStartup,
                 }
             }
             T::Startup => {
                 let (mut host, mut listen, mut clock, mut json, mut keyid, mut key) =
                     (None, None, None, None, None, None);
+                let mut features = None;
                 while let Some((f, v)) = w.next()? {
                     match v {
                         Frame::Str(FrameType::Hostname, s) => once(&mut host, s, f.offset)?,
@@ -501,6 +600,7 @@ impl<'a> Message<'a> {
                         Frame::Str(FrameType::JsDiscover, s) => once(&mut json, s, f.offset)?,
                         Frame::Str(FrameType::KeyId, s) => once(&mut keyid, s, f.offset)?,
                         Frame::PubKey(k) => once(&mut key, k, f.offset)?,
+                        Frame::Str(FrameType::Features, s) => once(&mut features, s, f.offset)?,
                         _ => return Err(unexpected(&f)),
                     }
                 }
@@ -515,6 +615,7 @@ impl<'a> Message<'a> {
                     wallclock_us: clock.ok_or(missing)?,
                     netconfig: json.ok_or(missing)?,
                     key,
+                    features,
                 })
             }
             T::HbDead | T::HbMartian | T::HbLate | T::HbBackAlive => {
@@ -647,6 +748,68 @@ impl<'a> Message<'a> {
                     Message::StopHeartbeats { kind: t, peers }
                 }
             }
+            T::HbState => {
+                // WALLCLOCK, optional INSTRREQID, HBPEERSTATE..., IPPORT...
+                let base = w.end - payload.len();
+                let (mut clock, mut applied) = (None, None);
+                let mut states: Option<(usize, usize)> = None;
+                let mut sends: Option<(usize, usize)> = None;
+                while let Some((f, v)) = w.next()? {
+                    let end = f.offset + f.wire_len();
+                    match v {
+                        Frame::Int(FrameType::WallClock, c)
+                            if states.is_none() && sends.is_none() =>
+                        {
+                            once(&mut clock, c, f.offset)?
+                        }
+                        Frame::InstrReqId(r) if states.is_none() && sends.is_none() => {
+                            once(&mut applied, r, f.offset)?
+                        }
+                        Frame::PeerState(_) if sends.is_none() => {
+                            states = Some((states.map_or(f.offset, |s| s.0), end))
+                        }
+                        Frame::IpPort(_) => sends = Some((sends.map_or(f.offset, |s| s.0), end)),
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                let span = |s: Option<(usize, usize)>| {
+                    s.map_or(&payload[..0], |(a, b)| &payload[a - base..b - base])
+                };
+                Message::HbState(HbState {
+                    wallclock_us: clock.ok_or(missing)?,
+                    applied,
+                    expect: PeerStates::Wire(span(states)),
+                    send: Peers::Wire(span(sends)),
+                })
+            }
+            T::ActionNak => {
+                let (mut instr, mut code, mut reason) = (None, None, None);
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::InstrReqId(r) => once(&mut instr, r, f.offset)?,
+                        Frame::Int(FrameType::CIntVal, c) => once(&mut code, c, f.offset)?,
+                        Frame::Str(FrameType::CStringVal, s) => once(&mut reason, s, f.offset)?,
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                Message::ActionNak {
+                    instr: instr.ok_or(missing)?,
+                    code: code.ok_or(missing)?,
+                    reason: reason.unwrap_or(""),
+                }
+            }
+            T::Stats => {
+                let mut json = None;
+                while let Some((f, v)) = w.next()? {
+                    match v {
+                        Frame::Str(FrameType::StatsJson, s) => once(&mut json, s, f.offset)?,
+                        _ => return Err(unexpected(&f)),
+                    }
+                }
+                Message::Stats {
+                    json: json.ok_or(missing)?,
+                }
+            }
             T::DoDiscover | T::StopDiscover => {
                 // Triples in order: DISCNAME, DISCINTERVAL, DISCJSON.
                 let base = w.end - payload.len();
@@ -692,7 +855,26 @@ impl<'a> Message<'a> {
             | Message::SeqPong
             | Message::IncrDebug
             | Message::DecrDebug
-            | Message::AckStartup => {}
+            | Message::AckStartup
+            | Message::HbStateReq => {}
+            Message::HbState(h) => {
+                Frame::Int(FrameType::WallClock, h.wallclock_us).emit(out);
+                if let Some(r) = h.applied {
+                    Frame::InstrReqId(r).emit(out);
+                }
+                h.expect.emit(out);
+                h.send.emit(out);
+            }
+            Message::ActionNak {
+                instr,
+                code,
+                reason,
+            } => {
+                Frame::InstrReqId(instr).emit(out);
+                Frame::Int(FrameType::CIntVal, code).emit(out);
+                Frame::Str(FrameType::CStringVal, reason).emit(out);
+            }
+            Message::Stats { json } => Frame::Str(FrameType::StatsJson, json).emit(out),
             Message::Startup(s) => {
                 Frame::Str(FrameType::Hostname, s.hostname).emit(out);
                 Frame::IpPort(s.listen).emit(out);
@@ -701,6 +883,9 @@ impl<'a> Message<'a> {
                 if let Some((id, key)) = s.key {
                     Frame::Str(FrameType::KeyId, id).emit(out);
                     Frame::PubKey(key).emit(out);
+                }
+                if let Some(f) = s.features {
+                    Frame::Str(FrameType::Features, f).emit(out);
                 }
             }
             Message::HbDead { peer } | Message::HbMartian { peer } => Frame::IpPort(peer).emit(out),

@@ -39,10 +39,11 @@ pub use encode::{COMPRESS_THRESHOLD, EncodeError, EncodeOptions, deflate, encode
 pub use error::{Drop, DropCounters, Dropped};
 pub use frame::{
     ADDR_FAMILY_802, ADDR_FAMILY_IPV4, ADDR_FAMILY_IPV6, AddrFrame, CryptHeader, DigestKind, Frame,
-    REQID_LEN, ReqId, ValueKind, parse_int, parse_ipport, parse_str,
+    PeerState, PeerStatus, REQID_LEN, ReqId, ValueKind, parse_int, parse_ipport, parse_str,
 };
 pub use message::{
-    Discoveries, Discovery, HbParams, Message, Parsed, PeerIter, Peers, Startup, SwDiscover,
+    Discoveries, Discovery, HbParams, HbState, Message, Parsed, PeerIter, PeerStates, Peers,
+    Startup, SwDiscover,
 };
 pub use types::{
     FIRST_SEQUENCED_TYPE, FrameSetType, FrameType, frame_type_name, frameset_type_name,

@@ -108,6 +108,16 @@ wire_enum! {
         KeyId = 29 => "KEYID",
         /// A Curve25519 public key, 32 bytes.
         PubKeyCurve25519 = 30 => "PUBKEYCURVE25519",
+        /// Ours (docs/wire-extensions.md): one watched peer in HBSTATE:
+        /// status, ms since last heard, IPPORT value.
+        HbPeerState = 96 => "HBPEERSTATE",
+        /// Ours: the REQID of a CMA instruction (the last one applied, in
+        /// HBSTATE; the one refused, in ACTIONNAK).
+        InstrReqId = 97 => "INSTRREQID",
+        /// Ours: extensions an agent understands, comma-separated (STARTUP).
+        Features = 98 => "FEATURES",
+        /// Ours: statistics JSON (STATS).
+        StatsJson = 99 => "STATSJSON",
     }
 }
 
@@ -176,6 +186,14 @@ wire_enum! {
         StopRscOp = 76 => "STOPRSCOP",
         /// The CMA has accepted the agent's STARTUP.
         AckStartup = 77 => "ACKSTARTUP",
+        /// Ours: an agent's heartbeat state (docs/wire-extensions.md).
+        HbState = 96 => "HBSTATE",
+        /// Ours: the CMA asks an agent for HBSTATE.
+        HbStateReq = 97 => "HBSTATEREQ",
+        /// Ours: an agent could not carry out an instruction.
+        ActionNak = 98 => "ACTIONNAK",
+        /// Ours: an agent's statistics.
+        Stats = 99 => "STATS",
     }
 }
 

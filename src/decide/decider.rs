@@ -1215,6 +1215,7 @@ mod tests {
                     wallclock_us: wallclock,
                     netconfig: &net,
                     key: None,
+                    features: None,
                 }),
             )
         }
@@ -1664,6 +1665,7 @@ mod tests {
                 wallclock_us: 1,
                 netconfig: "{}",
                 key: None,
+                features: None,
             }),
         );
         assert!(e.is_empty());

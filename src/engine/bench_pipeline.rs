@@ -150,6 +150,7 @@ impl Mix {
             wallclock_us: 1,
             netconfig: "{}",
             key: None,
+            features: None,
         });
         out.clear();
         let _ = encode(&m, None, &EncodeOptions::default(), out);

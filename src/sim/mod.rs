@@ -237,6 +237,7 @@ impl AgentMsg {
                 wallclock_us: *wallclock_us,
                 netconfig,
                 key: None,
+                features: None,
             })),
             AgentMsg::HbDead(p) => f(Message::HbDead { peer: *p }),
             AgentMsg::HbBackAlive(p) => f(Message::HbBackAlive {

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use cma::classify::{
     Band, COMPRESS_THRESHOLD, DigestKind, Discoveries, Discovery, EncodeOptions, FrameSetType,
-    HbParams, Message, Peers, ReqId, Startup, SwDiscover, classify, classify_all, encode,
+    HbParams, HbState, Message, PeerState, PeerStates, PeerStatus, Peers, ReqId, Startup,
+    SwDiscover, classify, classify_all, encode,
 };
 use proptest::prelude::*;
 
@@ -225,10 +226,11 @@ struct Spec {
     discoveries: Vec<(String, u64, String)>,
     params: (Option<u64>, Option<u64>, Option<u64>, bool),
     big: bool,
+    states: Vec<PeerState>,
 }
 
 /// Number of `Spec::kind` values: one per message shape.
-const KINDS: u8 = 34;
+const KINDS: u8 = 38;
 
 fn discs(spec: &Spec) -> Vec<Discovery<'_>> {
     spec.discoveries
@@ -262,6 +264,7 @@ fn message<'a>(s: &'a Spec, big: &'a str, d: &'a [Discovery<'a>]) -> Message<'a>
             wallclock_us: s.num,
             netconfig: json,
             key: s.key.as_ref().map(|k| (b, k)),
+            features: s.num2.map(|_| c),
         }),
         4 => Message::Ack,
         5 => Message::ConnShut,
@@ -333,14 +336,36 @@ fn message<'a>(s: &'a Spec, big: &'a str, d: &'a [Discovery<'a>]) -> Message<'a>
         29 => Message::RscOp { stop: true, json },
         30 => Message::AckStartup,
         31 => Message::Unknown {
-            fstype: 96 + (s.num % 32) as u16,
+            // 96-111 are our extensions; the rest of the range is free.
+            fstype: 112 + (s.num % 16) as u16,
             frames: &[],
         },
         32 => Message::JsDiscovery {
             wallclock_us: None,
             json: a,
         },
-        _ => Message::HbDead { peer: s.peers[0] },
+        33 => Message::HbDead { peer: s.peers[0] },
+        34 => Message::HbState(HbState {
+            wallclock_us: s.num,
+            applied: s.num2.map(|r| ReqId {
+                session: (r >> 32) as u32,
+                request: r,
+                queue: 0,
+            }),
+            expect: PeerStates::List(&s.states),
+            send: Peers::List(&s.peers[..s.peers.len() / 2]),
+        }),
+        35 => Message::HbStateReq,
+        36 => Message::ActionNak {
+            instr: ReqId {
+                session: s.num as u32,
+                request: s.num2.unwrap_or(1),
+                queue: 0,
+            },
+            code: s.num % 8,
+            reason: a,
+        },
+        _ => Message::Stats { json },
     }
 }
 
@@ -376,6 +401,15 @@ fn spec() -> impl Strategy<Value = Spec> {
     )
         .prop_map(
             |(kind, text, num, num2, addr, peers, key, bytes, discoveries, params, big)| Spec {
+                states: peers
+                    .iter()
+                    .zip(bytes.iter().chain(std::iter::repeat(&0)))
+                    .map(|(&peer, &b)| PeerState {
+                        peer,
+                        status: PeerStatus::from_wire(b % 3).expect("0..3"),
+                        since_ms: u32::from(b) * 1000 + u32::from(b),
+                    })
+                    .collect(),
                 kind,
                 text,
                 num,
@@ -454,5 +488,5 @@ proptest! {
 
 /// Kinds whose `json` may be the big string (and so get compressed).
 fn json_kind(kind: u8) -> bool {
-    matches!(kind, 3 | 13 | 14 | 23 | 28 | 29)
+    matches!(kind, 3 | 13 | 14 | 23 | 28 | 29 | 37)
 }

@@ -130,6 +130,7 @@ impl Agent {
             wallclock_us: self.wallclock,
             netconfig: net,
             key: None,
+            features: None,
         });
         self.sock.send_to(&encoded(&m, None), self.cma).unwrap();
     }
@@ -713,6 +714,7 @@ fn a_million_hostile_datagrams_do_not_stop_valid_traffic() {
                 wallclock_us: 5,
                 netconfig: "{}",
                 key: None,
+                features: None,
             }),
             None,
         ),

@@ -361,7 +361,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Drop, Option<u32>)> {
         ),
         (
             "unknown unsequenced type",
-            sealed(99, &END),
+            sealed(120, &END),
             Drop::UnknownFrameSetType,
             Some(0),
         ),
