@@ -41,13 +41,30 @@ use std::sync::OnceLock;
 
 use crate::classify::switch::lldp_frame;
 use crate::classify::{
-    Classified, EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, Startup, SwDiscover,
-    classify_all, encode,
+    Classified, EncodeOptions, FrameSetType, HbParams, HbState, Message, PeerState, PeerStates,
+    PeerStatus, Peers, ReqId, Startup, SwDiscover, classify_all, encode,
 };
 use crate::reliable::{ConnKey, Inbound, Outbound, OutboundConfig, Verdict, normalize};
 
 /// A heartbeat from an unwatched peer is reported at most this often per peer.
 pub const MARTIAN_EVERY_MS: u64 = 10_000;
+
+/// The extensions this agent announces in STARTUP (docs/wire-extensions.md).
+pub const FEATURES: &str = "hbstate,actionnak,stats";
+
+/// At most this many peers to heartbeat, and as many to watch; an
+/// instruction beyond it is refused with ACTIONNAK (code 2).
+pub const MAX_PEERS: usize = 64;
+
+/// ACTIONNAK codes.
+pub mod nak {
+    /// A peer address the agent cannot use.
+    pub const BAD_ADDRESS: u64 = 1;
+    /// A resource limit.
+    pub const LIMIT: u64 = 2;
+    /// Not supported.
+    pub const UNSUPPORTED: u64 = 3;
+}
 
 /// The switch an agent says it hangs off (sent as SWDISCOVER with an LLDP frame).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +100,8 @@ pub struct AgentConfig {
     pub retransmit_ms: u64,
     /// Give up waiting for the CMA after this long in shutdown.
     pub shutdown_wait_ms: u64,
+    /// ARP-table discovery JSON to send once joined (None: none).
+    pub arp: Option<String>,
 }
 
 impl AgentConfig {
@@ -98,6 +117,7 @@ impl AgentConfig {
             startup_every_ms: 5000,
             retransmit_ms: 2000,
             shutdown_wait_ms: 10_000,
+            arp: None,
         }
     }
 }
@@ -112,6 +132,11 @@ enum Report {
     HbShutdown,
     SwDiscover(Vec<u8>),
     ConnShut,
+    /// A snapshot: last instruction applied, watched peers, sent-to peers.
+    HbState(Option<ReqId>, Vec<PeerState>, Vec<SocketAddr>),
+    ActionNak(ReqId, u64, String),
+    Stats(String),
+    Discovery(String),
 }
 
 /// What the agent has done, for progress lines and metrics.
@@ -135,6 +160,10 @@ pub struct AgentCounters {
     pub dropped: u64,
     /// FrameSets of types we do not act on (ACKed when sequenced).
     pub ignored: u64,
+    /// HBSTATE reports sent.
+    pub hbstates: u64,
+    /// Instructions refused with ACTIONNAK.
+    pub naks: u64,
 }
 
 /// A peer we expect heartbeats from.
@@ -228,6 +257,17 @@ pub struct Agent {
     leave_by_ms: u64,
     connshut_sent: bool,
     switch_sent: bool,
+    /// The last CMA instruction delivered (HBSTATE's INSTRREQID).
+    applied: Option<ReqId>,
+    /// HBSTATE every this often (SETCONFIG `state_interval`, s); 0: never.
+    state_every_ms: u64,
+    next_state_ms: Option<u64>,
+    /// STATS every this often (SETCONFIG `stats_interval`, s); 0: never.
+    stats_every_ms: u64,
+    next_stats_ms: Option<u64>,
+    /// Heartbeat instructions changed: an HBSTATE is due.
+    state_changed: bool,
+    stats_due_from_join: bool,
     out: Vec<Datagram>,
     counters: AgentCounters,
 }
@@ -257,6 +297,13 @@ impl Agent {
             leave_by_ms: 0,
             connshut_sent: false,
             switch_sent: false,
+            applied: None,
+            state_every_ms: 60_000,
+            next_state_ms: None,
+            stats_every_ms: 300_000,
+            next_stats_ms: None,
+            state_changed: false,
+            stats_due_from_join: false,
             out: Vec::new(),
             counters: AgentCounters::default(),
         }
@@ -330,6 +377,14 @@ impl Agent {
         if let Some(h) = self.next_hb_ms {
             t = t.min(h);
         }
+        if self.phase == Phase::Joined {
+            for x in [self.next_state_ms, self.next_stats_ms]
+                .into_iter()
+                .flatten()
+            {
+                t = t.min(x);
+            }
+        }
         for w in self.expect.values().filter(|w| !w.dead) {
             t = t.min(w.last_ms.saturating_add(w.timeout_ms));
         }
@@ -374,7 +429,45 @@ impl Agent {
         for p in deaths {
             self.report(Report::HbDead(p));
         }
+        if self.phase == Phase::Joined {
+            if self.next_state_ms.is_some_and(|t| now_ms >= t) {
+                self.state_changed = true;
+            }
+            if self.next_stats_ms.is_some_and(|t| now_ms >= t) {
+                self.next_stats_ms = Some(now_ms + self.stats_every_ms);
+                let json = self.stats_json();
+                self.report(Report::Stats(json));
+            }
+        }
         self.flush(now_ms);
+    }
+
+    /// The agent's counters as STATS JSON.
+    pub fn stats_json(&self) -> String {
+        let c = &self.counters;
+        serde_json::json!({
+            "heartbeats_sent": c.heartbeats_sent,
+            "heartbeats_heard": c.heartbeats_heard,
+            "reports": c.reports,
+            "resends": c.resends,
+            "dropped": c.dropped,
+            "instructions": c.instructions,
+            "duplicates": c.duplicates,
+            "naks": c.naks,
+            "dead_peers": self.expect.values().filter(|w| w.dead).count(),
+            "sending_to": self.send.len(),
+            "expecting": self.expect.len(),
+            "unacked_reports": self.unacked_reports(),
+        })
+        .to_string()
+    }
+
+    /// Test hook: the agent loses its heartbeat state (as if its process
+    /// restarted without a new STARTUP). The next HBSTATE tells the CMA.
+    pub fn wipe_heartbeat_state(&mut self) {
+        self.send.clear();
+        self.expect.clear();
+        self.next_hb_ms = None;
     }
 
     /// Begins a clean shutdown (SIGTERM): HBSHUTDOWN, then CONNSHUT.
@@ -439,11 +532,11 @@ impl Agent {
             let Some(ack) = self.sequenced(from, r) else {
                 return;
             };
-            self.obey(now_ms, from, &message);
+            self.obey(now_ms, from, Some(r), &message);
             self.ack(from, ack);
         } else if c.fstype >= 16 {
             // A type >= 16 without REQID: delivered at once, never ACKed.
-            self.obey(now_ms, from, &message);
+            self.obey(now_ms, from, None, &message);
         } else {
             self.counters.ignored += 1;
         }
@@ -463,7 +556,10 @@ impl Agent {
         };
         let conn = &mut self.inbound[i].1;
         match conn.on_frameset(r) {
-            Verdict::Deliver => conn.on_durable(r).or(Some(r)),
+            Verdict::Deliver => {
+                self.applied = Some(r);
+                conn.on_durable(r).or(Some(r))
+            }
             Verdict::Duplicate { reack } => {
                 self.counters.duplicates += 1;
                 if let Some(a) = reack {
@@ -478,7 +574,7 @@ impl Agent {
         }
     }
 
-    fn obey(&mut self, now_ms: u64, from: SocketAddr, m: &Message<'_>) {
+    fn obey(&mut self, now_ms: u64, from: SocketAddr, reqid: Option<ReqId>, m: &Message<'_>) {
         self.counters.instructions += 1;
         match *m {
             Message::SetConfig { json } => {
@@ -501,7 +597,10 @@ impl Agent {
                     FrameSetType::ExpectHb => (false, true),
                     _ => (true, true),
                 };
-                self.start(now_ms, peers, send, expect);
+                if let Err((code, why)) = self.start(now_ms, peers, send, expect) {
+                    self.refuse(reqid, code, why);
+                }
+                self.state_changed = true;
             }
             Message::StopHeartbeats { kind, peers } => {
                 let (send, expect) = match kind {
@@ -510,6 +609,7 @@ impl Agent {
                     _ => (true, true),
                 };
                 self.stop(peers, send, expect);
+                self.state_changed = true;
             }
             Message::ConnShut => {
                 // The CMA closes the connection: forget its positions. In
@@ -520,6 +620,7 @@ impl Agent {
                 }
             }
             Message::SeqPing => self.send_message(from, &Message::SeqPong, None),
+            Message::HbStateReq => self.state_changed = true,
             _ => {
                 // INCRDEBUG/DECRDEBUG, DODISCOVER, DORSCOP...: acknowledged,
                 // not carried out by this agent.
@@ -545,6 +646,13 @@ impl Agent {
             self.disc = normalize(a);
         }
         self.read_timers(&v);
+        let secs = |k: &str| v.get(k).and_then(|x| x.as_f64()).filter(|s| *s >= 0.0);
+        if let Some(s) = secs("state_interval") {
+            self.state_every_ms = (s * 1000.0) as u64;
+        }
+        if let Some(s) = secs("stats_interval") {
+            self.stats_every_ms = (s * 1000.0) as u64;
+        }
     }
 
     /// `repeat`/`warn`/`timeout` (seconds), as SETCONFIG or RSCJSON carry them.
@@ -589,11 +697,49 @@ impl Agent {
                 let frame = lldp_frame(sw.mac, &sw.chassis, &sw.port, &self.cfg.hostname);
                 self.report(Report::SwDiscover(frame));
             }
+            if let Some(arp) = self.cfg.arp.clone() {
+                self.report(Report::Discovery(arp));
+            }
+            // First HBSTATE at once (it tells the CMA we speak HBSTATE and
+            // what state we start from), first STATS one interval on.
+            self.state_changed = true;
+            self.next_stats_ms = None;
+            self.stats_due_from_join = true;
         }
     }
 
-    fn start(&mut self, now_ms: u64, peers: Peers<'_>, send: bool, expect: bool) {
+    /// Refuses (part of) an instruction with ACTIONNAK.
+    fn refuse(&mut self, reqid: Option<ReqId>, code: u64, why: String) {
+        self.counters.naks += 1;
+        if let Some(r) = reqid {
+            self.report(Report::ActionNak(r, code, why));
+        }
+    }
+
+    /// Obeys a start for each usable peer; the first refusal (a peer it
+    /// cannot use, or one beyond [`MAX_PEERS`]) is returned for ACTIONNAK.
+    fn start(
+        &mut self,
+        now_ms: u64,
+        peers: Peers<'_>,
+        send: bool,
+        expect: bool,
+    ) -> Result<(), (u64, String)> {
+        let mut refused = None;
         for p in peers.iter().map(normalize) {
+            if p.ip().is_unspecified() || p.ip().is_multicast() || p.port() == 0 {
+                refused.get_or_insert((nak::BAD_ADDRESS, format!("cannot heartbeat {p}")));
+                continue;
+            }
+            if (send && !self.send.contains_key(&p) && self.send.len() >= MAX_PEERS)
+                || (expect && !self.expect.contains_key(&p) && self.expect.len() >= MAX_PEERS)
+            {
+                refused.get_or_insert((
+                    nak::LIMIT,
+                    format!("more than {MAX_PEERS} peers: {p} refused"),
+                ));
+                continue;
+            }
             if send {
                 *self.send.entry(p).or_default() += 1;
                 if self.next_hb_ms.is_none() {
@@ -617,6 +763,10 @@ impl Agent {
                 w.warn_ms = warn_ms;
                 w.timeout_ms = timeout_ms;
             }
+        }
+        match refused {
+            Some(r) => Err(r),
+            None => Ok(()),
         }
     }
 
@@ -715,6 +865,17 @@ impl Agent {
 
     /// Puts due reports on the wire.
     fn flush(&mut self, now_ms: u64) {
+        if self.phase == Phase::Joined {
+            if self.stats_due_from_join {
+                self.stats_due_from_join = false;
+                self.next_stats_ms =
+                    (self.stats_every_ms > 0).then(|| now_ms + self.stats_every_ms);
+            }
+            if self.state_changed {
+                self.state_changed = false;
+                self.queue_state(now_ms);
+            }
+        }
         let mut sends = Vec::new();
         for (to, o) in self.outbound.iter_mut() {
             for t in o.poll_transmit(now_ms) {
@@ -755,9 +916,51 @@ impl Agent {
                     discname: "lldp",
                 }),
                 Report::ConnShut => Message::ConnShut,
+                Report::HbState(applied, states, peers) => Message::HbState(HbState {
+                    wallclock_us,
+                    applied: *applied,
+                    expect: PeerStates::List(states),
+                    send: Peers::List(peers),
+                }),
+                Report::ActionNak(instr, code, why) => Message::ActionNak {
+                    instr: *instr,
+                    code: *code,
+                    reason: why,
+                },
+                Report::Stats(json) => Message::Stats { json },
+                Report::Discovery(json) => Message::JsDiscovery {
+                    wallclock_us: Some(wallclock_us),
+                    json,
+                },
             };
             self.send_message(to, &m, Some(reqid));
         }
+    }
+
+    /// Queues an HBSTATE snapshot and schedules the next one.
+    fn queue_state(&mut self, now_ms: u64) {
+        self.next_state_ms = (self.state_every_ms > 0).then(|| now_ms + self.state_every_ms);
+        let states = self
+            .expect
+            .iter()
+            .map(|(&peer, w)| {
+                let since = now_ms.saturating_sub(w.last_ms);
+                PeerState {
+                    peer,
+                    status: if w.dead {
+                        PeerStatus::Dead
+                    } else if since > w.warn_ms {
+                        PeerStatus::Late
+                    } else {
+                        PeerStatus::Up
+                    },
+                    since_ms: since.min(u64::from(u32::MAX)) as u32,
+                }
+            })
+            .collect();
+        let peers = self.send.keys().copied().collect();
+        self.counters.hbstates += 1;
+        self.report(Report::HbState(self.applied, states, peers));
     }
 
     fn send_startup(&mut self) {
@@ -768,7 +971,7 @@ impl Agent {
             wallclock_us: self.cfg.wallclock_us,
             netconfig: &self.cfg.netconfig,
             key: None,
-            features: None,
+            features: Some(FEATURES),
         });
         let mut b = Vec::with_capacity(256 + self.cfg.netconfig.len());
         if encode(&m, None, &EncodeOptions::default(), &mut b).is_ok() {

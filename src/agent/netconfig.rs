@@ -127,6 +127,39 @@ pub fn gather(host: &str) -> String {
     wrap(host, data)
 }
 
+/// The ARP table from the text of `/proc/net/arp` as discovery JSON:
+/// `"discovertype":"arp"`, `data` mapping IP address to MAC address.
+/// Incomplete entries (MAC all zero) are left out.
+pub fn arp_json(host: &str, proc_net_arp: &str) -> String {
+    let mut data = Map::new();
+    for line in proc_net_arp.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(ip), Some(mac)) = (f.first(), f.get(3)) else {
+            continue;
+        };
+        if ip.parse::<IpAddr>().is_err() || *mac == "00:00:00:00:00:00" {
+            continue;
+        }
+        data.insert((*ip).to_string(), mac.replace(':', "-").into());
+    }
+    json!({
+        "data": Value::Object(data),
+        "description": "ARP table",
+        "discovertype": "arp",
+        "host": host,
+        "instance": "arp",
+        "source": "/proc/net/arp",
+    })
+    .to_string()
+}
+
+/// This host's ARP table, when `/proc/net/arp` reads.
+pub fn arp(host: &str) -> Option<String> {
+    std::fs::read_to_string("/proc/net/arp")
+        .ok()
+        .map(|t| arp_json(host, &t))
+}
+
 /// The netconfig of a simulated host whose only interface carries `addr`
 /// (what `cma fleet` announces for each agent on a loopback address).
 pub fn synthetic(host: &str, iface: &str, mac: [u8; 6], addr: SocketAddr, prefix: u8) -> String {
@@ -169,6 +202,18 @@ mod tests {
             subnet_of(&j, "127.0.0.1".parse().unwrap()),
             Some("127.0.0.0/8".into())
         );
+    }
+
+    #[test]
+    fn arp_table_reads_proc_net_arp() {
+        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 192.0.2.1        0x1         0x2         02:fc:00:00:00:01     *        eth0\n\
+                 192.0.2.9        0x1         0x0         00:00:00:00:00:00     *        eth0\n\
+                 garbage\n";
+        let v: Value = serde_json::from_str(&arp_json("h", t)).unwrap();
+        assert_eq!(v["discovertype"], "arp");
+        assert_eq!(v["data"]["192.0.2.1"], "02-fc-00-00-00-01");
+        assert_eq!(v["data"].as_object().unwrap().len(), 1);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
         .unwrap_or(1);
     let mut c = AgentConfig::new(hostname.clone(), bound, opts.cma, wallclock);
     c.netconfig = netconfig::gather(&hostname);
+    c.arp = netconfig::arp(&hostname);
     if let Some(chassis) = &opts.switch_id {
         c.switch = Some(SwitchId {
             chassis: chassis.clone(),

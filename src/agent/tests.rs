@@ -101,6 +101,26 @@ fn sendexpect(peers: &[SocketAddr]) -> Message<'_> {
     }
 }
 
+/// Drains what the agent sent, ACKing its HBSTATE reports (a CMA that
+/// audits); returns everything sent.
+fn settle(a: &mut Agent, now: u64) -> Vec<Sent> {
+    let mut all = Vec::new();
+    loop {
+        let out = sent(a);
+        let states: Vec<ReqId> = of(&out, FrameSetType::HbState)
+            .iter()
+            .filter_map(|s| s.reqid)
+            .collect();
+        all.extend(out);
+        if states.is_empty() {
+            return all;
+        }
+        for r in states {
+            ack(a, now, r);
+        }
+    }
+}
+
 /// An agent that has joined (and whose SWDISCOVER was ACKed).
 fn joined() -> (Agent, Cma) {
     let mut a = agent();
@@ -118,6 +138,9 @@ fn joined() -> (Agent, Cma) {
     let out = sent(&mut a);
     let sw = of(&out, FrameSetType::SwDiscover);
     ack(&mut a, 11, sw[0].reqid.unwrap());
+    // Then the first HBSTATE.
+    let out = settle(&mut a, 12);
+    assert_eq!(of(&out, FrameSetType::HbState).len(), 1);
     (a, c)
 }
 
@@ -223,7 +246,7 @@ fn heartbeat_instructions_count_and_duplicates_are_reacked_not_obeyed() {
 fn heartbeats_go_out_every_repeat() {
     let (mut a, mut c) = joined();
     c.send(&mut a, 1000, &sendexpect(&[peer(1)]));
-    sent(&mut a);
+    settle(&mut a, 1000);
     let mut times = Vec::new();
     let mut now = 1000;
     while now < 5500 {
@@ -241,7 +264,7 @@ fn heartbeats_go_out_every_repeat() {
 fn silence_is_reported_dead_then_back_alive_and_late() {
     let (mut a, mut c) = joined();
     c.send(&mut a, 1000, &sendexpect(&[peer(1)]));
-    sent(&mut a);
+    settle(&mut a, 1000);
     heartbeat(&mut a, 1500, peer(1));
     // timeout 3 s after the last heartbeat.
     assert!(a.next_deadline_ms() <= 4500);
@@ -293,7 +316,7 @@ fn silence_is_reported_dead_then_back_alive_and_late() {
 fn reports_are_resent_until_acknowledged_one_at_a_time() {
     let (mut a, mut c) = joined();
     c.send(&mut a, 0, &sendexpect(&[peer(1), peer(2)]));
-    sent(&mut a);
+    settle(&mut a, 0);
     a.tick(3000);
     let out = sent(&mut a);
     // Two deaths, but one report in flight until the first ACK... the
@@ -347,7 +370,7 @@ fn ping_and_seqping_are_answered() {
 fn shutdown_sends_hbshutdown_then_connshut_and_finishes() {
     let (mut a, mut c) = joined();
     c.send(&mut a, 0, &sendexpect(&[peer(1)]));
-    sent(&mut a);
+    settle(&mut a, 0);
     a.shutdown(1000);
     assert_eq!(a.phase(), Phase::Leaving);
     let out = sent(&mut a);
@@ -484,4 +507,118 @@ mod prop {
             }
         }
     }
+}
+
+fn hbstate(s: &Sent) -> (Option<ReqId>, Vec<PeerState>, Vec<SocketAddr>, u64) {
+    match classify(&s.bytes).unwrap().message().unwrap() {
+        Message::HbState(h) => (
+            h.applied,
+            h.expect.iter().collect(),
+            h.send.iter().collect(),
+            h.wallclock_us,
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn startup_announces_the_extensions() {
+    let mut a = agent();
+    a.tick(0);
+    let out = sent(&mut a);
+    match classify(&out[0].bytes).unwrap().message().unwrap() {
+        Message::Startup(s) => assert_eq!(s.features, Some(FEATURES)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hbstate_follows_every_change_the_request_and_the_interval() {
+    let (mut a, mut c) = joined();
+    // SETCONFIG sets the interval: 10 s.
+    c.send(
+        &mut a,
+        20,
+        &Message::SetConfig {
+            json: r#"{"state_interval":10}"#,
+        },
+    );
+    settle(&mut a, 20);
+    let r = c.send(&mut a, 100, &sendexpect(&[peer(1), peer(2)]));
+    let out = sent(&mut a);
+    let st = of(&out, FrameSetType::HbState);
+    assert_eq!(st.len(), 1);
+    let (applied, states, send, wallclock) = hbstate(st[0]);
+    assert_eq!(applied, Some(r));
+    assert_eq!(wallclock, 1_700_000_000_000_000);
+    assert_eq!(send, vec![peer(1), peer(2)]);
+    assert_eq!(
+        states
+            .iter()
+            .map(|p| (p.peer, p.status))
+            .collect::<Vec<_>>(),
+        vec![(peer(1), PeerStatus::Up), (peer(2), PeerStatus::Up)]
+    );
+    ack(&mut a, 101, st[0].reqid.unwrap());
+    // Peer 2 falls silent: its status says so in the next one.
+    heartbeat(&mut a, 3000, peer(1));
+    a.tick(3100);
+    let dead = of(&sent(&mut a), FrameSetType::HbDead)[0].reqid.unwrap();
+    ack(&mut a, 3200, dead);
+    let r = c.send(&mut a, 3300, &Message::HbStateReq);
+    let out = sent(&mut a);
+    let st = of(&out, FrameSetType::HbState);
+    assert_eq!(st.len(), 1, "HBSTATEREQ is answered");
+    let (applied, states, _, _) = hbstate(st[0]);
+    assert_eq!(applied, Some(r));
+    assert_eq!(states[0].status, PeerStatus::Up);
+    assert_eq!(states[1].status, PeerStatus::Dead);
+    assert_eq!(states[1].since_ms, 3200);
+    ack(&mut a, 3400, st[0].reqid.unwrap());
+    // The interval: 10 s after the last one.
+    a.tick(13_299);
+    assert!(of(&sent(&mut a), FrameSetType::HbState).is_empty());
+    a.tick(13_300);
+    assert_eq!(of(&sent(&mut a), FrameSetType::HbState).len(), 1);
+}
+
+#[test]
+fn an_unusable_peer_is_refused_with_actionnak_and_the_rest_obeyed() {
+    let (mut a, mut c) = joined();
+    let bad: SocketAddr = "224.0.2.5:1984".parse().unwrap();
+    let r = c.send(&mut a, 100, &sendexpect(&[peer(1), bad]));
+    let out = settle(&mut a, 100);
+    assert_eq!(of(&out, FrameSetType::Ack)[0].reqid, Some(r), "still ACKed");
+    let nak = of(&out, FrameSetType::ActionNak);
+    assert_eq!(nak.len(), 1);
+    match classify(&nak[0].bytes).unwrap().message().unwrap() {
+        Message::ActionNak {
+            instr,
+            code,
+            reason,
+        } => {
+            assert_eq!(instr, r);
+            assert_eq!(code, nak::BAD_ADDRESS);
+            assert!(reason.contains("224.0.2.5"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.heartbeat_counts(), vec![(peer(1), 1, 1)]);
+    assert_eq!(a.counters().naks, 1);
+}
+
+#[test]
+fn a_wiped_state_shows_in_the_next_hbstate() {
+    let (mut a, mut c) = joined();
+    c.send(&mut a, 100, &sendexpect(&[peer(1)]));
+    settle(&mut a, 100);
+    a.wipe_heartbeat_state();
+    assert!(a.heartbeat_counts().is_empty());
+    // The default interval is 60 s.
+    a.tick(60_100);
+    let out = sent(&mut a);
+    let st = of(&out, FrameSetType::HbState);
+    assert_eq!(st.len(), 1);
+    let (_, states, send, _) = hbstate(st[0]);
+    assert!(states.is_empty() && send.is_empty());
 }
