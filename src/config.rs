@@ -45,6 +45,9 @@ sync = "batch"
 interval_ms = 1000
 warn_ms = 5000
 dead_ms = 30000
+# Agents that speak HBSTATE (ours) report their heartbeat state this often;
+# the CMA compares it with their rings and repairs any drift.
+state_interval_ms = 60000
 
 [reliable]
 # Resend the oldest unacknowledged instruction this often (ms).
@@ -143,6 +146,8 @@ pub struct HeartbeatSection {
     pub warn_ms: u64,
     /// Dead time.
     pub dead_ms: u64,
+    /// HBSTATE interval handed to agents that speak it.
+    pub state_interval_ms: u64,
 }
 
 /// `[reliable]`.

@@ -23,7 +23,7 @@ use super::outq::{Instruction, OutQueue};
 use super::ring::HbInstruction;
 use super::topology::{GroupKey, Topology};
 use crate::classify::switch::parse_switch_frame;
-use crate::classify::{Message, ReqId, Startup};
+use crate::classify::{HbState, Message, PeerStatus, ReqId, Startup};
 use crate::reliable::normalize;
 
 /// Bumped whenever a change to this module could change effects for the
@@ -52,6 +52,14 @@ pub struct DeciderConfig {
     pub cma_addr: SocketAddr,
     /// The CMA's session id on every instruction.
     pub session: u32,
+    /// HBSTATE interval for agents that speak it (SETCONFIG's
+    /// `state_interval`), ms.
+    #[serde(default = "default_state_interval_ms")]
+    pub state_interval_ms: u64,
+}
+
+fn default_state_interval_ms() -> u64 {
+    60_000
 }
 
 impl DeciderConfig {
@@ -65,6 +73,7 @@ impl DeciderConfig {
             retransmit_ms: 2000,
             cma_addr,
             session,
+            state_interval_ms: default_state_interval_ms(),
         }
     }
 
@@ -88,8 +97,9 @@ impl DeciderConfig {
     pub fn config_json(&self) -> String {
         let a = self.cma_addr;
         format!(
-            "{{\"cmaaddr\":\"{a}\",\"cmadisc\":\"{a}\",\"cmafail\":\"{a}\",\"cmaport\":{}}}",
-            a.port()
+            "{{\"cmaaddr\":\"{a}\",\"cmadisc\":\"{a}\",\"cmafail\":\"{a}\",\"cmaport\":{},\"state_interval\":{}}}",
+            a.port(),
+            self.state_interval_ms.div_ceil(1000).max(1)
         )
     }
 }
@@ -127,6 +137,9 @@ pub enum Event<'a> {
     },
     /// The log clock advanced: deadlines may fire.
     Tick,
+    /// The CMA started again (a RESUME record): ask the agents that speak
+    /// HBSTATE for their state, to repair any drift.
+    Resume,
 }
 
 /// What the decider asks for.
@@ -165,6 +178,13 @@ pub enum Effect {
     },
     /// Something to tell operators (and keep as an event).
     Notice(Notice),
+    /// An agent's statistics (STATS) to keep.
+    Stats {
+        /// From whom.
+        node: NodeId,
+        /// The JSON.
+        json: String,
+    },
 }
 
 /// A node as the store keeps it.
@@ -184,6 +204,12 @@ pub struct NodeRow {
     pub health: Health,
     /// The switch port it hangs off, when known: (chassis id, port id).
     pub switch: Option<(String, Option<String>)>,
+    /// What its last HBSTATE said.
+    pub state: Option<StateSummary>,
+    /// Audits that found drift.
+    pub drift: u64,
+    /// Its last refusal (ACTIONNAK): code and reason.
+    pub refused: Option<(u64, String)>,
 }
 
 /// Events and verdicts.
@@ -249,6 +275,22 @@ pub enum Notice {
         /// Who saw it late.
         reporter: NodeId,
     },
+    /// Its HBSTATE differed from its rings: these repairs were sent.
+    Drift {
+        /// The node.
+        node: NodeId,
+        /// Peers started or stopped (each a repair).
+        repairs: u32,
+    },
+    /// It refused an instruction (ACTIONNAK).
+    Refused {
+        /// The node.
+        node: NodeId,
+        /// Error code.
+        code: u64,
+        /// Its reason.
+        reason: String,
+    },
 }
 
 /// What the decider ignored, by reason.
@@ -277,6 +319,19 @@ pub struct Counters {
     pub unused_type: u64,
     /// ACKs for instructions never sent (or of another session).
     pub stray_ack: u64,
+    /// HBSTATEs compared with the rings.
+    #[serde(default)]
+    pub audits: u64,
+    /// HBSTATEs not compared: instructions still in flight, or of another
+    /// incarnation.
+    #[serde(default)]
+    pub audits_deferred: u64,
+    /// Audits that found drift.
+    #[serde(default)]
+    pub drift: u64,
+    /// ACTIONNAKs received.
+    #[serde(default)]
+    pub naks: u64,
 }
 
 /// A registered node.
@@ -306,6 +361,33 @@ pub struct Node {
     /// The peers it heartbeated when it was declared dead (stopped again
     /// if it turns out alive).
     stale_peers: Vec<SocketAddr>,
+    /// It announced HBSTATE/HBSTATEREQ support (FEATURES in STARTUP).
+    #[serde(default)]
+    pub speaks_hbstate: bool,
+    /// What its last HBSTATE said.
+    #[serde(default)]
+    pub last_state: Option<StateSummary>,
+    /// Audits of it that found drift.
+    #[serde(default)]
+    pub drift: u64,
+    /// Its last refusal (ACTIONNAK): code and reason.
+    #[serde(default)]
+    pub refused: Option<(u64, String)>,
+}
+
+/// What a node's last HBSTATE said, for operators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSummary {
+    /// Log ms when it arrived.
+    pub time_ms: u64,
+    /// Peers it heartbeats.
+    pub sending: u32,
+    /// Peers it watches.
+    pub expecting: u32,
+    /// Watched peers it reports late.
+    pub late: u32,
+    /// Watched peers it reports dead.
+    pub dead: u32,
 }
 
 impl Node {
@@ -468,6 +550,7 @@ impl Decider {
         self.now_ms = self.now_ms.max(input.time_ms);
         match input.event {
             Event::Tick => self.on_tick(out),
+            Event::Resume => self.on_resume(),
             Event::Malformed { from, reqid } => {
                 self.counters.malformed += 1;
                 if let Some(&id) = self.by_addr.get(&normalize(from)) {
@@ -563,6 +646,26 @@ impl Decider {
                 None => self.counters.unknown_peer += 1,
             },
             Message::HbMartian { peer } => self.on_martian(id, peer, out),
+            Message::HbState(ref h) => self.on_hbstate(id, h, out),
+            Message::ActionNak {
+                instr,
+                code,
+                reason,
+            } => {
+                self.counters.naks += 1;
+                let _ = instr;
+                self.nodes[id as usize].refused = Some((code, reason.to_string()));
+                out.push(Effect::Notice(Notice::Refused {
+                    node: id,
+                    code,
+                    reason: reason.to_string(),
+                }));
+                out.push(Effect::Row(self.row(id)));
+            }
+            Message::Stats { json } => out.push(Effect::Stats {
+                node: id,
+                json: json.to_string(),
+            }),
             Message::SwDiscover(sw) => match parse_switch_frame(sw.pktdata) {
                 Ok(info) => self.set_switch(id, (info.chassis_id, info.port_id), out),
                 Err(_) => self.counters.bad_switch_frame += 1,
@@ -596,6 +699,9 @@ impl Decider {
             return;
         }
         let subnet = subnet_of(s.netconfig, addr.ip());
+        let speaks_hbstate = s
+            .features
+            .is_some_and(|f| f.split(',').any(|x| x.trim() == "hbstate"));
         if let Some(&id) = self.by_host.get(s.hostname) {
             let n = &self.nodes[id as usize];
             if n.incarnation == s.wallclock_us && n.addr == addr {
@@ -638,6 +744,9 @@ impl Decider {
             n.inbound = None;
             n.probe_from = None;
             n.stale_peers.clear();
+            n.speaks_hbstate = speaks_hbstate;
+            n.last_state = None;
+            n.refused = None;
             n.health = Health::Up;
             n.last_heard_ms = self.now_ms;
             out.push(Effect::Notice(Notice::Restarted(id)));
@@ -657,6 +766,10 @@ impl Decider {
             inbound: None,
             probe_from: None,
             stale_peers: Vec::new(),
+            speaks_hbstate,
+            last_state: None,
+            drift: 0,
+            refused: None,
         });
         self.by_host.insert(s.hostname.to_string(), id);
         self.claim_addr(addr, id, out);
@@ -737,6 +850,129 @@ impl Decider {
             h.on_unwatched_report(reporter, now, &self.fcfg)
         };
         self.apply(d, before, e, out);
+    }
+
+    /// An agent's HBSTATE: its watched peers' states feed the failure state
+    /// machine like HBDEAD, and when it had applied every instruction sent
+    /// to it, what it heartbeats is compared with its rings and only the
+    /// difference is repaired.
+    fn on_hbstate(&mut self, id: NodeId, h: &HbState<'_>, out: &mut Vec<Effect>) {
+        let now = self.now_ms;
+        let n = &mut self.nodes[id as usize];
+        if h.wallclock_us != n.incarnation || !n.in_service() {
+            self.counters.audits_deferred += 1;
+            return;
+        }
+        n.speaks_hbstate = true;
+        let mut summary = StateSummary {
+            time_ms: now,
+            sending: h.send.len() as u32,
+            expecting: 0,
+            late: 0,
+            dead: 0,
+        };
+        let mut dead = Vec::new();
+        for p in h.expect.iter() {
+            summary.expecting += 1;
+            match p.status {
+                PeerStatus::Late => summary.late += 1,
+                PeerStatus::Dead => {
+                    summary.dead += 1;
+                    dead.push(p.peer);
+                }
+                PeerStatus::Up => {}
+            }
+        }
+        n.last_state = Some(summary);
+        // A dead peer it still watches and we think up: as an HBDEAD.
+        for p in dead {
+            let up = self
+                .by_addr
+                .get(&normalize(p))
+                .is_some_and(|&d| self.nodes[d as usize].health == Health::Up);
+            if up {
+                self.on_hbdead(id, p, out);
+            }
+        }
+        let n = &self.nodes[id as usize];
+        let sent_through = n.out.next_request() - 1;
+        let applied_all = n.out.settled()
+            && h.applied.is_some_and(|r| {
+                r.session == self.cfg.session && r.request == sent_through && r.queue == 0
+            });
+        if !applied_all {
+            // An older picture than the instructions we sent: the HBSTATE
+            // that follows them will be compared.
+            self.counters.audits_deferred += 1;
+            out.push(Effect::Row(self.row(id)));
+            return;
+        }
+        self.counters.audits += 1;
+        let want: BTreeSet<SocketAddr> = if self.topo.group_of(id).is_some() {
+            self.topo
+                .peers_of(id)
+                .into_iter()
+                .map(|p| self.nodes[p as usize].addr)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let send: BTreeSet<SocketAddr> = h.send.iter().map(normalize).collect();
+        let expect: BTreeSet<SocketAddr> = h.expect.iter().map(|p| normalize(p.peer)).collect();
+        let mut both_start = Vec::new();
+        let mut both_stop = Vec::new();
+        let mut half = Vec::new();
+        for &p in &want {
+            match (send.contains(&p), expect.contains(&p)) {
+                (false, false) => both_start.push(p),
+                (true, false) => half.push((false, true, p)),
+                (false, true) => half.push((true, true, p)),
+                (true, true) => {}
+            }
+        }
+        for &p in send.union(&expect).filter(|p| !want.contains(p)) {
+            match (send.contains(&p), expect.contains(&p)) {
+                (true, true) => both_stop.push(p),
+                (true, false) => half.push((true, false, p)),
+                _ => half.push((false, false, p)),
+            }
+        }
+        let repairs = (both_start.len() + both_stop.len() + half.len()) as u32;
+        if repairs == 0 {
+            out.push(Effect::Row(self.row(id)));
+            return;
+        }
+        self.counters.drift += 1;
+        let n = &mut self.nodes[id as usize];
+        n.drift += 1;
+        if !both_stop.is_empty() {
+            n.out.push_hb(false, &both_stop);
+        }
+        if !both_start.is_empty() {
+            n.out.push_hb(true, &both_start);
+        }
+        for (send, start, p) in half {
+            n.out.push(Instruction::Half {
+                send,
+                start,
+                peers: vec![p],
+            });
+        }
+        self.mark_dirty(id);
+        out.push(Effect::Notice(Notice::Drift { node: id, repairs }));
+        out.push(Effect::Row(self.row(id)));
+    }
+
+    /// The CMA restarted: every node in service that speaks HBSTATE is
+    /// asked for it; audits repair what drifted while we were away.
+    fn on_resume(&mut self) {
+        for i in 0..self.nodes.len() {
+            let n = &mut self.nodes[i];
+            if n.speaks_hbstate && n.in_service() && !n.out.holds(&Instruction::StateRequest) {
+                n.out.push(Instruction::StateRequest);
+                self.mark_dirty(i as NodeId);
+            }
+        }
     }
 
     /// Does `m` watch `d`: a ring edge both ends have ACKed (rule 6)?
@@ -1090,6 +1326,9 @@ impl Decider {
             group: self.topo.group_of(id).cloned(),
             health: n.health,
             switch: n.switch.clone(),
+            state: n.last_state.clone(),
+            drift: n.drift,
+            refused: n.refused.clone(),
         }
     }
 }
@@ -1704,6 +1943,241 @@ mod tests {
         let back = Decider::import(&t.d.export()).unwrap();
         assert!(back == t.d);
         assert!(Decider::import(b"{not json").is_err());
+    }
+
+    /// Node n's HBSTATE as its agent would send it, having applied every
+    /// instruction sent to it (`applied`: the last request id).
+    fn hbstate(
+        t: &mut T,
+        n: u8,
+        send: &[SocketAddr],
+        expect: &[(SocketAddr, PeerStatus)],
+    ) -> Vec<Effect> {
+        let id = t.id(n);
+        let node = t.d.node(id).unwrap();
+        let applied = ReqId {
+            session: 7,
+            request: node.out.next_request() - 1,
+            queue: 0,
+        };
+        let wallclock_us = node.incarnation;
+        let states: Vec<crate::classify::PeerState> = expect
+            .iter()
+            .map(|&(peer, status)| crate::classify::PeerState {
+                peer,
+                status,
+                since_ms: 0,
+            })
+            .collect();
+        t.report(
+            n,
+            Message::HbState(HbState {
+                wallclock_us,
+                applied: Some(applied),
+                expect: crate::classify::PeerStates::List(&states),
+                send: crate::classify::Peers::List(send),
+            }),
+        )
+    }
+
+    /// The distinct peers node `id` heartbeats by the rings.
+    fn ring_peers(t: &T, id: NodeId) -> Vec<SocketAddr> {
+        let set: BTreeSet<SocketAddr> =
+            t.d.topology()
+                .peers_of(id)
+                .iter()
+                .map(|&p| t.d.node(p).unwrap().addr)
+                .collect();
+        set.into_iter().collect()
+    }
+
+    fn up(list: &[SocketAddr]) -> Vec<(SocketAddr, PeerStatus)> {
+        list.iter().map(|&a| (a, PeerStatus::Up)).collect()
+    }
+
+    #[test]
+    fn an_hbstate_matching_the_rings_changes_nothing() {
+        let mut t = fleet(4);
+        let peers: Vec<SocketAddr> = ring_peers(&t, t.id(1));
+        let e = hbstate(&mut t, 1, &peers, &up(&peers));
+        assert!(sends_to(&e, addr(1)).is_empty(), "{e:?}");
+        assert_eq!(t.d.counters().audits, 1);
+        assert_eq!(t.d.counters().drift, 0);
+        let n = t.d.node(t.id(1)).unwrap();
+        assert_eq!(n.last_state.as_ref().unwrap().sending, peers.len() as u32);
+    }
+
+    #[test]
+    fn drift_is_repaired_with_exactly_the_difference() {
+        let mut t = fleet(6);
+        let id = t.id(1);
+        let peers: Vec<SocketAddr> = ring_peers(&t, id);
+        let q = peers[1];
+        let stranger = (2..=6).map(addr).find(|a| !peers.contains(a)).unwrap();
+        // It lost p entirely, expects q without sending to it, and
+        // heartbeats a node it should not.
+        let e = hbstate(
+            &mut t,
+            1,
+            &[stranger],
+            &[(q, PeerStatus::Up), (stranger, PeerStatus::Up)],
+        );
+        // Every ring peer but q missing, q half, the stranger extra.
+        let repairs = (peers.len() + 1) as u32;
+        assert_eq!(notices(&e), vec![Notice::Drift { node: id, repairs }]);
+        let mut got = sends_to(&e, addr(1));
+        while let Some((r, _)) = t.d.node(id).unwrap().out.inflight().last().cloned() {
+            let e = t.ack(addr(1), r);
+            got.extend(sends_to(&e, addr(1)));
+        }
+        let n = t.d.node(id).unwrap();
+        assert!(n.out.settled());
+        assert_eq!(n.drift, 1);
+        let missing: Vec<SocketAddr> = peers.iter().copied().filter(|&p| p != q).collect();
+        let mut want = vec![
+            Instruction::Heartbeat {
+                start: false,
+                peers: vec![stranger],
+            },
+            Instruction::Heartbeat {
+                start: true,
+                peers: missing,
+            },
+            Instruction::Half {
+                send: true,
+                start: true,
+                peers: vec![q],
+            },
+        ];
+        want.sort_by_key(|i| format!("{i:?}"));
+        got.sort_by_key(|i| format!("{i:?}"));
+        assert_eq!(got, want);
+        // The next HBSTATE, taken after the repairs, matches.
+        let e = hbstate(&mut t, 1, &peers, &up(&peers));
+        assert!(sends_to(&e, addr(1)).is_empty(), "{e:?}");
+        assert_eq!(t.d.counters().drift, 1);
+    }
+
+    #[test]
+    fn an_hbstate_older_than_the_instructions_in_flight_is_not_audited() {
+        let mut t = fleet(3);
+        // Node 4 joins: node 1 is told about it, not yet ACKed.
+        t.startup(4, 104);
+        let id = t.id(1);
+        let n = t.d.node(id).unwrap();
+        let in_flight = !n.out.settled();
+        let state = ReqId {
+            session: 7,
+            request: n.out.acked(),
+            queue: 0,
+        };
+        let wallclock_us = n.incarnation;
+        let e = t.report(
+            1,
+            Message::HbState(HbState {
+                wallclock_us,
+                applied: Some(state),
+                expect: crate::classify::PeerStates::List(&[]),
+                send: crate::classify::Peers::List(&[]),
+            }),
+        );
+        if in_flight {
+            assert!(sends_to(&e, addr(1)).is_empty(), "{e:?}");
+            assert_eq!(t.d.counters().audits, 0);
+            assert_eq!(t.d.counters().audits_deferred, 1);
+        }
+        // Another incarnation's state is never audited.
+        t.settle();
+        let e = t.report(
+            1,
+            Message::HbState(HbState {
+                wallclock_us: 1,
+                applied: None,
+                expect: crate::classify::PeerStates::List(&[]),
+                send: crate::classify::Peers::List(&[]),
+            }),
+        );
+        assert!(sends_to(&e, addr(1)).is_empty());
+        assert_eq!(t.d.counters().audits, 0);
+    }
+
+    #[test]
+    fn a_dead_peer_in_hbstate_counts_as_a_report() {
+        let mut t = fleet(4);
+        let id = t.id(1);
+        let peers: Vec<SocketAddr> = ring_peers(&t, id);
+        let victim = peers[0];
+        let mut states = up(&peers);
+        states[0].1 = PeerStatus::Dead;
+        hbstate(&mut t, 1, &peers, &states);
+        let v = t.d.node_at(victim).unwrap();
+        assert!(
+            matches!(t.d.node(v).unwrap().health, Health::Suspect { .. }),
+            "{:?}",
+            t.d.node(v).unwrap().health
+        );
+    }
+
+    #[test]
+    fn resume_asks_the_agents_that_speak_hbstate() {
+        let mut t = T::new();
+        let net = r#"{"data":{"eth0":{"ipaddrs":{"10.0.0.1/24":{}}}}}"#;
+        t.feed(
+            addr(1),
+            None,
+            Message::Startup(Startup {
+                hostname: "host1",
+                listen: addr(1),
+                wallclock_us: 5,
+                netconfig: net,
+                key: None,
+                features: Some("hbstate,actionnak,stats"),
+            }),
+        );
+        t.startup(2, 6);
+        t.settle();
+        t.lsn += 1;
+        let mut out = Vec::new();
+        t.d.handle(
+            &Input {
+                lsn: t.lsn,
+                time_ms: t.now,
+                event: Event::Resume,
+            },
+            &mut out,
+        );
+        assert_eq!(sends_to(&out, addr(1)), vec![Instruction::StateRequest]);
+        assert!(
+            sends_to(&out, addr(2)).is_empty(),
+            "a real nanoprobe is never asked"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_kept_and_told() {
+        let mut t = fleet(2);
+        let id = t.id(1);
+        let e = t.report(
+            1,
+            Message::ActionNak {
+                instr: ReqId {
+                    session: 7,
+                    request: 3,
+                    queue: 0,
+                },
+                code: 2,
+                reason: "too many peers",
+            },
+        );
+        assert!(notices(&e).contains(&Notice::Refused {
+            node: id,
+            code: 2,
+            reason: "too many peers".into()
+        }));
+        assert_eq!(
+            t.d.node(id).unwrap().refused,
+            Some((2, "too many peers".into()))
+        );
     }
 
     #[test]

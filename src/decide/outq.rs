@@ -38,6 +38,18 @@ pub enum Instruction {
     /// STOPSENDHB about these peers: a martian heartbeating a node that
     /// does not expect it.
     StopSending(Vec<SocketAddr>),
+    /// A repair after an audit (HBSTATE): SENDHB/STOPSENDHB (`send`) or
+    /// EXPECTHB/STOPEXPECTHB about these peers.
+    Half {
+        /// Sending (true) or expecting (false).
+        send: bool,
+        /// Start or stop.
+        start: bool,
+        /// The peers.
+        peers: Vec<SocketAddr>,
+    },
+    /// HBSTATEREQ: send your HBSTATE (only to agents that announced it).
+    StateRequest,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +220,11 @@ impl OutQueue {
             Pending::Hb(net) => net.iter().any(|(a, _)| *a == peer),
             _ => false,
         })
+    }
+
+    /// Nothing queued or in flight: every instruction sent was ACKed.
+    pub fn settled(&self) -> bool {
+        self.inflight.is_empty() && self.pending.is_empty()
     }
 
     /// Instructions waiting behind the window.

@@ -135,6 +135,14 @@ fn feed(d: &mut Decider, r: &Record<'_>, out: &mut Vec<Effect>) -> Option<Fed> {
             },
             out,
         ),
+        RecordKind::Resume => d.handle(
+            &Input {
+                lsn,
+                time_ms,
+                event: Event::Resume,
+            },
+            out,
+        ),
         RecordKind::FrameSet => {
             let from = h.meta.peer?;
             let c = classify(r.payload).ok()?;
@@ -178,7 +186,10 @@ fn store_effects(effects: &[Effect]) -> Vec<Effect> {
         .filter(|e| {
             matches!(
                 e,
-                Effect::Row(_) | Effect::Notice(_) | Effect::Discovery { .. }
+                Effect::Row(_)
+                    | Effect::Notice(_)
+                    | Effect::Discovery { .. }
+                    | Effect::Stats { .. }
             )
         })
         .cloned()
@@ -266,6 +277,7 @@ impl Daemon {
                     c.warn_ms = config.heartbeat.warn_ms;
                     c.dead_ms = config.heartbeat.dead_ms;
                     c.retransmit_ms = config.reliable.retransmit_ms;
+                    c.state_interval_ms = config.heartbeat.state_interval_ms;
                     let payload = serde_json::to_vec(&c).expect("config serialises");
                     let meta = RecordMeta {
                         kind: RecordKind::Config,
@@ -319,6 +331,17 @@ impl Daemon {
             "recovered: checkpoint at LSN {cp_lsn}, {replayed} records replayed, {} nodes",
             decider.nodes().len()
         );
+        if !decider.nodes().is_empty() {
+            // A RESUME record: the decider (now and on any later replay)
+            // asks the agents that speak HBSTATE for their state.
+            let meta = RecordMeta {
+                kind: RecordKind::Resume,
+                time_ns: (last_time_ms + 1) * 1_000_000,
+                peer: None,
+            };
+            wal.append(&meta, &[]).map_err(err("log"))?;
+            wal.sync().map_err(err("log"))?;
+        }
 
         // Receiving positions from the decider (rule 2).
         let mut inbound = HashMap::new();
@@ -1008,6 +1031,35 @@ pub fn encode_instruction(
             kind: FrameSetType::StopSendHb,
             peers: Peers::List(peers),
         },
+        Instruction::Half {
+            send,
+            start: true,
+            peers,
+        } => Message::Heartbeats {
+            kind: if *send {
+                FrameSetType::SendHb
+            } else {
+                FrameSetType::ExpectHb
+            },
+            params: HbParams {
+                rscjson: Some(&rscjson),
+                ..HbParams::default()
+            },
+            peers: Peers::List(peers),
+        },
+        Instruction::Half {
+            send,
+            start: false,
+            peers,
+        } => Message::StopHeartbeats {
+            kind: if *send {
+                FrameSetType::StopSendHb
+            } else {
+                FrameSetType::StopExpectHb
+            },
+            peers: Peers::List(peers),
+        },
+        Instruction::StateRequest => Message::HbStateReq,
     };
     encode(&m, Some(reqid), &EncodeOptions::default(), out)
 }
@@ -1267,7 +1319,7 @@ impl DeciderThread {
                 }
             }
             Effect::Notice(n) => log::info!("{}", describe(&self.decider, &n)),
-            Effect::Row(_) | Effect::Discovery { .. } => {}
+            Effect::Row(_) | Effect::Discovery { .. } | Effect::Stats { .. } => {}
         }
     }
 }
@@ -1313,6 +1365,14 @@ fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
         N::Late { node, reporter } => {
             format!("{} late heartbeats seen by {}", name(node), name(reporter))
         }
+        N::Drift { node, repairs } => format!(
+            "{} heartbeats other peers than its rings say: {repairs} repairs sent",
+            name(node)
+        ),
+        N::Refused { node, code, reason } => format!(
+            "{} refused an instruction (code {code}): {reason}",
+            name(node)
+        ),
     }
 }
 

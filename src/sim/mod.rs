@@ -1157,7 +1157,30 @@ impl Sim {
                     }
                 }
             }
-            Instruction::Probe => {}
+            Instruction::Probe | Instruction::StateRequest => {}
+            Instruction::Half { send, start, peers } => {
+                let d = if *start { 1 } else { -1 };
+                for p in peers {
+                    if let Some(&b) = self.by_addr.get(p) {
+                        let ag = &mut self.agents[to as usize];
+                        if *send {
+                            bump(&mut ag.send, b, d);
+                        } else {
+                            let before = count(&ag.expect, b);
+                            bump(&mut ag.expect, b, d);
+                            let after = count(&ag.expect, b);
+                            if before == 0 && after > 0 {
+                                self.watchers[b as usize].push(to);
+                            } else if before > 0 && after == 0 {
+                                self.watchers[b as usize].retain(|w| *w != to);
+                                self.agents[to as usize].watch.retain(|w| w.peer != b);
+                            }
+                        }
+                        self.refresh(to, b);
+                        self.refresh(b, to);
+                    }
+                }
+            }
         }
         let ag = &self.agents[to as usize];
         if !was_ready && ag.configured && ag.acked_startup {
@@ -1222,7 +1245,10 @@ impl Sim {
                     }
                 }
                 Effect::Notice(n) => self.notice(n),
-                Effect::ConnShut { .. } | Effect::Row(_) | Effect::Discovery { .. } => {}
+                Effect::ConnShut { .. }
+                | Effect::Row(_)
+                | Effect::Discovery { .. }
+                | Effect::Stats { .. } => {}
             }
         }
         self.effects = effects;

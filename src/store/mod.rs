@@ -79,6 +79,18 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (lsn, seq)
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (time_ms);
+CREATE TABLE IF NOT EXISTS node_state (
+    id INTEGER PRIMARY KEY,
+    state TEXT,
+    drift INTEGER NOT NULL,
+    refused TEXT
+);
+CREATE TABLE IF NOT EXISTS stats (
+    node INTEGER PRIMARY KEY,
+    lsn INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS discovery (
     node INTEGER NOT NULL,
     lsn INTEGER NOT NULL,
@@ -104,6 +116,13 @@ pub struct NodeView {
     pub switch: Option<String>,
     /// Last change, log ms.
     pub updated_ms: i64,
+    /// Its last HBSTATE, summarised (`sending 2 expecting 2 late 0 dead 0
+    /// at 12345 ms`), for agents that send it.
+    pub state: Option<String>,
+    /// Audits of its HBSTATE that found drift.
+    pub drift: i64,
+    /// Its last refused instruction (ACTIONNAK): "code N: reason".
+    pub refused: Option<String>,
 }
 
 /// An event as `cma events` shows it.
@@ -169,6 +188,8 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
         Notice::CutOff(i) => ("cut_off", Some(*i)),
         Notice::Reconnected(i) => ("reconnected", Some(*i)),
         Notice::Late { node, .. } => ("late", Some(*node)),
+        Notice::Drift { node, .. } => ("drift", Some(*node)),
+        Notice::Refused { node, .. } => ("refused", Some(*node)),
     }
 }
 
@@ -293,6 +314,12 @@ impl Store {
             let mut disc = tx.prepare_cached(
                 "INSERT OR REPLACE INTO discovery (node, lsn, json) VALUES (?1, ?2, ?3)",
             )?;
+            let mut state = tx.prepare_cached(
+                "INSERT OR REPLACE INTO node_state (id, state, drift, refused) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut stats = tx.prepare_cached(
+                "INSERT OR REPLACE INTO stats (node, lsn, time_ms, json) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for a in batch {
                 if a.lsn <= applied {
                     continue;
@@ -317,6 +344,20 @@ impl Store {
                                 a.lsn as i64,
                                 a.time_ms as i64
                             ])?;
+                            let summary = r.state.as_ref().map(|x| {
+                                format!(
+                                    "sending {} expecting {} late {} dead {} at {} ms",
+                                    x.sending, x.expecting, x.late, x.dead, x.time_ms
+                                )
+                            });
+                            let refused = r
+                                .refused
+                                .as_ref()
+                                .map(|(c, why)| format!("code {c}: {why}"));
+                            state.execute(params![r.id, summary, r.drift as i64, refused])?;
+                        }
+                        Effect::Stats { node, json } => {
+                            stats.execute(params![node, a.lsn as i64, a.time_ms as i64, json])?;
                         }
                         Effect::Notice(n) => {
                             let (kind, node) = notice_kind(n);
@@ -366,7 +407,9 @@ impl Store {
     /// Every node, by id.
     pub fn nodes(&self) -> Result<Vec<NodeView>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT id, hostname, addr, grp, status, switch, updated_ms FROM nodes ORDER BY id",
+            "SELECT n.id, n.hostname, n.addr, n.grp, n.status, n.switch, n.updated_ms,
+                    s.state, COALESCE(s.drift, 0), s.refused
+             FROM nodes n LEFT JOIN node_state s ON s.id = n.id ORDER BY n.id",
         )?;
         let rows = st.query_map([], |r| {
             Ok(NodeView {
@@ -377,9 +420,26 @@ impl Store {
                 status: r.get(4)?,
                 switch: r.get(5)?,
                 updated_ms: r.get(6)?,
+                state: r.get(7)?,
+                drift: r.get(8)?,
+                refused: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The latest statistics (STATS) of the node with this host name:
+    /// (log ms, JSON).
+    pub fn stats(&self, hostname: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT s.time_ms, s.json FROM stats s JOIN nodes n ON n.id = s.node
+                 WHERE n.hostname = ?1",
+                [hostname],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// Events after `after_lsn` (oldest first), at most `limit`.
@@ -437,6 +497,9 @@ mod tests {
             group: None,
             health,
             switch: None,
+            state: None,
+            drift: 0,
+            refused: None,
         })
     }
 
