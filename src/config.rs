@@ -48,6 +48,8 @@ dead_ms = 30000
 # Agents that speak HBSTATE (ours) report their heartbeat state this often;
 # the CMA compares it with their rings and repairs any drift.
 state_interval_ms = 60000
+# ... and send their statistics (STATS, `cma stats NODE`) this often; 0: never.
+stats_interval_ms = 300000
 
 [reliable]
 # Resend the oldest unacknowledged instruction this often (ms).
@@ -148,6 +150,8 @@ pub struct HeartbeatSection {
     pub dead_ms: u64,
     /// HBSTATE interval handed to agents that speak it.
     pub state_interval_ms: u64,
+    /// STATS interval handed to agents that speak it.
+    pub stats_interval_ms: u64,
 }
 
 /// `[reliable]`.

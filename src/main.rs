@@ -68,6 +68,13 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// The latest statistics an agent of ours reported (STATS).
+    Stats {
+        /// Its host name.
+        node: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Nodes per status and how far the database is.
     Status {
         #[command(flatten)]
@@ -310,6 +317,7 @@ fn main() -> ExitCode {
         Command::Rings { db } => rings(&db),
         Command::Events { db, after, follow } => events(&db, after, follow),
         Command::Status { db } => status(&db),
+        Command::Stats { node, db } => stats(&db, &node),
         Command::Decode { hex, pcap, text } => decode(hex, pcap, text),
         Command::Wal { command } => wal(command),
         Command::Bench { command } => bench(command),
@@ -553,22 +561,59 @@ fn nodes(db: &DbArgs) -> ExitCode {
         }
     } else {
         println!(
-            "{:>6}  {:<24} {:<24} {:<12} {:<24} switch",
-            "id", "host", "address", "status", "group"
+            "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:>5}  last state / refusal",
+            "id", "host", "address", "status", "group", "switch", "drift"
         );
         for n in &list {
+            let mut note = n.state.clone().unwrap_or_else(|| "-".into());
+            if let Some(r) = &n.refused {
+                note += &format!("; refused {r}");
+            }
             println!(
-                "{:>6}  {:<24} {:<24} {:<12} {:<24} {}",
+                "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:>5}  {note}",
                 n.id,
                 n.hostname,
                 n.addr,
                 n.status,
                 n.group.as_deref().unwrap_or("-"),
-                n.switch.as_deref().unwrap_or("-")
+                n.switch.as_deref().unwrap_or("-"),
+                n.drift,
             );
         }
     }
     ExitCode::SUCCESS
+}
+
+fn stats(db: &DbArgs, node: &str) -> ExitCode {
+    let s = match open_db(db) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match s.stats(node) {
+        Ok(Some((time_ms, json))) => {
+            if db.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"node": node, "time_ms": time_ms, "stats": serde_json::from_str::<serde_json::Value>(&json).unwrap_or(serde_json::Value::String(json))})
+                );
+            } else {
+                println!("{node} at log time {time_ms} ms:");
+                match serde_json::from_str::<serde_json::Value>(&json) {
+                    Ok(serde_json::Value::Object(m)) => {
+                        for (k, v) in m {
+                            println!("  {k:<20} {v}");
+                        }
+                    }
+                    _ => println!("  {json}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => fail(format!(
+            "no statistics from {node} (unknown host, or an agent that does not send STATS)"
+        )),
+        Err(e) => fail(e),
+    }
 }
 
 fn rings(db: &DbArgs) -> ExitCode {

@@ -364,6 +364,98 @@ fn a_fleet_of_50_through_faults_and_a_daemon_restart() {
     cma.finish();
 }
 
+#[test]
+fn a_wiped_agent_is_repaired_after_its_next_hbstate_without_a_false_death() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut c = config(dir, "127.0.0.1:0".parse().unwrap());
+    // HBSTATE every second: well inside the 3 s dead time.
+    c.heartbeat.state_interval_ms = 1000;
+    c.heartbeat.stats_interval_ms = 1000;
+    let d = Daemon::start(c, false).expect("daemon starts");
+    let cma = Running {
+        addr: d.local_addrs()[0],
+        stop: d.stop_handle(),
+        thread: std::thread::spawn(move || d.run()),
+    };
+    let mut cfg = FleetConfig::new(12, cma.addr);
+    cfg.base = "127.79.0.1".parse().unwrap();
+    cfg.port = 0;
+    cfg.switches = 2;
+    cfg.retransmit_ms = 500;
+    let mut fleet = Fleet::new(cfg).unwrap();
+    drive(&mut fleet, CONVERGE, |f| converged(f, dir, 12)).unwrap();
+    let victim = 3;
+    let before = fleet.agent(victim).unwrap().heartbeat_counts();
+    assert!(!before.is_empty());
+    fleet.wipe(victim);
+    assert!(fleet.agent(victim).unwrap().heartbeat_counts().is_empty());
+    // Repaired: it heartbeats its ring peers again, each once.
+    let t = drive(&mut fleet, CONVERGE, |f| {
+        let now = f.agent(victim).unwrap().heartbeat_counts();
+        if now == before {
+            Ok(())
+        } else {
+            Err(format!("{now:?} != {before:?}"))
+        }
+    })
+    .unwrap();
+    eprintln!("wiped agent repaired after {t:?}");
+    // Let any false suspicion that was coming arrive, then check.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(5) {
+        fleet.step(Duration::from_millis(20)).unwrap();
+    }
+    converged(&fleet, dir, 12).unwrap();
+    let v = view(dir).unwrap();
+    assert!(
+        !v.events
+            .iter()
+            .any(|(k, _)| k == "dead" || k == "suspected"),
+        "{:?}",
+        v.events
+    );
+    let drift: Vec<_> = v
+        .events
+        .iter()
+        .filter(|(k, _)| k == "drift")
+        .map(|(_, h)| h.clone())
+        .collect();
+    assert_eq!(drift, vec![Some(fleet.hostname(victim))]);
+    // `cma nodes --json` shows the drift count and the reported state.
+    let out = Command::new(env!("CARGO_BIN_EXE_cma"))
+        .args(["nodes", "--json", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|j| j["hostname"] == fleet.hostname(victim).as_str())
+        .unwrap();
+    assert_eq!(row["drift"], 1, "{row}");
+    assert!(
+        row["state"].as_str().unwrap().starts_with("sending"),
+        "{row}"
+    );
+    // `cma stats NODE`: its latest counters.
+    let out = Command::new(env!("CARGO_BIN_EXE_cma"))
+        .args(["stats", &fleet.hostname(victim), "--json", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(j["stats"]["heartbeats_sent"].as_u64().unwrap() > 0, "{j}");
+    fleet.shutdown_all();
+    let end = Instant::now();
+    while !fleet.all_done() && end.elapsed() < Duration::from_secs(20) {
+        fleet.step(Duration::from_millis(20)).unwrap();
+    }
+    cma.finish();
+}
+
 /// Kills the child on drop (a failed assertion must not leave it running).
 struct Child(std::process::Child);
 

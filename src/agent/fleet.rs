@@ -278,6 +278,15 @@ impl Fleet {
         self.after(i);
     }
 
+    /// Test hook: agent `i` loses its heartbeat state (its process keeps
+    /// running and does not send STARTUP); its next HBSTATE tells the CMA.
+    pub fn wipe(&mut self, i: usize) {
+        if let Some(a) = self.members[i].agent.as_mut() {
+            a.wipe_heartbeat_state();
+        }
+        self.after(i);
+    }
+
     /// Every live agent that can reach the CMA shuts down cleanly (those
     /// cut off with their switch could not say so).
     pub fn shutdown_all(&mut self) {

@@ -56,6 +56,13 @@ pub struct DeciderConfig {
     /// `state_interval`), ms.
     #[serde(default = "default_state_interval_ms")]
     pub state_interval_ms: u64,
+    /// STATS interval (SETCONFIG's `stats_interval`), ms; 0: never.
+    #[serde(default = "default_stats_interval_ms")]
+    pub stats_interval_ms: u64,
+}
+
+fn default_stats_interval_ms() -> u64 {
+    300_000
 }
 
 fn default_state_interval_ms() -> u64 {
@@ -74,6 +81,7 @@ impl DeciderConfig {
             cma_addr,
             session,
             state_interval_ms: default_state_interval_ms(),
+            stats_interval_ms: default_stats_interval_ms(),
         }
     }
 
@@ -97,9 +105,10 @@ impl DeciderConfig {
     pub fn config_json(&self) -> String {
         let a = self.cma_addr;
         format!(
-            "{{\"cmaaddr\":\"{a}\",\"cmadisc\":\"{a}\",\"cmafail\":\"{a}\",\"cmaport\":{},\"state_interval\":{}}}",
+            "{{\"cmaaddr\":\"{a}\",\"cmadisc\":\"{a}\",\"cmafail\":\"{a}\",\"cmaport\":{},\"state_interval\":{},\"stats_interval\":{}}}",
             a.port(),
-            self.state_interval_ms.div_ceil(1000).max(1)
+            self.state_interval_ms.div_ceil(1000).max(1),
+            self.stats_interval_ms.div_ceil(1000)
         )
     }
 }

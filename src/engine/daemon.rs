@@ -278,6 +278,7 @@ impl Daemon {
                     c.dead_ms = config.heartbeat.dead_ms;
                     c.retransmit_ms = config.reliable.retransmit_ms;
                     c.state_interval_ms = config.heartbeat.state_interval_ms;
+                    c.stats_interval_ms = config.heartbeat.stats_interval_ms;
                     let payload = serde_json::to_vec(&c).expect("config serialises");
                     let meta = RecordMeta {
                         kind: RecordKind::Config,
