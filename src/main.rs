@@ -121,6 +121,14 @@ enum Command {
         /// large fleets; on by default up to 100,000 nodes).
         #[arg(long)]
         check: Option<bool>,
+        /// Agents speak HBSTATE and send it every this many seconds (0:
+        /// they behave as unmodified nanoprobes).
+        #[arg(long, default_value_t = 0)]
+        state_interval: u64,
+        /// Probability that an agent ACKs a ring instruction without
+        /// carrying it out (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        instr_loss: f64,
     },
     /// Our agent: a nanoprobe for this host (STARTUP, heartbeats, reports).
     Agent {
@@ -328,7 +336,17 @@ fn main() -> ExitCode {
             loss,
             switch_size,
             check,
-        } => simulate(nodes, seed, &faults, loss, switch_size, check),
+            state_interval,
+            instr_loss,
+        } => simulate(
+            nodes,
+            seed,
+            &faults,
+            loss,
+            switch_size,
+            check,
+            (state_interval, instr_loss),
+        ),
         Command::Agent {
             cma,
             listen,
@@ -729,6 +747,7 @@ fn simulate(
     loss: f64,
     switch_size: usize,
     check: Option<bool>,
+    (state_interval, instr_loss): (u64, f64),
 ) -> ExitCode {
     let faults = match cma::sim::Faults::parse(faults) {
         Ok(f) => f,
@@ -741,11 +760,19 @@ fn simulate(
         eprintln!("cma simulate: --loss must be in [0, 1) and --switch-size in 1..=250");
         return ExitCode::from(2);
     }
+    if !(0.0..1.0).contains(&instr_loss) || (instr_loss > 0.0 && state_interval == 0) {
+        eprintln!(
+            "cma simulate: --instr-loss must be in [0, 1), and needs --state-interval (audits)"
+        );
+        return ExitCode::from(2);
+    }
     let mut cfg = cma::sim::SimConfig::new(nodes, seed);
     cfg.faults = faults;
     cfg.loss = loss;
     cfg.switch_size = switch_size;
     cfg.check_invariants = check.unwrap_or(nodes <= 100_000);
+    cfg.state_interval_ms = state_interval * 1000;
+    cfg.instr_loss = instr_loss;
     let wall = std::time::Instant::now();
     let report = cma::sim::run(cfg);
     print!("{}", report.summary());

@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 
-use cma::classify::{Message, ReqId, Startup, SwDiscover};
+use cma::classify::{
+    HbState, Message, PeerState, PeerStates, PeerStatus, Peers, ReqId, Startup, SwDiscover,
+};
 use cma::decide::decider::{Decider, DeciderConfig, Event, Input};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,14 +37,27 @@ fuzz_target!(|data: &[u8]| {
         });
         let json = format!("{{\"data\":{{\"e\":{{\"ipaddrs\":{{\"{}/{}\":{{}}}}}}}}}}", from.ip(), z % 40);
         let frame = [k, x, y, z, 0x88, 0xcc, k, x, y, z, x, y, z, k];
-        let message = match k % 12 {
+        let states = [
+            PeerState {
+                peer,
+                status: PeerStatus::from_wire(z % 3).unwrap_or(PeerStatus::Up),
+                since_ms: u32::from(x),
+            },
+            PeerState {
+                peer: addr(x),
+                status: PeerStatus::Up,
+                since_ms: 0,
+            },
+        ];
+        let sends = [peer, addr(z)];
+        let message = match k % 16 {
             0 | 1 => Message::Startup(Startup {
                 hostname: names[usize::from(y) % names.len()],
                 listen: if z & 1 == 0 { from } else { peer },
                 wallclock_us: u64::from(z >> 5),
                 netconfig: &json,
                 key: None,
-                features: None,
+                features: (z & 2 != 0).then_some("hbstate"),
             }),
             2 => Message::HbDead { peer },
             3 => Message::Ack,
@@ -68,6 +83,38 @@ fuzz_target!(|data: &[u8]| {
                 wallclock_us: None,
                 json: "{}",
             },
+            12 => Message::HbState(HbState {
+                wallclock_us: u64::from(z >> 5),
+                applied: Some(ReqId {
+                    session: u32::from(x & 1),
+                    request: u64::from(y),
+                    queue: 0,
+                }),
+                expect: PeerStates::List(&states[..usize::from(x % 3)]),
+                send: Peers::List(&sends[..usize::from(y % 3)]),
+            }),
+            13 => Message::ActionNak {
+                instr: ReqId {
+                    session: 0,
+                    request: u64::from(y),
+                    queue: 0,
+                },
+                code: u64::from(z),
+                reason: "no",
+            },
+            14 => {
+                out.clear();
+                d.handle(
+                    &Input {
+                        lsn: lsn as u64 + 1,
+                        time_ms: now,
+                        event: Event::Resume,
+                    },
+                    &mut out,
+                );
+                d.check().expect("invariants after a resume");
+                continue;
+            }
             _ => {
                 out.clear();
                 d.handle(

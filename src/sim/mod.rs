@@ -25,7 +25,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use crate::classify::switch::lldp_frame;
-use crate::classify::{Message, ReqId, Startup, SwDiscover};
+use crate::classify::{
+    HbState, Message, PeerState, PeerStates, PeerStatus, Peers, ReqId, Startup, SwDiscover,
+};
 use crate::decide::decider::{Decider, DeciderConfig, Effect, Event, Input, Notice};
 use crate::decide::failure::Health;
 use crate::decide::outq::Instruction;
@@ -51,6 +53,8 @@ pub struct Faults {
     pub partition: usize,
     /// Heartbeat paths broken in one direction for 40-60 s.
     pub link: usize,
+    /// Agents that lose their heartbeat state (without a new STARTUP).
+    pub wipe: usize,
 }
 
 impl Faults {
@@ -75,9 +79,10 @@ impl Faults {
                 "shutdown" => f.shutdown = v,
                 "partition" => f.partition = v,
                 "link" => f.link = v,
+                "wipe" => f.wipe = v,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (crash, reboot, shutdown, partition, link)"
+                        "unknown fault `{other}` (crash, reboot, shutdown, partition, link, wipe)"
                     ));
                 }
             }
@@ -86,7 +91,7 @@ impl Faults {
     }
 
     fn total(&self) -> usize {
-        self.crash + self.reboot + self.shutdown + self.partition + self.link
+        self.crash + self.reboot + self.shutdown + self.partition + self.link + self.wipe
     }
 }
 
@@ -115,6 +120,12 @@ pub struct SimConfig {
     pub check_invariants: bool,
     /// Keep every decider input (for replay tests).
     pub record_inputs: bool,
+    /// Probability that an agent ACKs a ring instruction without carrying
+    /// it out (a silently lost instruction).
+    pub instr_loss: f64,
+    /// Agents speak HBSTATE (ours) and send it this often, ms; 0: they
+    /// behave as unmodified nanoprobes.
+    pub state_interval_ms: u64,
 }
 
 impl SimConfig {
@@ -132,6 +143,8 @@ impl SimConfig {
             faults: Faults::default(),
             check_invariants: true,
             record_inputs: false,
+            instr_loss: 0.0,
+            state_interval_ms: 0,
         }
     }
 
@@ -208,6 +221,20 @@ pub enum AgentMsg {
         wallclock_us: u64,
         /// netconfig JSON.
         netconfig: String,
+        /// It announces HBSTATE support.
+        hbstate: bool,
+    },
+    /// HBSTATE: incarnation, last instruction applied, watched peers (and
+    /// whether reported dead), peers heartbeated.
+    HbState {
+        /// Incarnation.
+        wallclock_us: u64,
+        /// Last CMA request id delivered.
+        applied: Option<u64>,
+        /// Watched peers, dead or not.
+        expect: Vec<(SocketAddr, bool)>,
+        /// Peers it sends to.
+        send: Vec<SocketAddr>,
     },
     /// HBDEAD.
     HbDead(SocketAddr),
@@ -231,14 +258,44 @@ impl AgentMsg {
                 listen,
                 wallclock_us,
                 netconfig,
+                hbstate,
             } => f(Message::Startup(Startup {
                 hostname,
                 listen: *listen,
                 wallclock_us: *wallclock_us,
                 netconfig,
                 key: None,
-                features: None,
+                features: hbstate.then_some("hbstate"),
             })),
+            AgentMsg::HbState {
+                wallclock_us,
+                applied,
+                expect,
+                send,
+            } => {
+                let states: Vec<PeerState> = expect
+                    .iter()
+                    .map(|&(peer, dead)| PeerState {
+                        peer,
+                        status: if dead {
+                            PeerStatus::Dead
+                        } else {
+                            PeerStatus::Up
+                        },
+                        since_ms: 0,
+                    })
+                    .collect();
+                f(Message::HbState(HbState {
+                    wallclock_us: *wallclock_us,
+                    applied: applied.map(|request| ReqId {
+                        session: 1,
+                        request,
+                        queue: 0,
+                    }),
+                    expect: PeerStates::List(&states),
+                    send: Peers::List(send),
+                }))
+            }
             AgentMsg::HbDead(p) => f(Message::HbDead { peer: *p }),
             AgentMsg::HbBackAlive(p) => f(Message::HbBackAlive {
                 peer: *p,
@@ -296,6 +353,17 @@ pub struct SimReport {
     pub effects_digest: u64,
     /// Every decider input, when recorded.
     pub inputs: Vec<RecordedInput>,
+    /// Ring instructions agents ACKed without carrying out.
+    pub instructions_lost: u64,
+    /// Agents whose heartbeat state was wiped.
+    pub wipes: u64,
+    /// Audits (HBSTATE compared with the rings) that found drift.
+    pub drift_repaired: u64,
+    /// Audit-interval samples at which some settled agent's state differed
+    /// from its rings (each counted once per agent and sample).
+    pub drift_samples: u64,
+    /// The most consecutive samples one drift lasted.
+    pub longest_drift_samples: u32,
     /// The decider at the end.
     pub decider: Option<Decider>,
 }
@@ -362,6 +430,17 @@ impl SimReport {
         );
         for f in self.failures.iter().take(20) {
             let _ = writeln!(s, "FAILURE: {f}");
+        }
+        if self.instructions_lost + self.wipes + self.drift_repaired > 0 {
+            let _ = writeln!(
+                s,
+                "audits: {} ring instructions lost, {} agents wiped, {} drifts repaired; drift seen at {} samples, longest {} samples in a row",
+                self.instructions_lost,
+                self.wipes,
+                self.drift_repaired,
+                self.drift_samples,
+                self.longest_drift_samples
+            );
         }
         s
     }
@@ -460,6 +539,12 @@ fn bump(v: &mut Vec<(u32, i32)>, p: u32, d: i32) {
 #[derive(Clone, Debug)]
 enum Ev {
     Start(u32),
+    /// An agent's periodic HBSTATE.
+    StateTimer(u32, u64),
+    /// An agent loses its heartbeat state.
+    Wipe(u32),
+    /// Compare every agent with its rings (one audit interval apart).
+    Audit,
     StartupResend(u32, u64),
     /// A datagram reaches the CMA.
     AtCma {
@@ -515,6 +600,9 @@ enum Fate {
 }
 
 struct Sim {
+    /// Per agent: the drift seen at the last audit sample and for how many
+    /// samples in a row.
+    drift_streak: HashMap<u32, (String, u32)>,
     cfg: SimConfig,
     rng: Rng,
     now: u64,
@@ -565,6 +653,7 @@ impl Sim {
         dcfg.dead_ms = cfg.dead_ms;
         dcfg.retransmit_ms = RETRANSMIT_MS;
         let mut s = Sim {
+            drift_streak: HashMap::new(),
             rng: Rng(cfg.seed ^ 0x5eed_5eed_5eed_5eed),
             now: 0,
             seq: 0,
@@ -710,6 +799,17 @@ impl Sim {
                 }
             }
         }
+        for _ in 0..f.wipe {
+            let Some(a) = pick(&mut self.rng, &mut used, &used_sw, &self.agents) else {
+                continue;
+            };
+            let t = from + self.rng.below(span);
+            self.report.faults += 1;
+            self.at(t, Ev::Wipe(a));
+        }
+        if self.cfg.state_interval_ms > 0 {
+            self.at(from, Ev::Audit);
+        }
         debug_assert!(self.report.faults <= f.total());
     }
 
@@ -730,6 +830,20 @@ impl Sim {
     fn step(&mut self, ev: Ev) {
         match ev {
             Ev::Start(a) => self.start(a),
+            Ev::StateTimer(a, inc) => {
+                let ag = &self.agents[a as usize];
+                if ag.alive && ag.incarnation == inc && !ag.leaving {
+                    self.agent_state(a);
+                    let t = self.now + self.cfg.state_interval_ms;
+                    self.at(t, Ev::StateTimer(a, inc));
+                }
+            }
+            Ev::Wipe(a) => self.wipe(a),
+            Ev::Audit => {
+                self.audit_sample();
+                let t = self.now + self.cfg.state_interval_ms;
+                self.at(t, Ev::Audit);
+            }
             Ev::StartupResend(a, inc) => {
                 let ag = &self.agents[a as usize];
                 if ag.alive && ag.incarnation == inc && !(ag.configured && ag.acked_startup) {
@@ -1025,6 +1139,7 @@ impl Sim {
                         "{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"{}/24\":{{}}}}}}}}}}",
                         addr.ip()
                     ),
+                    hbstate: self.cfg.state_interval_ms > 0,
                 };
                 self.decide(Some(addr), None, Some(msg));
             }
@@ -1122,7 +1237,17 @@ impl Sim {
         }
         ag.cma_in = Some(request);
         let was_ready = ag.configured && ag.acked_startup;
+        let ring = matches!(
+            instr,
+            Instruction::Heartbeat { .. } | Instruction::Half { .. } | Instruction::StopSending(_)
+        );
+        let lost = ring && self.cfg.instr_loss > 0.0 && self.rng.chance(self.cfg.instr_loss);
+        if lost {
+            self.report.instructions_lost += 1;
+        }
         match &instr {
+            // ACKed below, never carried out.
+            _ if lost => {}
             Instruction::SetConfig(_) => ag.configured = true,
             Instruction::AckStartup => ag.acked_startup = true,
             Instruction::Heartbeat { start, peers } => {
@@ -1183,10 +1308,123 @@ impl Sim {
             }
         }
         let ag = &self.agents[to as usize];
-        if !was_ready && ag.configured && ag.acked_startup {
+        let ready = ag.configured && ag.acked_startup;
+        if !was_ready && ready {
             self.discover_switch(to);
         }
         self.agent_ack(to, request);
+        if self.cfg.state_interval_ms > 0 && ready {
+            if !was_ready {
+                // Its first HBSTATE at once, then every interval.
+                self.agent_state(to);
+                let t = self.now + self.cfg.state_interval_ms;
+                self.at(t, Ev::StateTimer(to, inc));
+            } else if ring || matches!(instr, Instruction::StateRequest) {
+                self.agent_state(to);
+            }
+        }
+    }
+
+    /// Queues an HBSTATE with the agent's state as it is now.
+    fn agent_state(&mut self, a: u32) {
+        let ag = &self.agents[a as usize];
+        let mut expect: Vec<(SocketAddr, bool)> = ag
+            .expect
+            .iter()
+            .map(|&(b, _)| {
+                let dead = ag.watch.iter().any(|w| w.peer == b && w.reported);
+                (self.agents[b as usize].addr, dead)
+            })
+            .collect();
+        expect.sort_unstable();
+        let mut send: Vec<SocketAddr> = ag
+            .send
+            .iter()
+            .map(|&(b, _)| self.agents[b as usize].addr)
+            .collect();
+        send.sort_unstable();
+        let msg = AgentMsg::HbState {
+            wallclock_us: ag.incarnation,
+            applied: ag.cma_in,
+            expect,
+            send,
+        };
+        self.agent_report(a, msg);
+    }
+
+    /// The agent forgets whom it heartbeats and watches (no STARTUP).
+    fn wipe(&mut self, a: u32) {
+        if !self.agents[a as usize].alive {
+            return;
+        }
+        self.report.wipes += 1;
+        let ag = &mut self.agents[a as usize];
+        let sends: Vec<u32> = ag.send.drain(..).map(|x| x.0).collect();
+        let expects: Vec<u32> = ag.expect.drain(..).map(|x| x.0).collect();
+        ag.watch.clear();
+        for b in expects {
+            self.watchers[b as usize].retain(|w| *w != a);
+            self.refresh(a, b);
+        }
+        for b in sends {
+            self.refresh(b, a);
+        }
+    }
+
+    /// What agent `a` heartbeats and watches, against its rings, as sets:
+    /// `None` when they agree.
+    fn drift_of(&self, id: usize) -> Option<String> {
+        let a = self.node_agent[id];
+        let ag = &self.agents[a as usize];
+        let topo = self.decider.topology();
+        let mut want: Vec<u32> = topo
+            .peers_of(id as u32)
+            .into_iter()
+            .map(|p| self.node_agent[p as usize])
+            .collect();
+        want.sort_unstable();
+        want.dedup();
+        let mut send: Vec<u32> = ag.send.iter().map(|x| x.0).collect();
+        let mut expect: Vec<u32> = ag.expect.iter().map(|x| x.0).collect();
+        send.sort_unstable();
+        expect.sort_unstable();
+        (send != want || expect != want)
+            .then(|| format!("sends {send:?} expects {expect:?}, its rings say {want:?}"))
+    }
+
+    /// One audit-interval sample: a settled agent (nothing in flight to
+    /// it) whose state differs from its rings is drifting; the same drift
+    /// seen at three samples in a row has outlived one audit interval
+    /// (a drift starting just after a sample is seen at the next two).
+    fn audit_sample(&mut self) {
+        let mut seen = Vec::new();
+        for (id, n) in self.decider.nodes().iter().enumerate() {
+            let a = self.node_agent[id];
+            let ag = &self.agents[a as usize];
+            let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
+            if !ag.alive || !in_service || ag.leaving || !n.out.settled() {
+                continue;
+            }
+            if let Some(d) = self.drift_of(id) {
+                seen.push((a, d));
+            }
+        }
+        self.report.drift_samples += seen.len() as u64;
+        let mut next = HashMap::new();
+        for (a, d) in seen {
+            let streak = match self.drift_streak.get(&a) {
+                Some((prev, k)) if *prev == d => k + 1,
+                _ => 1,
+            };
+            self.report.longest_drift_samples = self.report.longest_drift_samples.max(streak);
+            if streak == 3 {
+                self.fail(format!(
+                    "h{a} drifted for more than one audit interval: {d}"
+                ));
+            }
+            next.insert(a, (d, streak));
+        }
+        self.drift_streak = next;
     }
 
     fn agent_ack(&mut self, a: u32, request: u64) {
@@ -1341,7 +1579,28 @@ impl Sim {
         if let Err(e) = self.decider.check() {
             self.fail(format!("invariant at the end: {e}"));
         }
-        self.check_agents_match_rings();
+        if self.cfg.state_interval_ms > 0 {
+            // Audits repair sets, not counts (HBSTATE has none): compare
+            // what each agent does.
+            let ids: Vec<usize> = (0..self.decider.nodes().len()).collect();
+            let mut problems = Vec::new();
+            for id in ids {
+                let n = &self.decider.nodes()[id];
+                let a = self.node_agent[id];
+                let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
+                if in_service != self.agents[a as usize].alive {
+                    problems.push(format!("h{a}: decider says {:?}", n.health));
+                } else if in_service && let Some(d) = self.drift_of(id) {
+                    problems.push(format!("h{a} at the end: {d}"));
+                }
+            }
+            for p in problems.into_iter().take(10) {
+                self.fail(p);
+            }
+        } else {
+            self.check_agents_match_rings();
+        }
+        self.report.drift_repaired = self.decider.counters().drift;
         self.report.effects_digest = self.digest;
         self.report.decider = Some(self.decider);
         self.report
