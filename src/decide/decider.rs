@@ -33,6 +33,11 @@ pub const DECIDER_VERSION: u32 = 1;
 /// How many group members are probed before a representative is declared
 /// dead (rule 6).
 const GROUP_SAMPLE: usize = 3;
+/// Refusals (ACTIONNAK) in a row after which a node is degraded: taken out
+/// of the rings, its neighbours watched by others. Before that, each
+/// refusal is retried after 2, 4, ... retransmit intervals (an HBSTATEREQ,
+/// whose audit re-sends what did not take effect).
+pub const NAK_RETRIES: u32 = 3;
 /// Suspects in one group within one window that name a switch fault.
 const SWITCH_FAULT_SUSPECTS: usize = 3;
 
@@ -219,6 +224,8 @@ pub struct NodeRow {
     pub drift: u64,
     /// Its last refusal (ACTIONNAK): code and reason.
     pub refused: Option<(u64, String)>,
+    /// Out of the rings after repeated refusals: why.
+    pub degraded: Option<String>,
 }
 
 /// Events and verdicts.
@@ -290,6 +297,13 @@ pub enum Notice {
         node: NodeId,
         /// Peers started or stopped (each a repair).
         repairs: u32,
+    },
+    /// Refused too often: out of the rings (still in service).
+    Degraded {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        reason: String,
     },
     /// It refused an instruction (ACTIONNAK).
     Refused {
@@ -382,6 +396,15 @@ pub struct Node {
     /// Its last refusal (ACTIONNAK): code and reason.
     #[serde(default)]
     pub refused: Option<(u64, String)>,
+    /// Refusals since its state last matched its rings.
+    #[serde(default)]
+    naks: u32,
+    /// When to retry after a refusal (log ms).
+    #[serde(default)]
+    nak_retry_at: Option<u64>,
+    /// Taken out of the rings after repeated refusals: why.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }
 
 /// What a node's last HBSTATE said, for operators.
@@ -582,7 +605,7 @@ impl Decider {
         for (i, n) in self.nodes.iter().enumerate() {
             let id = i as NodeId;
             let placed = self.topo.group_of(id).is_some();
-            if n.in_service() != placed {
+            if (n.in_service() && n.degraded.is_none()) != placed {
                 return Err(format!(
                     "node {id} ({}) is {:?} but placed={placed}",
                     n.hostname, n.health
@@ -656,21 +679,7 @@ impl Decider {
             },
             Message::HbMartian { peer } => self.on_martian(id, peer, out),
             Message::HbState(ref h) => self.on_hbstate(id, h, out),
-            Message::ActionNak {
-                instr,
-                code,
-                reason,
-            } => {
-                self.counters.naks += 1;
-                let _ = instr;
-                self.nodes[id as usize].refused = Some((code, reason.to_string()));
-                out.push(Effect::Notice(Notice::Refused {
-                    node: id,
-                    code,
-                    reason: reason.to_string(),
-                }));
-                out.push(Effect::Row(self.row(id)));
-            }
+            Message::ActionNak { code, reason, .. } => self.on_nak(id, code, reason, out),
             Message::Stats { json } => out.push(Effect::Stats {
                 node: id,
                 json: json.to_string(),
@@ -756,6 +765,9 @@ impl Decider {
             n.speaks_hbstate = speaks_hbstate;
             n.last_state = None;
             n.refused = None;
+            n.naks = 0;
+            n.nak_retry_at = None;
+            n.degraded = None;
             n.health = Health::Up;
             n.last_heard_ms = self.now_ms;
             out.push(Effect::Notice(Notice::Restarted(id)));
@@ -779,6 +791,9 @@ impl Decider {
             last_state: None,
             drift: 0,
             refused: None,
+            naks: 0,
+            nak_retry_at: None,
+            degraded: None,
         });
         self.by_host.insert(s.hostname.to_string(), id);
         self.claim_addr(addr, id, out);
@@ -821,6 +836,10 @@ impl Decider {
     }
 
     fn place(&mut self, id: NodeId) {
+        if self.nodes[id as usize].degraded.is_some() {
+            // Out of the rings until it starts again.
+            return;
+        }
         let key = self.nodes[id as usize].group_key();
         let i = self.topo.join(id, key);
         self.apply_hb(&i);
@@ -948,6 +967,7 @@ impl Decider {
         }
         let repairs = (both_start.len() + both_stop.len() + half.len()) as u32;
         if repairs == 0 {
+            self.nodes[id as usize].naks = 0;
             out.push(Effect::Row(self.row(id)));
             return;
         }
@@ -969,6 +989,46 @@ impl Decider {
         }
         self.mark_dirty(id);
         out.push(Effect::Notice(Notice::Drift { node: id, repairs }));
+        out.push(Effect::Row(self.row(id)));
+    }
+
+    /// A refused instruction: retried with backoff (an HBSTATEREQ whose
+    /// audit re-sends what did not take effect), then, after
+    /// [`NAK_RETRIES`] refusals in a row, the node is degraded: out of the
+    /// rings, so that its neighbours are watched by nodes able to.
+    fn on_nak(&mut self, id: NodeId, code: u64, reason: &str, out: &mut Vec<Effect>) {
+        self.counters.naks += 1;
+        let now = self.now_ms;
+        let retransmit = self.cfg.retransmit_ms.max(1);
+        let n = &mut self.nodes[id as usize];
+        n.refused = Some((code, reason.to_string()));
+        n.naks += 1;
+        out.push(Effect::Notice(Notice::Refused {
+            node: id,
+            code,
+            reason: reason.to_string(),
+        }));
+        if !n.in_service() || n.degraded.is_some() {
+            out.push(Effect::Row(self.row(id)));
+            return;
+        }
+        if n.naks >= NAK_RETRIES {
+            let why = format!("refused {} instructions in a row: {reason}", n.naks);
+            n.degraded = Some(why.clone());
+            n.nak_retry_at = None;
+            if self.topo.group_of(id).is_some() {
+                let i = self.topo.leave(id);
+                self.apply_hb(&i);
+            }
+            out.push(Effect::Notice(Notice::Degraded {
+                node: id,
+                reason: why,
+            }));
+        } else if n.speaks_hbstate {
+            let t = now + (retransmit << n.naks.min(16));
+            n.nak_retry_at = Some(t);
+            self.deadlines.insert((t, id));
+        }
         out.push(Effect::Row(self.row(id)));
     }
 
@@ -1073,6 +1133,14 @@ impl Decider {
                 break;
             }
             self.deadlines.pop_first();
+            let n = &mut self.nodes[id as usize];
+            if n.nak_retry_at == Some(t) {
+                n.nak_retry_at = None;
+                if n.in_service() && !n.out.holds(&Instruction::StateRequest) {
+                    n.out.push(Instruction::StateRequest);
+                    self.mark_dirty(id);
+                }
+            }
             let n = &mut self.nodes[id as usize];
             if n.health.deadline_ms(&self.fcfg) != Some(t) {
                 continue;
@@ -1338,6 +1406,7 @@ impl Decider {
             state: n.last_state.clone(),
             drift: n.drift,
             refused: n.refused.clone(),
+            degraded: n.degraded.clone(),
         }
     }
 }
@@ -2187,6 +2256,97 @@ mod tests {
             t.d.node(id).unwrap().refused,
             Some((2, "too many peers".into()))
         );
+    }
+
+    fn nak(t: &mut T, n: u8) -> Vec<Effect> {
+        t.report(
+            n,
+            Message::ActionNak {
+                instr: ReqId {
+                    session: 7,
+                    request: 3,
+                    queue: 0,
+                },
+                code: 2,
+                reason: "too many peers",
+            },
+        )
+    }
+
+    #[test]
+    fn refusals_are_retried_with_backoff_then_the_node_is_degraded() {
+        let mut t = T::new();
+        for n in 1..=5u8 {
+            let net =
+                format!("{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"10.0.0.{n}/24\":{{}}}}}}}}}}");
+            let host = format!("host{n}");
+            t.feed(
+                addr(n),
+                None,
+                Message::Startup(Startup {
+                    hostname: &host,
+                    listen: addr(n),
+                    wallclock_us: 100 + u64::from(n),
+                    netconfig: &net,
+                    key: None,
+                    features: Some("hbstate,actionnak"),
+                }),
+            );
+            t.settle();
+        }
+        let id = t.id(1);
+        // First refusal: an HBSTATEREQ 2 retransmit intervals (4 s) later.
+        nak(&mut t, 1);
+        assert!(t.d.node(id).unwrap().degraded.is_none());
+        let e = t.tick(t.now + 3999);
+        assert!(sends_to(&e, addr(1)).is_empty());
+        let e = t.tick(t.now + 1);
+        assert_eq!(sends_to(&e, addr(1)), vec![Instruction::StateRequest]);
+        t.settle();
+        // Second: 8 s.
+        nak(&mut t, 1);
+        let e = t.tick(t.now + 8000);
+        assert_eq!(sends_to(&e, addr(1)), vec![Instruction::StateRequest]);
+        t.settle();
+        // Third: degraded, out of the rings; its ring closes around it.
+        let e = nak(&mut t, 1);
+        assert!(
+            notices(&e)
+                .iter()
+                .any(|n| matches!(n, Notice::Degraded { node, .. } if *node == id))
+        );
+        let n = t.d.node(id).unwrap();
+        assert!(n.degraded.as_deref().unwrap().contains("too many peers"));
+        assert_eq!(n.health, Health::Up, "still in service");
+        assert!(t.d.topology().group_of(id).is_none());
+        t.settle();
+        for m in 2..=5u8 {
+            assert!(!ring_peers(&t, t.id(m)).contains(&addr(1)));
+        }
+        t.d.check().unwrap();
+        // An HBSTATE from it now: it should heartbeat nobody.
+        let e = hbstate(&mut t, 1, &[addr(2)], &up(&[addr(2)]));
+        assert!(
+            sends_to(&e, addr(1))
+                .iter()
+                .any(|i| matches!(i, Instruction::Heartbeat { start: false, .. }))
+        );
+        // A restart (new STARTUP) places it again.
+        let net = r#"{"data":{"eth0":{"ipaddrs":{"10.0.0.1/24":{}}}}}"#;
+        t.feed(
+            addr(1),
+            None,
+            Message::Startup(Startup {
+                hostname: "host1",
+                listen: addr(1),
+                wallclock_us: 999,
+                netconfig: net,
+                key: None,
+                features: Some("hbstate"),
+            }),
+        );
+        assert!(t.d.node(id).unwrap().degraded.is_none());
+        assert!(t.d.topology().group_of(id).is_some());
     }
 
     #[test]

@@ -1374,6 +1374,9 @@ fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
             "{} refused an instruction (code {code}): {reason}",
             name(node)
         ),
+        N::Degraded { node, reason } => {
+            format!("{} degraded, taken out of the rings: {reason}", name(node))
+        }
     }
 }
 

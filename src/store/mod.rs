@@ -190,6 +190,7 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
         Notice::Late { node, .. } => ("late", Some(*node)),
         Notice::Drift { node, .. } => ("drift", Some(*node)),
         Notice::Refused { node, .. } => ("refused", Some(*node)),
+        Notice::Degraded { node, .. } => ("degraded", Some(*node)),
     }
 }
 
@@ -350,10 +351,11 @@ impl Store {
                                     x.sending, x.expecting, x.late, x.dead, x.time_ms
                                 )
                             });
-                            let refused = r
-                                .refused
-                                .as_ref()
-                                .map(|(c, why)| format!("code {c}: {why}"));
+                            let refused = match (&r.degraded, &r.refused) {
+                                (Some(d), _) => Some(format!("degraded: {d}")),
+                                (None, Some((c, why))) => Some(format!("code {c}: {why}")),
+                                _ => None,
+                            };
                             state.execute(params![r.id, summary, r.drift as i64, refused])?;
                         }
                         Effect::Stats { node, json } => {
@@ -500,6 +502,7 @@ mod tests {
             state: None,
             drift: 0,
             refused: None,
+            degraded: None,
         })
     }
 
