@@ -106,8 +106,19 @@ impl DeciderConfig {
         )
     }
 
-    /// SETCONFIG's CONFIGJSON: the keys a real nanoprobe needs.
+    /// SETCONFIG's CONFIGJSON: the keys a real nanoprobe needs (exactly
+    /// those a captured nanoprobe was sent).
     pub fn config_json(&self) -> String {
+        let a = self.cma_addr;
+        format!(
+            "{{\"cmaaddr\":\"{a}\",\"cmadisc\":\"{a}\",\"cmafail\":\"{a}\",\"cmaport\":{}}}",
+            a.port()
+        )
+    }
+
+    /// SETCONFIG's CONFIGJSON for an agent that speaks our extensions:
+    /// also the HBSTATE and STATS intervals (seconds).
+    pub fn config_json_extended(&self) -> String {
         let a = self.cma_addr;
         format!(
             "{{\"cmaaddr\":\"{a}\",\"cmadisc\":\"{a}\",\"cmafail\":\"{a}\",\"cmaport\":{},\"state_interval\":{},\"stats_interval\":{}}}",
@@ -821,7 +832,12 @@ impl Decider {
 
     fn greet_and_place(&mut self, id: NodeId, undo: Vec<SocketAddr>, out: &mut Vec<Effect>) {
         let n = &mut self.nodes[id as usize];
-        n.out.push(Instruction::SetConfig(self.cfg.config_json()));
+        let json = if n.speaks_hbstate {
+            self.cfg.config_json_extended()
+        } else {
+            self.cfg.config_json()
+        };
+        n.out.push(Instruction::SetConfig(json));
         n.out.push(Instruction::AckStartup);
         if !undo.is_empty() {
             // Not coalesced with the starts that follow: it must go first.
