@@ -1251,61 +1251,15 @@ impl Sim {
             Instruction::SetConfig(_) => ag.configured = true,
             Instruction::AckStartup => ag.acked_startup = true,
             Instruction::Heartbeat { start, peers } => {
-                let d = if *start { 1 } else { -1 };
-                let mut touched = Vec::new();
-                for p in peers {
-                    if let Some(&b) = self.by_addr.get(p) {
-                        let ag = &mut self.agents[to as usize];
-                        bump(&mut ag.send, b, d);
-                        let before = count(&ag.expect, b);
-                        bump(&mut ag.expect, b, d);
-                        let after = count(&ag.expect, b);
-                        if before == 0 && after > 0 {
-                            self.watchers[b as usize].push(to);
-                        } else if before > 0 && after == 0 {
-                            self.watchers[b as usize].retain(|w| *w != to);
-                            self.agents[to as usize].watch.retain(|w| w.peer != b);
-                        }
-                        touched.push(b);
-                    }
-                }
-                for b in touched {
-                    self.refresh(to, b);
-                    self.refresh(b, to);
-                }
+                self.change_heartbeats(to, peers, (true, true), *start);
             }
             Instruction::StopSending(peers) => {
-                for p in peers {
-                    if let Some(&b) = self.by_addr.get(p) {
-                        bump(&mut self.agents[to as usize].send, b, -1);
-                        self.refresh(b, to);
-                    }
-                }
+                self.change_heartbeats(to, peers, (true, false), false);
+            }
+            Instruction::Half { send, start, peers } => {
+                self.change_heartbeats(to, peers, (*send, !*send), *start);
             }
             Instruction::Probe | Instruction::StateRequest => {}
-            Instruction::Half { send, start, peers } => {
-                let d = if *start { 1 } else { -1 };
-                for p in peers {
-                    if let Some(&b) = self.by_addr.get(p) {
-                        let ag = &mut self.agents[to as usize];
-                        if *send {
-                            bump(&mut ag.send, b, d);
-                        } else {
-                            let before = count(&ag.expect, b);
-                            bump(&mut ag.expect, b, d);
-                            let after = count(&ag.expect, b);
-                            if before == 0 && after > 0 {
-                                self.watchers[b as usize].push(to);
-                            } else if before > 0 && after == 0 {
-                                self.watchers[b as usize].retain(|w| *w != to);
-                                self.agents[to as usize].watch.retain(|w| w.peer != b);
-                            }
-                        }
-                        self.refresh(to, b);
-                        self.refresh(b, to);
-                    }
-                }
-            }
         }
         let ag = &self.agents[to as usize];
         let ready = ag.configured && ag.acked_startup;
@@ -1322,6 +1276,46 @@ impl Sim {
             } else if ring || matches!(instr, Instruction::StateRequest) {
                 self.agent_state(to);
             }
+        }
+    }
+
+    /// Agent `to` starts (or stops) heartbeating and/or watching `peers`,
+    /// counted like a nanoprobe: `(send, expect)` say which.
+    fn change_heartbeats(
+        &mut self,
+        to: u32,
+        peers: &[SocketAddr],
+        (send, expect): (bool, bool),
+        start: bool,
+    ) {
+        let d = if start { 1 } else { -1 };
+        let mut touched = Vec::new();
+        for p in peers {
+            let Some(&b) = self.by_addr.get(p) else {
+                continue;
+            };
+            let ag = &mut self.agents[to as usize];
+            if send {
+                bump(&mut ag.send, b, d);
+            }
+            if expect {
+                let before = count(&ag.expect, b);
+                bump(&mut ag.expect, b, d);
+                let after = count(&ag.expect, b);
+                if before == 0 && after > 0 {
+                    self.watchers[b as usize].push(to);
+                } else if before > 0 && after == 0 {
+                    self.watchers[b as usize].retain(|w| *w != to);
+                    self.agents[to as usize].watch.retain(|w| w.peer != b);
+                }
+            }
+            touched.push(b);
+        }
+        for b in touched {
+            if expect {
+                self.refresh(to, b);
+            }
+            self.refresh(b, to);
         }
     }
 
