@@ -575,16 +575,17 @@ impl Agent {
     }
 
     fn obey(&mut self, now_ms: u64, from: SocketAddr, reqid: Option<ReqId>, m: &Message<'_>) {
-        self.counters.instructions += 1;
-        match *m {
+        let obeyed = match *m {
             Message::SetConfig { json } => {
                 self.configured = true;
                 self.apply_config(json);
                 self.maybe_joined();
+                true
             }
             Message::AckStartup => {
                 self.acked_startup = true;
                 self.maybe_joined();
+                true
             }
             Message::Heartbeats {
                 kind,
@@ -601,6 +602,7 @@ impl Agent {
                     self.refuse(reqid, code, why);
                 }
                 self.state_changed = true;
+                true
             }
             Message::StopHeartbeats { kind, peers } => {
                 let (send, expect) = match kind {
@@ -610,6 +612,7 @@ impl Agent {
                 };
                 self.stop(peers, send, expect);
                 self.state_changed = true;
+                true
             }
             Message::ConnShut => {
                 // The CMA closes the connection: forget its positions. In
@@ -618,15 +621,24 @@ impl Agent {
                 if self.phase == Phase::Leaving {
                     self.phase = Phase::Done;
                 }
+                true
             }
-            Message::SeqPing => self.send_message(from, &Message::SeqPong, None),
-            Message::HbStateReq => self.state_changed = true,
-            _ => {
-                // INCRDEBUG/DECRDEBUG, DODISCOVER, DORSCOP...: acknowledged,
-                // not carried out by this agent.
-                self.counters.instructions -= 1;
-                self.counters.ignored += 1;
+            Message::SeqPing => {
+                self.send_message(from, &Message::SeqPong, None);
+                true
             }
+            Message::HbStateReq => {
+                self.state_changed = true;
+                true
+            }
+            // INCRDEBUG/DECRDEBUG, DODISCOVER, DORSCOP...: acknowledged,
+            // not carried out by this agent.
+            _ => false,
+        };
+        if obeyed {
+            self.counters.instructions += 1;
+        } else {
+            self.counters.ignored += 1;
         }
     }
 
