@@ -1536,6 +1536,11 @@ mod tests {
         }
 
         fn startup(&mut self, n: u8, wallclock: u64) -> Vec<Effect> {
+            self.startup_with(n, wallclock, None)
+        }
+
+        /// STARTUP announcing `features` (ours) or none (a nanoprobe).
+        fn startup_with(&mut self, n: u8, wallclock: u64, features: Option<&str>) -> Vec<Effect> {
             let host = format!("host{n}");
             let net =
                 format!("{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"10.0.0.{n}/24\":{{}}}}}}}}}}");
@@ -1548,7 +1553,7 @@ mod tests {
                     wallclock_us: wallclock,
                     netconfig: &net,
                     key: None,
-                    features: None,
+                    features,
                 }),
             )
         }
@@ -2215,19 +2220,7 @@ mod tests {
     #[test]
     fn resume_asks_the_agents_that_speak_hbstate() {
         let mut t = T::new();
-        let net = r#"{"data":{"eth0":{"ipaddrs":{"10.0.0.1/24":{}}}}}"#;
-        t.feed(
-            addr(1),
-            None,
-            Message::Startup(Startup {
-                hostname: "host1",
-                listen: addr(1),
-                wallclock_us: 5,
-                netconfig: net,
-                key: None,
-                features: Some("hbstate,actionnak,stats"),
-            }),
-        );
+        t.startup_with(1, 5, Some("hbstate,actionnak,stats"));
         t.startup(2, 6);
         t.settle();
         t.lsn += 1;
@@ -2251,18 +2244,7 @@ mod tests {
     fn a_refusal_is_kept_and_told() {
         let mut t = fleet(2);
         let id = t.id(1);
-        let e = t.report(
-            1,
-            Message::ActionNak {
-                instr: ReqId {
-                    session: 7,
-                    request: 3,
-                    queue: 0,
-                },
-                code: 2,
-                reason: "too many peers",
-            },
-        );
+        let e = nak(&mut t, 1);
         assert!(notices(&e).contains(&Notice::Refused {
             node: id,
             code: 2,
@@ -2293,21 +2275,7 @@ mod tests {
     fn refusals_are_retried_with_backoff_then_the_node_is_degraded() {
         let mut t = T::new();
         for n in 1..=5u8 {
-            let net =
-                format!("{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"10.0.0.{n}/24\":{{}}}}}}}}}}");
-            let host = format!("host{n}");
-            t.feed(
-                addr(n),
-                None,
-                Message::Startup(Startup {
-                    hostname: &host,
-                    listen: addr(n),
-                    wallclock_us: 100 + u64::from(n),
-                    netconfig: &net,
-                    key: None,
-                    features: Some("hbstate,actionnak"),
-                }),
-            );
+            t.startup_with(n, 100 + u64::from(n), Some("hbstate,actionnak"));
             t.settle();
         }
         let id = t.id(1);
@@ -2348,19 +2316,7 @@ mod tests {
                 .any(|i| matches!(i, Instruction::Heartbeat { start: false, .. }))
         );
         // A restart (new STARTUP) places it again.
-        let net = r#"{"data":{"eth0":{"ipaddrs":{"10.0.0.1/24":{}}}}}"#;
-        t.feed(
-            addr(1),
-            None,
-            Message::Startup(Startup {
-                hostname: "host1",
-                listen: addr(1),
-                wallclock_us: 999,
-                netconfig: net,
-                key: None,
-                features: Some("hbstate"),
-            }),
-        );
+        t.startup_with(1, 999, Some("hbstate"));
         assert!(t.d.node(id).unwrap().degraded.is_none());
         assert!(t.d.topology().group_of(id).is_some());
     }
