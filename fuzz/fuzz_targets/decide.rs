@@ -10,15 +10,32 @@ use std::net::SocketAddr;
 use cma::classify::{
     HbState, Message, PeerState, PeerStates, PeerStatus, Peers, ReqId, Startup, SwDiscover,
 };
-use cma::decide::decider::{Decider, DeciderConfig, Event, Input};
+use cma::decide::decider::{Decider, DeciderConfig, Effect, Event, Input};
 use libfuzzer_sys::fuzz_target;
 
 fn addr(b: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, (b >> 3) & 1, b & 7], 1984 + u16::from(b >> 4 & 1)))
 }
 
+/// Hands the decider one record and checks its invariants after it.
+fn step(d: &mut Decider, out: &mut Vec<Effect>, lsn: usize, time_ms: u64, event: Event<'_>) {
+    out.clear();
+    d.handle(
+        &Input {
+            lsn: lsn as u64 + 1,
+            time_ms,
+            event,
+        },
+        out,
+    );
+    d.check().expect("invariants after a record");
+}
+
 fuzz_target!(|data: &[u8]| {
-    let mut d = Decider::new(DeciderConfig::new(SocketAddr::from(([10, 9, 9, 9], 1984)), 3));
+    let mut d = Decider::new(DeciderConfig::new(
+        SocketAddr::from(([10, 9, 9, 9], 1984)),
+        3,
+    ));
     let mut out = Vec::new();
     let mut now = 0u64;
     let names = ["a", "b", "c", "d", "e"];
@@ -35,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
             request: u64::from(y),
             queue: 0,
         });
-        let json = format!("{{\"data\":{{\"e\":{{\"ipaddrs\":{{\"{}/{}\":{{}}}}}}}}}}", from.ip(), z % 40);
+        let json = format!(
+            "{{\"data\":{{\"e\":{{\"ipaddrs\":{{\"{}/{}\":{{}}}}}}}}}}",
+            from.ip(),
+            z % 40
+        );
         let frame = [k, x, y, z, 0x88, 0xcc, k, x, y, z, x, y, z, k];
         let states = [
             PeerState {
@@ -103,46 +124,20 @@ fuzz_target!(|data: &[u8]| {
                 reason: "no",
             },
             14 => {
-                out.clear();
-                d.handle(
-                    &Input {
-                        lsn: lsn as u64 + 1,
-                        time_ms: now,
-                        event: Event::Resume,
-                    },
-                    &mut out,
-                );
-                d.check().expect("invariants after a resume");
+                step(&mut d, &mut out, lsn, now, Event::Resume);
                 continue;
             }
             _ => {
-                out.clear();
-                d.handle(
-                    &Input {
-                        lsn: lsn as u64 + 1,
-                        time_ms: now,
-                        event: Event::Tick,
-                    },
-                    &mut out,
-                );
-                d.check().expect("invariants after a tick");
+                step(&mut d, &mut out, lsn, now, Event::Tick);
                 continue;
             }
         };
-        out.clear();
-        d.handle(
-            &Input {
-                lsn: lsn as u64 + 1,
-                time_ms: now,
-                event: Event::Received {
-                    from,
-                    reqid,
-                    message,
-                },
-            },
-            &mut out,
-        );
-        d.check().expect("invariants after a message");
+        let event = Event::Received {
+            from,
+            reqid,
+            message,
+        };
+        step(&mut d, &mut out, lsn, now, event);
     }
     let back = Decider::import(&d.export()).expect("a checkpoint imports");
     assert!(back == d, "a checkpoint round trip changed the state");
