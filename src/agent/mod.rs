@@ -13,9 +13,13 @@
 //!   and ACKSTARTUP; SETCONFIG's `cmafail`/`cmadisc` say where reports go.
 //! - Once joined: SWDISCOVER with an LLDP frame naming its switch, when it
 //!   was told one.
-//! - Obeys SENDHB, EXPECTHB, SENDEXPECTHB and their STOP forms *counting*,
-//!   as a real nanoprobe does (each start adds one, each stop removes one:
-//!   the CMA's reliable layer makes each instruction count once).
+//! - Obeys SENDHB, EXPECTHB, SENDEXPECTHB and their STOP forms as a real
+//!   nanoprobe does (clientlib/hbsender.c, hblistener.c): every start adds
+//!   a *sender*, even for a peer already heartbeated, and each stop removes
+//!   one; *listeners* are a set: a start replaces the peer's listener (its
+//!   clock starts afresh), one stop removes it; a stop for an unknown peer
+//!   changes nothing. The CMA's reliable layer makes each instruction count
+//!   once, and the CMA must name a peer at most once (DESIGN.md rule 8).
 //! - Heartbeats every `repeat`; a watched peer silent for `timeout` is
 //!   reported HBDEAD, heard again HBBACKALIVE; a heartbeat that arrives more
 //!   than `warn` after the previous one is reported HBLATE with how late; a
@@ -169,8 +173,6 @@ pub struct AgentCounters {
 /// A peer we expect heartbeats from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Watch {
-    /// Instructions that asked for it, minus stops.
-    count: u32,
     /// Last heartbeat (or the instruction's arrival), ms.
     last_ms: u64,
     /// Reported dead and not heard since.
@@ -334,15 +336,15 @@ impl Agent {
         self.expect.keys().copied()
     }
 
-    /// Instruction counts per peer: (peer, sends, expects). A count above
-    /// one means an instruction took effect twice.
+    /// Per peer: (peer, senders, listeners). More than one sender means a
+    /// start took effect twice; listeners are 0 or 1.
     pub fn heartbeat_counts(&self) -> Vec<(SocketAddr, u32, u32)> {
         let mut m: BTreeMap<SocketAddr, (u32, u32)> = BTreeMap::new();
         for (&p, &c) in &self.send {
             m.entry(p).or_default().0 = c;
         }
-        for (&p, w) in &self.expect {
-            m.entry(p).or_default().1 = w.count;
+        for &p in self.expect.keys() {
+            m.entry(p).or_default().1 = 1;
         }
         m.into_iter().map(|(p, (s, e))| (p, s, e)).collect()
     }
@@ -529,6 +531,12 @@ impl Agent {
         }
         if c.is_sequenced() {
             let r = c.reqid.expect("sequenced FrameSets carry a REQID");
+            if !obeys(&message) {
+                // As a real nanoprobe: an unknown sequenced type is never
+                // ACKed (so the sender's window stays blocked on it).
+                self.counters.ignored += 1;
+                return;
+            }
             let Some(ack) = self.sequenced(from, r) else {
                 return;
             };
@@ -621,10 +629,6 @@ impl Agent {
                 if self.phase == Phase::Leaving {
                     self.phase = Phase::Done;
                 }
-                true
-            }
-            Message::SeqPing => {
-                self.send_message(from, &Message::SeqPong, None);
                 true
             }
             Message::HbStateReq => {
@@ -759,21 +763,16 @@ impl Agent {
                 }
             }
             if expect {
-                let (warn_ms, timeout_ms) = (self.warn_ms, self.timeout_ms);
-                let w = self.expect.entry(p).or_insert(Watch {
-                    count: 0,
-                    last_ms: now_ms,
-                    dead: false,
-                    warn_ms,
-                    timeout_ms,
-                });
-                if w.count == 0 {
-                    w.last_ms = now_ms;
-                    w.dead = false;
-                }
-                w.count += 1;
-                w.warn_ms = warn_ms;
-                w.timeout_ms = timeout_ms;
+                // A new listener replaces the old one (a set, not a count).
+                self.expect.insert(
+                    p,
+                    Watch {
+                        last_ms: now_ms,
+                        dead: false,
+                        warn_ms: self.warn_ms,
+                        timeout_ms: self.timeout_ms,
+                    },
+                );
             }
         }
         match refused {
@@ -790,11 +789,8 @@ impl Agent {
                     self.send.remove(&p);
                 }
             }
-            if expect && let Some(w) = self.expect.get_mut(&p) {
-                w.count -= 1;
-                if w.count == 0 {
-                    self.expect.remove(&p);
-                }
+            if expect {
+                self.expect.remove(&p);
             }
         }
         if self.send.is_empty() {
@@ -1005,3 +1001,23 @@ impl Agent {
 
 #[cfg(test)]
 mod tests;
+
+/// The sequenced types a real nanoprobe obeys and ACKs (WIRE.md "What a
+/// real nanoprobe obeys"), and HBSTATEREQ, which this agent announces;
+/// anything else sent to it sequenced (SEQPING, a type it does not know)
+/// is never ACKed.
+fn obeys(m: &Message<'_>) -> bool {
+    matches!(
+        m,
+        Message::Heartbeats { .. }
+            | Message::StopHeartbeats { .. }
+            | Message::SetConfig { .. }
+            | Message::AckStartup
+            | Message::IncrDebug
+            | Message::DecrDebug
+            | Message::Discover { .. }
+            | Message::RscOp { .. }
+            | Message::ConnShut
+            | Message::HbStateReq
+    )
+}

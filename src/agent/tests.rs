@@ -216,23 +216,29 @@ fn heartbeat_instructions_count_and_duplicates_are_reacked_not_obeyed() {
     assert_eq!(of(&out, FrameSetType::Ack)[0].reqid, Some(r));
     assert_eq!(a.counters().duplicates, 1);
     assert_eq!(a.heartbeat_counts(), vec![(peer(1), 1, 1), (peer(2), 1, 1)]);
-    // A second, distinct instruction for peer 1 counts (as a nanoprobe does).
+    // A second, distinct instruction for peer 1 stacks a second sender but
+    // replaces the listener (as a nanoprobe does).
     c.send(&mut a, 300, &sendexpect(&peers[..1]));
-    assert_eq!(a.heartbeat_counts()[0], (peer(1), 2, 2));
+    assert_eq!(a.heartbeat_counts()[0], (peer(1), 2, 1));
     let stop = Message::StopHeartbeats {
         kind: FrameSetType::StopSendExpectHb,
         peers: Peers::List(&peers),
     };
     c.send(&mut a, 400, &stop);
-    assert_eq!(a.heartbeat_counts(), vec![(peer(1), 1, 1)]);
+    // One stop: a sender left, nobody listening (the doubled edge's harm).
+    assert_eq!(a.heartbeat_counts(), vec![(peer(1), 1, 0)]);
+    assert_eq!(a.expecting().count(), 0);
     // Only send: STOPSENDHB leaves the watch.
     let stop_send = Message::StopHeartbeats {
         kind: FrameSetType::StopSendHb,
         peers: Peers::List(&peers[..1]),
     };
     c.send(&mut a, 500, &stop_send);
-    assert_eq!(a.heartbeat_counts(), vec![(peer(1), 0, 1)]);
+    assert!(a.heartbeat_counts().is_empty());
     assert_eq!(a.sending_to().count(), 0);
+    // A stop for a peer it does not know changes nothing.
+    c.send(&mut a, 550, &stop_send);
+    assert!(a.heartbeat_counts().is_empty());
     // A gap in the CMA's request ids is dropped, not obeyed.
     sent(&mut a);
     let before = a.counters().instructions;
@@ -353,17 +359,22 @@ fn unexpected_heartbeats_are_martians_at_most_every_10_s() {
 }
 
 #[test]
-fn ping_and_seqping_are_answered() {
+fn ping_is_answered_and_an_unknown_sequenced_type_never_acked() {
     let (mut a, mut c) = joined();
     let mut b = Vec::new();
     encode(&Message::Ping, None, &EncodeOptions::default(), &mut b).unwrap();
     a.on_datagram(0, peer(3), &b);
     let out = sent(&mut a);
     assert_eq!(of(&out, FrameSetType::Pong)[0].to, peer(3));
-    let r = c.send(&mut a, 0, &Message::SeqPing);
+    // SEQPING, sequenced: a real nanoprobe neither answers nor ACKs it,
+    // and holds back what follows.
+    c.send(&mut a, 0, &Message::SeqPing);
     let out = sent(&mut a);
-    assert_eq!(of(&out, FrameSetType::SeqPong).len(), 1);
-    assert_eq!(of(&out, FrameSetType::Ack)[0].reqid, Some(r));
+    assert!(of(&out, FrameSetType::SeqPong).is_empty());
+    assert!(of(&out, FrameSetType::Ack).is_empty());
+    c.send(&mut a, 0, &sendexpect(&[peer(1)]));
+    assert!(of(&sent(&mut a), FrameSetType::Ack).is_empty());
+    assert_eq!(a.sending_to().count(), 0);
 }
 
 #[test]

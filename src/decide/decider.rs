@@ -187,11 +187,6 @@ pub enum Effect {
         /// The address.
         to: SocketAddr,
     },
-    /// Answer a CONNSHUT with our own (unsequenced).
-    ConnShut {
-        /// The agent.
-        to: SocketAddr,
-    },
     /// A node's row changed.
     Row(NodeRow),
     /// Discovery data to keep.
@@ -706,11 +701,13 @@ impl Decider {
                 })
             }
             Message::ConnShut => {
+                // Its receiving position starts afresh (rule 2); ours
+                // answers with a sequenced CONNSHUT after what is in
+                // flight.
                 let n = &mut self.nodes[id as usize];
                 n.inbound = None;
-                n.out.reset();
-                out.push(Effect::Forget { to: from });
-                out.push(Effect::ConnShut { to: from });
+                n.out.close();
+                self.mark_dirty(id);
             }
             Message::Ack => {}
             _ => self.counters.unused_type += 1,
@@ -1982,11 +1979,11 @@ mod tests {
     }
 
     #[test]
-    fn connshut_resets_the_agent_and_is_answered() {
+    fn connshut_resets_the_agent_and_is_answered_sequenced() {
         let mut t = fleet(2);
         let e = t.report(1, Message::ConnShut);
-        assert!(e.contains(&Effect::ConnShut { to: addr(1) }));
-        assert!(e.contains(&Effect::Forget { to: addr(1) }));
+        assert_eq!(sends_to(&e, addr(1)), vec![Instruction::ConnShut]);
+        assert!(!e.iter().any(|x| matches!(x, Effect::Forget { .. })));
         assert_eq!(t.d.node(t.id(1)).unwrap().inbound, None);
     }
 

@@ -9,11 +9,11 @@
 //! [`failure::Health`] (the failure state machine of one node) and
 //! [`outq::OutQueue`] (the sending side towards one agent, rule 1).
 
-#[cfg(test)]
-mod counting_agents;
 pub mod decider;
 pub mod failure;
 pub mod idmap;
+#[cfg(test)]
+mod model_agents;
 pub mod outq;
 pub mod ring;
 pub mod topology;

@@ -24,8 +24,9 @@ pub enum Instruction {
     SetConfig(String),
     /// ACKSTARTUP.
     AckStartup,
-    /// SENDEXPECTHB (`start`) or STOPSENDEXPECTHB about these peers; a
-    /// peer listed twice is started (or stopped) twice.
+    /// SENDEXPECTHB (`start`) or STOPSENDEXPECTHB about these peers, each
+    /// named once (a real nanoprobe stacks a sender per start: DESIGN.md
+    /// rule 8).
     Heartbeat {
         /// Start or stop.
         start: bool,
@@ -50,6 +51,10 @@ pub enum Instruction {
     },
     /// HBSTATEREQ: send your HBSTATE (only to agents that announced it).
     StateRequest,
+    /// CONNSHUT, sequenced like any instruction: the answer to an agent's
+    /// own CONNSHUT, which a nanoprobe shutting down waits for and ACKs
+    /// (its protocol machine logs an error for one without a REQID).
+    ConnShut,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,8 +119,11 @@ impl OutQueue {
             unreachable!("position found an Hb entry")
         };
         for p in peers {
+            // The topology emits net edges (a start only from none, a stop
+            // only to none), so a start and a stop cancel and two of a
+            // kind are one: an agent is never told about a peer twice.
             match net.iter().position(|(a, _)| a == p) {
-                Some(i) => net[i].1 += d,
+                Some(i) => net[i].1 = (net[i].1 + d).clamp(-1, 1),
                 None => net.push((*p, d)),
             }
         }
@@ -138,22 +146,19 @@ impl OutQueue {
                 Pending::One(i) => i,
                 Pending::Hb(net) => {
                     let mut stops = Vec::new();
+                    // Entries are -1 or +1 (push_hb clamps).
                     let mut rest = Vec::new();
                     for (a, n) in net {
                         if n < 0 {
-                            stops.extend(std::iter::repeat_n(a, n.unsigned_abs() as usize));
+                            stops.push(a);
                         } else {
                             rest.push((a, n));
                         }
                     }
                     if stops.is_empty() {
-                        let mut starts = Vec::new();
-                        for (a, n) in rest {
-                            starts.extend(std::iter::repeat_n(a, n as usize));
-                        }
                         Instruction::Heartbeat {
                             start: true,
-                            peers: starts,
+                            peers: rest.into_iter().map(|(a, _)| a).collect(),
                         }
                     } else {
                         if !rest.is_empty() {
@@ -230,6 +235,16 @@ impl OutQueue {
     /// Instructions waiting behind the window.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The agent closes the connection: what waits behind the window is
+    /// moot, our CONNSHUT goes after what is in flight (dropping that would
+    /// leave a gap the agent's receiving side waits on forever).
+    pub fn close(&mut self) {
+        self.pending.clear();
+        if !self.holds(&Instruction::ConnShut) {
+            self.push(Instruction::ConnShut);
+        }
     }
 
     /// The agent is gone (dead, restarted, closed the connection): drop

@@ -231,14 +231,14 @@ fn stop(to: NodeId, peers: Vec<NodeId>) -> HbInstruction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::counting_agents::CountingAgents;
+    use crate::decide::model_agents::ModelAgents;
 
     #[test]
     fn joins_and_leaves_keep_every_agent_on_its_neighbours() {
         let mut x = 0x1234_5678u64;
         for _ in 0..200 {
             let mut ring = Ring::default();
-            let mut agents = CountingAgents::default();
+            let mut agents = ModelAgents::default();
             let mut next: NodeId = 0;
             for _ in 0..60 {
                 x ^= x << 13;

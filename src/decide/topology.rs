@@ -5,8 +5,17 @@
 //! behind an edge switch, and no node heartbeats more than four peers (two
 //! in its group, two in the top ring).
 //!
-//! Every change returns the exact instructions for the agents (see
-//! [`Ring`]); [`Topology::check`] verifies the invariants.
+//! Every change returns the exact instructions for the agents, as *net
+//! edges*: a real nanoprobe stacks heartbeat senders but keeps one listener
+//! per address (WIRE.md, DESIGN.md rule 8), so a pair that two rings make
+//! adjacent (a representative whose top-ring neighbour is also its group
+//! neighbour) is one edge. An agent hears SENDEXPECTHB about a peer only
+//! when the number of rings that want the pair goes 0 -> 1, and
+//! STOPSENDEXPECTHB only on 1 -> 0. The rings' own instructions (see
+//! [`Ring`]) are the per-ring changes; [`Topology`] sums them per ordered
+//! pair and emits the change of presence. Representatives of one group are
+//! chosen not to be group neighbours, so the top ring doubles no edge at
+//! all. [`Topology::check`] verifies the invariants.
 
 use std::collections::BTreeMap;
 
@@ -51,52 +60,31 @@ impl Topology {
     /// Places `n` in `group` (moving it if it was in another) and returns
     /// the instructions.
     pub fn join(&mut self, n: NodeId, group: GroupKey) -> Vec<HbInstruction> {
-        self.version += 1;
-        let mut out = Vec::new();
-        if let Some(old) = self.group_of.get(&n) {
-            if *old == group {
-                return out;
-            }
-            // A move: the node lives on, so besides closing the gap behind
-            // it, it must stop heartbeating its old peers itself.
-            let old_peers = self.peers_of(n);
-            out.extend(self.leave(n));
-            if !old_peers.is_empty() {
-                out.push(HbInstruction {
-                    to: n,
-                    start: false,
-                    peers: old_peers,
-                });
-            }
+        if self.group_of.get(&n) == Some(&group) {
+            return Vec::new();
         }
+        self.version += 1;
+        // A move: the node lives on, so besides closing the gap behind it,
+        // it must stop heartbeating its old peers itself.
+        let mut raw = self.detach(n, true);
+        let alone = self.groups.len() <= 1;
         let g = self.groups.entry(group.clone()).or_default();
-        out.extend(g.ring.join(n));
+        raw.extend(g.ring.join(n));
         self.group_of.insert(n, group.clone());
-        out.extend(self.rebalance(&group));
-        out
+        raw.extend(self.rebalance(&group));
+        raw.extend(self.rebalance_all_if(alone));
+        self.net(raw, None)
     }
 
-    /// Removes `n` (dead or gone) and returns the instructions.
+    /// Removes `n` (dead or gone: it is told nothing) and returns the
+    /// instructions for the others.
     pub fn leave(&mut self, n: NodeId) -> Vec<HbInstruction> {
-        let Some(key) = self.group_of.remove(&n) else {
+        if !self.group_of.contains_key(&n) {
             return Vec::new();
-        };
+        }
         self.version += 1;
-        let mut out = Vec::new();
-        if let Some(g) = self.groups.get_mut(&key)
-            && let Some(i) = g.reps.iter().position(|r| *r == n)
-        {
-            g.reps.remove(i);
-            out.extend(self.top.leave(n));
-        }
-        if let Some(g) = self.groups.get_mut(&key) {
-            out.extend(g.ring.leave(n));
-        }
-        out.extend(self.rebalance(&key));
-        if self.groups.get(&key).is_some_and(|g| g.ring.is_empty()) {
-            self.groups.remove(&key);
-        }
-        out
+        let raw = self.detach(n, false);
+        self.net(raw, Some(n))
     }
 
     /// The group of `n`, if it is in a ring.
@@ -104,15 +92,27 @@ impl Topology {
         self.group_of.get(&n)
     }
 
-    /// Every peer `n` heartbeats, with multiplicity (a representative whose
-    /// group neighbour is also its top-ring neighbour is told twice).
+    /// Every peer `n` heartbeats, once each (an edge two rings want is one
+    /// edge), in ascending order.
     pub fn peers_of(&self, n: NodeId) -> Vec<NodeId> {
-        let mut peers = Vec::new();
+        let mut peers = Vec::with_capacity(4);
         if let Some(g) = self.group_of.get(&n).and_then(|k| self.groups.get(k)) {
             peers.extend(g.ring.neighbours(n));
         }
         peers.extend(self.top.neighbours(n));
+        peers.sort_unstable();
+        peers.dedup();
         peers
+    }
+
+    /// How many rings make `a` heartbeat `b` (0, 1 or 2).
+    pub fn multiplicity(&self, a: NodeId, b: NodeId) -> u32 {
+        let group = self
+            .group_of
+            .get(&a)
+            .and_then(|k| self.groups.get(k))
+            .is_some_and(|g| g.ring.adjacent(a, b));
+        u32::from(group) + u32::from(self.top.adjacent(a, b))
     }
 
     /// A number that changes whenever the rings do.
@@ -181,9 +181,16 @@ impl Topology {
                 }
             }
             placed += g.ring.len();
-            let want = wanted_reps(g.ring.len());
+            let want = wanted_reps(g.ring.len(), self.groups.len());
             if g.reps.len() != want || g.reps.iter().any(|r| !g.ring.contains(*r)) {
                 return Err(format!("group {key:?} has representatives {:?}", g.reps));
+            }
+            if let [a, b] = g.reps[..]
+                && g.ring.adjacent(a, b)
+            {
+                return Err(format!(
+                    "group {key:?}: representatives {a} and {b} are group neighbours"
+                ));
             }
             reps.extend(g.reps.iter().copied());
         }
@@ -214,33 +221,142 @@ impl Topology {
         Ok(())
     }
 
-    /// Brings group `key`'s representatives to the wanted number, in ring
-    /// order, and moves the top ring along.
+    /// Takes `n` out of its group ring and the top ring, returning the
+    /// rings' own instructions (not yet netted). A node that stays `alive`
+    /// is told to stop its old peers; a dead one is told nothing.
+    fn detach(&mut self, n: NodeId, alive: bool) -> Vec<HbInstruction> {
+        let Some(key) = self.group_of.remove(&n) else {
+            return Vec::new();
+        };
+        let alone = self.groups.len() <= 1;
+        let mut raw = Vec::new();
+        if let Some(g) = self.groups.get_mut(&key)
+            && let Some(i) = g.reps.iter().position(|r| *r == n)
+        {
+            g.reps.remove(i);
+            raw.extend(if alive {
+                self.top.step_down(n)
+            } else {
+                self.top.leave(n)
+            });
+        }
+        if let Some(g) = self.groups.get_mut(&key) {
+            raw.extend(if alive {
+                g.ring.step_down(n)
+            } else {
+                g.ring.leave(n)
+            });
+        }
+        raw.extend(self.rebalance(&key));
+        if self.groups.get(&key).is_some_and(|g| g.ring.is_empty()) {
+            self.groups.remove(&key);
+        }
+        raw.extend(self.rebalance_all_if(alone));
+        raw
+    }
+
+    /// A lone group sends one representative (a top ring inside one group
+    /// would only add a chord); from two groups on, a group of four or
+    /// more sends two. When the number of groups crossed that line (the
+    /// fleet had `alone` before the change), every group (there are at
+    /// most two) is brought to its number.
+    fn rebalance_all_if(&mut self, alone: bool) -> Vec<HbInstruction> {
+        if alone == (self.groups.len() <= 1) {
+            return Vec::new();
+        }
+        let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
+        keys.iter().flat_map(|k| self.rebalance(k)).collect()
+    }
+
+    /// Turns the rings' instructions of one change into net edges: per
+    /// ordered pair (agent, peer), the number of rings that want it now
+    /// against before the change (now minus the change); START where it
+    /// went from 0, STOP where it went to 0, nothing otherwise. `gone`
+    /// (dead or departed) is told nothing.
+    fn net(&self, raw: Vec<HbInstruction>, gone: Option<NodeId>) -> Vec<HbInstruction> {
+        let mut delta: BTreeMap<(NodeId, NodeId), i32> = BTreeMap::new();
+        for i in &raw {
+            for p in &i.peers {
+                *delta.entry((i.to, *p)).or_default() += if i.start { 1 } else { -1 };
+            }
+        }
+        // Per agent: (stops, starts).
+        let mut per: BTreeMap<NodeId, (Vec<NodeId>, Vec<NodeId>)> = BTreeMap::new();
+        for ((to, p), d) in delta {
+            if d == 0 || Some(to) == gone {
+                continue;
+            }
+            let now = self.multiplicity(to, p) as i32;
+            let before = now - d;
+            // Each ring's instructions are exact (Ring's tests), so a pair
+            // is never stopped more often than it was started.
+            assert!(
+                (0..=2).contains(&before),
+                "pair {to}->{p}: {before} rings before a change of {d}"
+            );
+            match (before > 0, now > 0) {
+                (false, true) => per.entry(to).or_default().1.push(p),
+                (true, false) => per.entry(to).or_default().0.push(p),
+                _ => {}
+            }
+        }
+        let mut out = Vec::with_capacity(per.len());
+        for (to, (stops, starts)) in per {
+            if !stops.is_empty() {
+                out.push(HbInstruction {
+                    to,
+                    start: false,
+                    peers: stops,
+                });
+            }
+            if !starts.is_empty() {
+                out.push(HbInstruction {
+                    to,
+                    start: true,
+                    peers: starts,
+                });
+            }
+        }
+        out
+    }
+
+    /// Brings group `key`'s representatives to the wanted number and moves
+    /// the top ring along (the rings' own instructions, not yet netted).
+    /// The first representative is the group's first member; the second
+    /// sits two steps after it in the group ring, so that the two are never
+    /// group neighbours (a group of four or more has such a member), and a
+    /// pair that became neighbours through a leave between them is mended.
     fn rebalance(&mut self, key: &GroupKey) -> Vec<HbInstruction> {
         let mut out = Vec::new();
+        let groups = self.groups.len();
         let Some(g) = self.groups.get_mut(key) else {
             return out;
         };
-        let want = wanted_reps(g.ring.len());
+        let want = wanted_reps(g.ring.len(), groups);
         while g.reps.len() > want {
             let Some(r) = g.reps.pop() else { break };
             // The representative stays in its group: it steps down.
             out.extend(self.top.step_down(r));
         }
-        // Candidates in ring order from the first member; at most three
-        // steps, whatever the group's size.
-        let mut candidates = Vec::new();
-        let mut at = g.ring.first();
-        while let Some(m) = at {
-            if candidates.len() + g.reps.len() >= want {
-                break;
-            }
-            if !g.reps.contains(&m) {
-                candidates.push(m);
-            }
-            at = g.ring.successor(m).filter(|s| Some(*s) != g.ring.first());
+        if let [a, b] = g.reps[..]
+            && g.ring.adjacent(a, b)
+        {
+            g.reps.pop();
+            out.extend(self.top.step_down(b));
         }
-        for c in candidates {
+        if g.reps.is_empty()
+            && want > 0
+            && let Some(first) = g.ring.first()
+        {
+            g.reps.push(first);
+            out.extend(self.top.join(first));
+        }
+        if g.reps.len() < want
+            && let Some(&a) = g.reps.first()
+            && let Some(c) = g.ring.successor(a).and_then(|s| g.ring.successor(s))
+        {
+            // want == 2 means at least four members: `c` is neither `a`
+            // nor one of its neighbours.
             g.reps.push(c);
             out.extend(self.top.join(c));
         }
@@ -248,11 +364,14 @@ impl Topology {
     }
 }
 
-/// Representatives a group of `members` nodes sends to the top ring.
-fn wanted_reps(members: usize) -> usize {
+/// Representatives a group of `members` nodes sends to the top ring, in a
+/// fleet of `groups` groups: one, or two from four members on where there
+/// is another group to be watched from.
+fn wanted_reps(members: usize, groups: usize) -> usize {
     match members {
         0 => 0,
         1..=3 => 1,
+        _ if groups <= 1 => 1,
         _ => 2,
     }
 }
@@ -260,7 +379,7 @@ fn wanted_reps(members: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::counting_agents::CountingAgents;
+    use crate::decide::model_agents::ModelAgents;
 
     #[test]
     fn random_joins_moves_and_leaves_keep_the_invariants() {
@@ -273,7 +392,7 @@ mod tests {
         };
         for _ in 0..100 {
             let mut t = Topology::default();
-            let mut agents = CountingAgents::default();
+            let mut agents = ModelAgents::default();
             let mut live: Vec<NodeId> = Vec::new();
             let mut next: NodeId = 0;
             for _ in 0..150 {
@@ -313,17 +432,64 @@ mod tests {
     #[test]
     fn big_groups_send_two_representatives() {
         let mut t = Topology::default();
+        for n in 0..5 {
+            t.join(n, GroupKey::Switch("a".into()));
+        }
+        // Alone, a group sends one.
+        assert_eq!(t.top().len(), 1);
+        let mut t = Topology::default();
         for n in 0..4 {
             t.join(n, GroupKey::Switch("a".into()));
         }
         for n in 10..12 {
             t.join(n, GroupKey::Switch("b".into()));
         }
-        assert_eq!(t.top().members(), &[0, 1, 10]);
+        // Two representatives of "a" once there is another group, not
+        // group neighbours.
+        let mut top = t.top().members();
+        top.sort_unstable();
+        assert_eq!(top, &[0, 2, 10]);
         t.check().unwrap();
         t.leave(0);
         // Three left in "a": one representative.
         assert_eq!(t.top().len(), 2);
         t.check().unwrap();
+    }
+
+    #[test]
+    fn a_pair_adjacent_in_two_rings_is_one_edge() {
+        // A group of four beside another: two representatives. It shrinks
+        // to three: one steps down; then to one. Each agent
+        // must end with exactly one sender and one listener per neighbour.
+        let mut t = Topology::default();
+        let mut agents = ModelAgents::default();
+        let mut live = vec![10];
+        agents.apply(&t.join(10, GroupKey::Switch("b".into())));
+        for n in 0..4 {
+            agents.apply(&t.join(n, GroupKey::Switch("a".into())));
+            live.push(n);
+            t.check().unwrap();
+            agents.assert_matches(&live, |n| t.peers_of(n));
+        }
+        for n in [2, 0, 1] {
+            agents.apply(&t.leave(n));
+            live.retain(|x| *x != n);
+            t.check().unwrap();
+            agents.assert_matches(&live, |n| t.peers_of(n));
+        }
+    }
+
+    #[test]
+    fn no_instruction_names_a_peer_twice() {
+        let mut t = Topology::default();
+        for n in 0..40 {
+            let key = GroupKey::Switch(format!("s{}", n % 3));
+            for i in t.join(n, key) {
+                let mut p = i.peers.clone();
+                p.sort_unstable();
+                p.dedup();
+                assert_eq!(p.len(), i.peers.len(), "{i:?}");
+            }
+        }
     }
 }

@@ -187,7 +187,7 @@ fn reference_loop(sock: UdpSocket, stop: Arc<AtomicBool>) {
     let (mut producer, mut consumer) = crate::ring_buffer::channel(MMSG_BATCH_MAX * 2, 2048);
     while !stop.load(Ordering::Acquire) {
         let mut batch = producer.write_batch(MMSG_BATCH_MAX);
-        let got = mmsg::recv_into(fd, &mut batch, 2048, 0).map_or(0, |i| i.received);
+        let got = mmsg::recv_into(fd, &mut batch, 2048, 0, None).map_or(0, |i| i.received);
         batch.commit(got);
         if got == 0 {
             thread::sleep(Duration::from_micros(50));

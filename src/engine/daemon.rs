@@ -20,8 +20,8 @@
 //! Stop (SIGTERM/SIGINT, or [`StopHandle`]): stop reading, make everything
 //! durable, ACK it, decide it, store it, checkpoint, exit.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::io::{IoConfig, IoHandle, IoLoop};
+use super::io::{IoConfig, IoHandle, IoLoop, SpillReceiver};
 use super::mmsg::{self, MMSG_BATCH_MAX};
 use crate::classify::{
     EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, classify, encode,
@@ -90,6 +90,7 @@ pub struct Daemon {
     io: IoLoop,
     io_handle: IoHandle,
     consumer: Consumer,
+    spill: SpillReceiver,
     wal: Wal,
     decider: Decider,
     store: Store,
@@ -243,6 +244,7 @@ impl Daemon {
             ..IoConfig::default()
         };
         let (io, io_handle) = IoLoop::bind(&io_config, producer).map_err(err("listen"))?;
+        let (io, spill) = io.with_spill();
         let send = SendSockets::new(io.send_sockets().map_err(err("sockets"))?);
         let addrs = io.local_addrs().map_err(err("sockets"))?;
         let advertised = advertised(&config, &addrs);
@@ -360,6 +362,7 @@ impl Daemon {
             io,
             io_handle,
             consumer,
+            spill,
             wal,
             decider,
             store,
@@ -409,6 +412,7 @@ impl Daemon {
             io,
             io_handle,
             consumer,
+            spill,
             wal,
             decider,
             store,
@@ -505,6 +509,8 @@ impl Daemon {
             spin: config.decider.spin,
             decider: decider_unpark,
             out: Vec::with_capacity(256),
+            spill,
+            truncated_from: HashSet::new(),
         };
         let io_stop = io_handle;
         let stop_watch = stop.clone();
@@ -622,7 +628,16 @@ struct LogThread {
     spin: bool,
     decider: thread::Thread,
     out: Vec<u8>,
+    /// Whole datagrams longer than a ring slot, one per slot flagged
+    /// `SLOT_SPILLED`, in slot order.
+    spill: SpillReceiver,
+    /// Sources already warned about a cut datagram (bounded: warned once
+    /// each, up to [`TRUNCATED_WARN_MAX`] sources, counted always).
+    truncated_from: HashSet<IpAddr>,
 }
+
+/// Sources named in a warning about cut datagrams, at most.
+const TRUNCATED_WARN_MAX: usize = 1024;
 
 impl LogThread {
     fn run(
@@ -648,11 +663,23 @@ impl LogThread {
                 n = batch.len();
                 for i in 0..n {
                     let (data, meta) = batch.get(i);
+                    // A long datagram's whole bytes wait in the spill
+                    // queue (sent before the slot was committed); take
+                    // them even when the slot is dropped, to stay in step.
+                    let whole = (meta.flags & mmsg::SLOT_SPILLED != 0)
+                        .then(|| self.spill.try_recv().ok())
+                        .flatten();
                     let Some(peer) = mmsg::slot_addr(meta) else {
                         continue;
                     };
+                    let peer = normalize(peer);
+                    if meta.flags & mmsg::SLOT_TRUNCATED != 0 {
+                        self.on_truncated(peer, meta.len);
+                        continue;
+                    }
+                    let data = whole.as_deref().unwrap_or(data);
                     let time_ns = self.clock.slot_ns(meta.recv_ns);
-                    self.accept(data, normalize(peer), time_ns)?;
+                    self.accept(data, peer, time_ns)?;
                 }
                 batch.release();
                 // The decider reads records as they are written (it holds
@@ -702,6 +729,8 @@ impl LogThread {
             .store(i.kernel_drops.load(Ordering::Relaxed), Ordering::Relaxed);
         c.ring_full_drops
             .store(i.ring_full_drops.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.spilled
+            .store(i.spilled.load(Ordering::Relaxed), Ordering::Relaxed);
         if self.acks.is_none() {
             let w = self.wal.stats();
             c.syncs.store(w.syncs, Ordering::Relaxed);
@@ -777,6 +806,18 @@ impl LogThread {
             }
         }
         Ok(())
+    }
+
+    /// A datagram cut to the slot (the spill queue was full): dropped with
+    /// its own count, warned once per source. A sequenced one is resent
+    /// by its agent and taken whole then.
+    fn on_truncated(&mut self, peer: SocketAddr, len: u32) {
+        self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+        if self.truncated_from.len() < TRUNCATED_WARN_MAX && self.truncated_from.insert(peer.ip()) {
+            log::warn!(
+                "a datagram from {peer} longer than a ring slot was cut to {len} bytes and dropped (the spill queue was full); raise io.slot_bytes if this repeats"
+            );
+        }
     }
 
     fn maybe_tick(&mut self) -> Result<(), DaemonError> {
@@ -1061,6 +1102,7 @@ pub fn encode_instruction(
             peers: Peers::List(peers),
         },
         Instruction::StateRequest => Message::HbStateReq,
+        Instruction::ConnShut => Message::ConnShut,
     };
     encode(&m, Some(reqid), &EncodeOptions::default(), out)
 }
@@ -1306,19 +1348,6 @@ impl DeciderThread {
                 }
             }
             Effect::Forget { to } => self.transport.forget(to),
-            Effect::ConnShut { to } => {
-                let mut bytes = Vec::new();
-                if encode(
-                    &Message::ConnShut,
-                    None,
-                    &EncodeOptions::default(),
-                    &mut bytes,
-                )
-                .is_ok()
-                {
-                    send_to(&self.transport.sockets, &bytes, to, &self.counters);
-                }
-            }
             Effect::Notice(n) => log::info!("{}", describe(&self.decider, &n)),
             Effect::Row(_) | Effect::Discovery { .. } | Effect::Stats { .. } => {}
         }

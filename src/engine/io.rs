@@ -57,8 +57,10 @@ pub struct IoStats {
     pub received: u64,
     /// Datagrams read and dropped because the ring was full.
     pub ring_full_drops: u64,
-    /// Datagrams longer than a slot (kept truncated and flagged).
+    /// Datagrams longer than a slot, cut (no spill queue, or it was full).
     pub truncated: u64,
+    /// Datagrams longer than a slot, passed whole through the spill queue.
+    pub spilled: u64,
     /// Kernel drops (sum over sockets of the last `SO_RXQ_OVFL` seen).
     pub kernel_drops: u64,
     /// `recvmmsg` calls that returned datagrams.
@@ -75,8 +77,10 @@ pub struct IoCounters {
     pub received: AtomicU64,
     /// Datagrams dropped because the ring was full.
     pub ring_full_drops: AtomicU64,
-    /// Datagrams longer than a slot.
+    /// Datagrams longer than a slot, cut.
     pub truncated: AtomicU64,
+    /// Datagrams longer than a slot, passed whole.
+    pub spilled: AtomicU64,
     /// Kernel drops seen through `SO_RXQ_OVFL`.
     pub kernel_drops: AtomicU64,
 }
@@ -113,9 +117,21 @@ pub struct IoLoop {
     batch: usize,
     clock: Instant,
     scratch: Vec<u8>,
+    /// Datagrams longer than a slot: their tails land in the area, and the
+    /// whole datagram goes to the consumer through the queue, in slot order
+    /// (the slot is flagged [`mmsg::SLOT_SPILLED`]).
+    spill: Option<(mmsg::SpillArea, crossbeam_channel::Sender<Vec<u8>>)>,
     stats: IoStats,
     counters: Arc<IoCounters>,
 }
+
+/// The consumer's end of the spill queue: whole datagrams longer than a
+/// slot, one per slot flagged [`mmsg::SLOT_SPILLED`], in slot order.
+pub type SpillReceiver = crossbeam_channel::Receiver<Vec<u8>>;
+
+/// Datagrams longer than a slot that may wait in the spill queue (at most
+/// 64 KiB each: 64 MiB in all). Past it they are cut and counted.
+pub const SPILL_QUEUE_MAX: usize = 1024;
 
 /// Opens one UDP socket as configured.
 pub fn open_socket(addr: SocketAddr, config: &IoConfig) -> io::Result<std::net::UdpSocket> {
@@ -179,6 +195,7 @@ impl IoLoop {
             batch: config.batch.clamp(1, MMSG_BATCH_MAX),
             clock: Instant::now(),
             scratch,
+            spill: None,
             stats: IoStats::default(),
             counters: counters.clone(),
         };
@@ -190,6 +207,15 @@ impl IoLoop {
                 counters,
             },
         ))
+    }
+
+    /// Passes datagrams longer than a slot whole, through a queue that the
+    /// consumer reads for every slot flagged [`mmsg::SLOT_SPILLED`]; without
+    /// it they are cut to the slot and flagged [`mmsg::SLOT_TRUNCATED`].
+    pub fn with_spill(mut self) -> (IoLoop, SpillReceiver) {
+        let (tx, rx) = crossbeam_channel::bounded(SPILL_QUEUE_MAX);
+        self.spill = Some((mmsg::SpillArea::default(), tx));
+        (self, rx)
     }
 
     /// The bound addresses (port 0 resolved).
@@ -243,6 +269,7 @@ impl IoLoop {
         let c = &self.counters;
         c.received.store(self.stats.received, Ordering::Relaxed);
         c.truncated.store(self.stats.truncated, Ordering::Relaxed);
+        c.spilled.store(self.stats.spilled, Ordering::Relaxed);
         c.kernel_drops
             .store(self.stats.kernel_drops, Ordering::Relaxed);
     }
@@ -269,13 +296,30 @@ impl IoLoop {
                 continue;
             }
             let mut batch = self.producer.write_batch(self.batch);
-            let info = mmsg::recv_into(fd, &mut batch, slot_size, now_ns)?;
+            let area = self.spill.as_mut().map(|s| &mut s.0);
+            let info = mmsg::recv_into(fd, &mut batch, slot_size, now_ns, area)?;
             if info.received == 0 {
                 return Ok(());
             }
             for k in 0..info.received {
-                let (_, meta) = batch.slot(k);
+                let (buf, meta) = batch.slot(k);
                 meta.tag = i as u32;
+                if meta.flags & mmsg::SLOT_SPILLED != 0
+                    && let Some((area, tx)) = &self.spill
+                {
+                    // Rare (a STARTUP of a host with many interfaces, a
+                    // discovery FrameSet): one allocation per such datagram.
+                    let len = meta.len as usize;
+                    let mut whole = Vec::with_capacity(len);
+                    whole.extend_from_slice(buf);
+                    whole.extend_from_slice(area.tail(k, len - buf.len()));
+                    if tx.try_send(whole).is_ok() {
+                        self.stats.spilled += 1;
+                    } else {
+                        meta.flags = mmsg::SLOT_TRUNCATED;
+                        meta.len = buf.len() as u32;
+                    }
+                }
                 if meta.flags & mmsg::SLOT_TRUNCATED != 0 {
                     self.stats.truncated += 1;
                 }

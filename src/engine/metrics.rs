@@ -42,6 +42,10 @@ pub struct Metrics {
     pub kernel_drops: AtomicU64,
     /// Ring-full drops.
     pub ring_full_drops: AtomicU64,
+    /// Datagrams longer than a ring slot, passed whole (spill queue).
+    pub spilled: AtomicU64,
+    /// Datagrams longer than a ring slot, cut and dropped.
+    pub truncated: AtomicU64,
     /// Datagrams received.
     pub received: AtomicU64,
     /// Records appended.
@@ -77,6 +81,8 @@ impl Default for Metrics {
             out_of_order: AtomicU64::new(0),
             kernel_drops: AtomicU64::new(0),
             ring_full_drops: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
+            truncated: AtomicU64::new(0),
             received: AtomicU64::new(0),
             appended: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
@@ -169,6 +175,16 @@ impl Metrics {
                 "cma_ring_full_drops_total",
                 "Datagrams dropped because the ring buffer was full.",
                 get(&self.ring_full_drops),
+            ),
+            (
+                "cma_spilled_total",
+                "Datagrams longer than a ring slot, passed whole through the spill queue.",
+                get(&self.spilled),
+            ),
+            (
+                "cma_truncated_total",
+                "Datagrams longer than a ring slot, cut and dropped (spill queue full).",
+                get(&self.truncated),
             ),
             (
                 "cma_duplicates_total",

@@ -25,8 +25,35 @@ use crate::ring_buffer::{SLOT_ADDR_LEN, SlotMeta, WriteBatch};
 /// Datagrams per system call at most.
 pub const MMSG_BATCH_MAX: usize = 64;
 
-/// `SlotMeta::flags` bit: the datagram was longer than the slot.
+/// `SlotMeta::flags` bit: the datagram was longer than the slot and its
+/// tail is lost (no spill area, or the spill queue was full).
 pub const SLOT_TRUNCATED: u32 = 1;
+/// `SlotMeta::flags` bit: the datagram was longer than the slot; `len` is
+/// its whole length and the bytes past the slot are in the spill area's
+/// chunk of the same index (see [`SpillArea`]).
+pub const SLOT_SPILLED: u32 = 2;
+
+/// Bytes of a spill chunk: with the slot in front of it, any UDP datagram
+/// (65,507 bytes of payload at most) fits whole.
+pub const SPILL_CHUNK: usize = 64 << 10;
+
+/// Where the tails of datagrams longer than a slot land: one chunk per
+/// message of a `recvmmsg` batch (4 MiB), allocated once. A slot and its
+/// chunk are one scatter list, so a long datagram is never cut.
+pub struct SpillArea(Box<[u8]>);
+
+impl Default for SpillArea {
+    fn default() -> Self {
+        SpillArea(vec![0u8; SPILL_CHUNK * MMSG_BATCH_MAX].into_boxed_slice())
+    }
+}
+
+impl SpillArea {
+    /// The tail bytes of message `i` of the last batch (`len` bytes).
+    pub fn tail(&self, i: usize, len: usize) -> &[u8] {
+        &self.0[i * SPILL_CHUNK..][..len.min(SPILL_CHUNK)]
+    }
+}
 
 /// Space for one `SO_RXQ_OVFL` control message (a u32).
 const CMSG_BUF_LEN: usize = 32;
@@ -50,12 +77,16 @@ struct CmsgBuf([u8; CMSG_BUF_LEN]);
 /// Receives up to `batch.len()` (at most `MMSG_BATCH_MAX`) datagrams from a
 /// non-blocking socket into the batch's first slots, without blocking.
 /// Returns how many arrived (0 when none were waiting); the caller commits
-/// them. `now_ns` is stamped on each.
+/// them. `now_ns` is stamped on each. With a `spill` area, a datagram
+/// longer than a slot continues into its chunk there and is flagged
+/// [`SLOT_SPILLED`] with its whole length; without, it is cut and flagged
+/// [`SLOT_TRUNCATED`]. EINTR is retried; only EAGAIN means "nothing".
 pub fn recv_into(
     fd: RawFd,
     batch: &mut WriteBatch<'_>,
     slot_size: usize,
     now_ns: u64,
+    mut spill: Option<&mut SpillArea>,
 ) -> io::Result<RecvInfo> {
     let n = batch.len().min(MMSG_BATCH_MAX);
     if n == 0 {
@@ -65,48 +96,62 @@ pub fn recv_into(
     // value (null pointers, zero lengths).
     let mut hdrs: [libc::mmsghdr; MMSG_BATCH_MAX] = unsafe { zeroed() };
     // SAFETY: as above.
-    let mut iovs: [libc::iovec; MMSG_BATCH_MAX] = unsafe { zeroed() };
+    let mut iovs: [[libc::iovec; 2]; MMSG_BATCH_MAX] = unsafe { zeroed() };
     let mut cmsgs: [CmsgBuf; MMSG_BATCH_MAX] = std::array::from_fn(|_| CmsgBuf([0; CMSG_BUF_LEN]));
     let mut metas: [*mut SlotMeta; MMSG_BATCH_MAX] = [std::ptr::null_mut(); MMSG_BATCH_MAX];
     for i in 0..n {
         let (buf, meta) = batch.slot_ptrs(i);
         metas[i] = meta;
-        iovs[i] = libc::iovec {
+        iovs[i][0] = libc::iovec {
             iov_base: buf.cast(),
             iov_len: slot_size,
         };
+        let mut iovlen = 1;
+        if let Some(area) = spill.as_deref_mut() {
+            iovs[i][1] = libc::iovec {
+                iov_base: area.0[i * SPILL_CHUNK..].as_mut_ptr().cast(),
+                iov_len: SPILL_CHUNK,
+            };
+            iovlen = 2;
+        }
         let h = &mut hdrs[i].msg_hdr;
         // SAFETY: `meta` points to a live SlotMeta of the batch (valid until
         // commit); we take the address of its `addr` field without creating
         // a reference to the whole struct.
         h.msg_name = unsafe { std::ptr::addr_of_mut!((*meta).addr) }.cast();
         h.msg_namelen = SLOT_ADDR_LEN as libc::socklen_t;
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
+        h.msg_iov = iovs[i].as_mut_ptr();
+        h.msg_iovlen = iovlen;
         h.msg_control = cmsgs[i].0.as_mut_ptr().cast();
         h.msg_controllen = CMSG_BUF_LEN as _;
     }
-    // SAFETY: `hdrs[..n]` are initialised mmsghdrs whose buffers (slot
-    // buffers of `slot_size` bytes, slot address fields of SLOT_ADDR_LEN
-    // bytes, control buffers of CMSG_BUF_LEN bytes) are valid for writes for
-    // the duration of the call: the slots belong to the producer until
-    // commit, the rest live on this stack frame.
-    let got = unsafe {
-        libc::recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            n as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if got < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(RecvInfo::default()),
-            _ => Err(e),
+    let got = loop {
+        // SAFETY: `hdrs[..n]` are initialised mmsghdrs whose buffers (slot
+        // buffers of `slot_size` bytes, spill chunks of SPILL_CHUNK bytes
+        // inside the exclusively borrowed area, slot address fields of
+        // SLOT_ADDR_LEN bytes, control buffers of CMSG_BUF_LEN bytes) are
+        // valid for writes for the duration of the call: the slots belong
+        // to the producer until commit, the rest live on this stack frame
+        // or in `spill`, borrowed for the whole call.
+        let got = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
-    }
+        if got >= 0 {
+            break got;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(RecvInfo::default()),
+            _ => return Err(e),
+        }
+    };
     let got = got as usize;
     let mut info = RecvInfo {
         received: got,
@@ -118,12 +163,20 @@ pub fn recv_into(
             info.kernel_drops = Some(d);
         }
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let len = h.msg_len as usize;
         // SAFETY: `metas[i]` points to the batch's slot i metadata, which
         // only this producer may touch before commit; the kernel finished
         // writing its `addr` field when recvmmsg returned.
         let meta = unsafe { &mut *metas[i] };
-        meta.len = (h.msg_len as usize).min(slot_size) as u32;
-        meta.flags = if truncated { SLOT_TRUNCATED } else { 0 };
+        let spilled = spill.is_some() && len > slot_size && !truncated;
+        meta.len = if spilled { len } else { len.min(slot_size) } as u32;
+        meta.flags = if spilled {
+            SLOT_SPILLED
+        } else if truncated || len > slot_size {
+            SLOT_TRUNCATED
+        } else {
+            0
+        };
         meta.recv_ns = now_ns;
         meta.addr_len = h.msg_hdr.msg_namelen.min(SLOT_ADDR_LEN as libc::socklen_t);
     }
@@ -258,25 +311,29 @@ pub fn recv_discard(fd: RawFd, scratch: &mut [u8], flags: libc::c_int) -> io::Re
         h.msg_hdr.msg_iov = &mut iov;
         h.msg_hdr.msg_iovlen = 1;
     }
-    // SAFETY: every header points at `iov`, which describes `scratch`, valid
-    // for writes during the call; no names or control buffers are asked for.
-    let got = unsafe {
-        libc::recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            MMSG_BATCH_MAX as libc::c_uint,
-            flags,
-            std::ptr::null_mut(),
-        )
-    };
-    if got < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-            _ => Err(e),
+    loop {
+        // SAFETY: every header points at `iov`, which describes `scratch`,
+        // valid for writes during the call; no names or control buffers are
+        // asked for.
+        let got = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                MMSG_BATCH_MAX as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
         };
+        if got >= 0 {
+            return Ok(got as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(e),
+        }
     }
-    Ok(got as usize)
 }
 
 /// CPUs online on the machine (not only those this thread may use).

@@ -104,6 +104,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Agents per switch.
     pub switch_size: usize,
+    /// The first this many agents hang off small switches of 1, 2, ... 6
+    /// agents in turn (groups of every size a ring treats specially), the
+    /// rest off switches of `switch_size`.
+    pub small_groups: usize,
     /// Probability a datagram is lost.
     pub loss: f64,
     /// Probability a datagram arrives twice.
@@ -135,6 +139,7 @@ impl SimConfig {
             nodes,
             seed,
             switch_size: 40,
+            small_groups: 63,
             loss: 0.01,
             duplicate: 0.002,
             max_delay_us: 5000,
@@ -357,6 +362,9 @@ pub struct SimReport {
     pub instructions_lost: u64,
     /// Agents whose heartbeat state was wiped.
     pub wipes: u64,
+    /// Settled agents compared with their rings (one sender and one
+    /// listener per neighbour) after an ACK.
+    pub ring_checks: u64,
     /// Audits (HBSTATE compared with the rings) that found drift.
     pub drift_repaired: u64,
     /// Audit-interval samples at which some settled agent's state differed
@@ -405,6 +413,11 @@ impl SimReport {
             self.partitions,
             self.path_fault_verdicts,
             self.links
+        );
+        let _ = writeln!(
+            s,
+            "settled agents checked against their rings (one sender, one listener per neighbour): {}",
+            self.ring_checks
         );
         let per_fault = if self.faults == 0 {
             0.0
@@ -475,8 +488,9 @@ struct Agent {
     configured: bool,
     acked_startup: bool,
     leaving: bool,
-    /// Peer agent -> heartbeats it sends / expects (counted like a
-    /// nanoprobe: never de-duplicated).
+    /// Peer agent -> heartbeat senders (a multiset, like a nanoprobe's:
+    /// every start adds one) and listeners (a set: a second start replaces
+    /// the listener, one stop removes it; the count is always 1).
     send: Vec<(u32, i32)>,
     expect: Vec<(u32, i32)>,
     /// Silence watch per expected peer: (peer, silent since, token,
@@ -647,7 +661,8 @@ pub fn run(cfg: SimConfig) -> SimReport {
 impl Sim {
     fn new(cfg: SimConfig) -> Sim {
         let n = cfg.nodes;
-        let switches = n.div_ceil(cfg.switch_size.max(1));
+        let layout = switch_layout(n, cfg.small_groups, cfg.switch_size);
+        let switches = layout.last().map_or(0, |l| l.0 as usize + 1);
         let mut dcfg = DeciderConfig::new(CMA, 1);
         dcfg.heartbeat_ms = cfg.heartbeat_ms;
         dcfg.dead_ms = cfg.dead_ms;
@@ -681,10 +696,7 @@ impl Sim {
             digest: 0xcbf2_9ce4_8422_2325,
             cfg,
         };
-        let size = s.cfg.switch_size.max(1);
-        for i in 0..n {
-            let sw = (i / size) as u32;
-            let host = (i % size) as u8 + 1;
+        for (i, (sw, host)) in layout.into_iter().enumerate() {
             let addr = SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::new(10, (sw >> 8) as u8, sw as u8, host)),
                 1984,
@@ -1174,8 +1186,57 @@ impl Sim {
                     q.pop_front();
                 }
                 self.decide(Some(addr), Some(r), Some(AgentMsg::Ack));
+                self.check_settled_agent(from);
             }
         }
+    }
+
+    /// Once an agent has ACKed every instruction sent to it, it must have
+    /// exactly one sender and one listener per ring neighbour and nothing
+    /// else (DESIGN.md rule 8): checked after every ring change as soon as
+    /// the agent has it. Not where instructions are lost or agents wiped on
+    /// purpose (the audit's tests cover those).
+    fn check_settled_agent(&mut self, a: u32) {
+        if !self.cfg.check_invariants
+            || self.cfg.instr_loss > 0.0
+            || self.cfg.state_interval_ms > 0
+            || self.cfg.faults.wipe > 0
+        {
+            return;
+        }
+        let Some(id) = self.decider.node_at(self.agents[a as usize].addr) else {
+            return;
+        };
+        let n = &self.decider.nodes()[id as usize];
+        let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
+        if !n.out.settled() || !in_service || !self.agents[a as usize].alive {
+            return;
+        }
+        self.report.ring_checks += 1;
+        if let Some(p) = self.ring_mismatch(id) {
+            self.fail(format!("h{a} after its last ACK: {p}"));
+        }
+    }
+
+    /// How agent-of-node `id` differs from its rings (one sender and one
+    /// listener per neighbour), if it does.
+    fn ring_mismatch(&self, id: u32) -> Option<String> {
+        let a = self.node_agent[id as usize];
+        let ag = &self.agents[a as usize];
+        let topo = self.decider.topology();
+        let mut want: Vec<(u32, i32)> = Vec::new();
+        if topo.group_of(id).is_some() {
+            for p in topo.peers_of(id) {
+                want.push((self.node_agent[p as usize], 1));
+            }
+        }
+        let mut expect = ag.expect.clone();
+        let mut send = ag.send.clone();
+        want.sort_unstable();
+        expect.sort_unstable();
+        send.sort_unstable();
+        (want != expect || want != send)
+            .then(|| format!("h{a} sends {send:?} and expects {expect:?}, its rings say {want:?}"))
     }
 
     fn ack_agent(&mut self, to: u32, inc: u64, seq: u64) {
@@ -1259,7 +1320,7 @@ impl Sim {
             Instruction::Half { send, start, peers } => {
                 self.change_heartbeats(to, peers, (*send, !*send), *start);
             }
-            Instruction::Probe | Instruction::StateRequest => {}
+            Instruction::Probe | Instruction::StateRequest | Instruction::ConnShut => {}
         }
         let ag = &self.agents[to as usize];
         let ready = ag.configured && ag.acked_startup;
@@ -1279,8 +1340,9 @@ impl Sim {
         }
     }
 
-    /// Agent `to` starts (or stops) heartbeating and/or watching `peers`,
-    /// counted like a nanoprobe: `(send, expect)` say which.
+    /// Agent `to` starts (or stops) heartbeating and/or watching `peers`
+    /// as a nanoprobe does (senders stack, listeners do not): `(send,
+    /// expect)` say which.
     fn change_heartbeats(
         &mut self,
         to: u32,
@@ -1300,7 +1362,11 @@ impl Sim {
             }
             if expect {
                 let before = count(&ag.expect, b);
-                bump(&mut ag.expect, b, d);
+                if start && before == 0 {
+                    ag.expect.push((b, 1));
+                } else if !start {
+                    ag.expect.retain(|x| x.0 != b);
+                }
                 let after = count(&ag.expect, b);
                 if before == 0 && after > 0 {
                     self.watchers[b as usize].push(to);
@@ -1477,10 +1543,7 @@ impl Sim {
                     }
                 }
                 Effect::Notice(n) => self.notice(n),
-                Effect::ConnShut { .. }
-                | Effect::Row(_)
-                | Effect::Discovery { .. }
-                | Effect::Stats { .. } => {}
+                Effect::Row(_) | Effect::Discovery { .. } | Effect::Stats { .. } => {}
             }
         }
         self.effects = effects;
@@ -1603,7 +1666,6 @@ impl Sim {
     /// Every live agent heartbeats exactly the peers its rings say, and
     /// every node the decider keeps in service is a live agent.
     fn check_agents_match_rings(&mut self) {
-        let topo = self.decider.topology();
         let mut problems = Vec::new();
         for (id, n) in self.decider.nodes().iter().enumerate() {
             let a = self.node_agent[id];
@@ -1619,25 +1681,38 @@ impl Sim {
             if !ag.alive {
                 continue;
             }
-            let mut want: Vec<(u32, i32)> = Vec::new();
-            for p in topo.peers_of(id as u32) {
-                bump(&mut want, self.node_agent[p as usize], 1);
-            }
-            let mut have = ag.expect.clone();
-            want.sort_unstable();
-            have.sort_unstable();
-            if want != have || {
-                let mut s = ag.send.clone();
-                s.sort_unstable();
-                s != want
-            } {
-                problems.push(format!("h{a} heartbeats {have:?}, its rings say {want:?}"));
+            if let Some(p) = self.ring_mismatch(id as u32) {
+                problems.push(p);
             }
         }
         for p in problems.into_iter().take(10) {
             self.fail(p);
         }
     }
+}
+
+/// (switch, host number from 1) of each agent: `small` agents on switches
+/// of 1, 2, ... 6 agents in turn, then switches of `size`.
+fn switch_layout(n: usize, small: usize, size: usize) -> Vec<(u32, u8)> {
+    let size = size.clamp(1, 250);
+    let small = small.min(n);
+    let mut caps = Vec::new();
+    let mut left = small;
+    while left > 0 {
+        let c = (caps.len() % 6 + 1).min(left);
+        caps.push(c);
+        left -= c;
+    }
+    left = n - small;
+    while left > 0 {
+        let c = size.min(left);
+        caps.push(c);
+        left -= c;
+    }
+    caps.iter()
+        .enumerate()
+        .flat_map(|(sw, &c)| (1..=c).map(move |h| (sw as u32, h as u8)))
+        .collect()
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
