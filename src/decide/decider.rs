@@ -232,6 +232,8 @@ pub struct NodeRow {
     pub refused: Option<(u64, String)>,
     /// Out of the rings after repeated refusals: why.
     pub degraded: Option<String>,
+    /// Another live host with its name, refused: its address.
+    pub conflict: Option<SocketAddr>,
 }
 
 /// Events and verdicts.
@@ -311,6 +313,17 @@ pub enum Notice {
         /// Why.
         reason: String,
     },
+    /// Two live hosts with one host name (a cloned machine): the node
+    /// stays at `kept`, which answered the CMA; the STARTUP from `refused`
+    /// is refused for as long as the node is in service.
+    Conflict {
+        /// The node.
+        node: NodeId,
+        /// Where it stays.
+        kept: SocketAddr,
+        /// The other host's address.
+        refused: SocketAddr,
+    },
     /// It refused an instruction (ACTIONNAK).
     Refused {
         /// The node.
@@ -361,6 +374,14 @@ pub struct Counters {
     /// ACTIONNAKs received.
     #[serde(default)]
     pub naks: u64,
+    /// STARTUPs naming a host in service at another address, each answered
+    /// by a probe of the node where it is.
+    #[serde(default)]
+    pub name_contests: u64,
+    /// STARTUPs refused because their host name belongs to a live node
+    /// elsewhere (the first of each pair is a `Conflict` notice).
+    #[serde(default)]
+    pub name_conflicts: u64,
 }
 
 /// A registered node.
@@ -411,6 +432,22 @@ pub struct Node {
     /// Taken out of the rings after repeated refusals: why.
     #[serde(default)]
     pub degraded: Option<String>,
+    /// A STARTUP with its name from another address, weighed by a probe:
+    /// if it is heard from before `until_ms`, the newcomer is refused;
+    /// the newcomer's next STARTUP after that moves the node.
+    #[serde(default)]
+    contest: Option<Contest>,
+    /// The address of another live host with its name, refused while this
+    /// node is in service.
+    #[serde(default)]
+    pub conflict: Option<SocketAddr>,
+}
+
+/// A newcomer claiming a node's host name from another address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Contest {
+    addr: SocketAddr,
+    until_ms: u64,
 }
 
 /// What a node's last HBSTATE said, for operators.
@@ -738,6 +775,10 @@ impl Decider {
                 }
                 return;
             }
+            if n.addr != addr && n.in_service() && !self.contested(id, addr) {
+                return;
+            }
+            let n = &self.nodes[id as usize];
             // A restart: the old incarnation is gone. Close the ring behind
             // it (its peers stop expecting it), forget what was queued for
             // the old process, and place the new one afresh.
@@ -776,6 +817,8 @@ impl Decider {
             n.naks = 0;
             n.nak_retry_at = None;
             n.degraded = None;
+            n.contest = None;
+            n.conflict = None;
             n.health = Health::Up;
             n.last_heard_ms = self.now_ms;
             out.push(Effect::Notice(Notice::Restarted(id)));
@@ -802,6 +845,8 @@ impl Decider {
             naks: 0,
             nak_retry_at: None,
             degraded: None,
+            contest: None,
+            conflict: None,
         });
         self.by_host.insert(s.hostname.to_string(), id);
         self.claim_addr(addr, id, out);
@@ -824,6 +869,36 @@ impl Decider {
             let parked = SocketAddr::new(IpAddr::from((u128::from(old) + 1).to_be_bytes()), 0);
             self.nodes[old as usize].addr = parked;
             self.by_addr.insert(parked, old);
+        }
+    }
+
+    /// A STARTUP names node `id`'s host from `addr` while the node is in
+    /// service elsewhere (a cloned machine, or a host that moved): may the
+    /// newcomer take the node? Only once the node, probed when the claim
+    /// first came, stayed silent for the confirmation window; a node heard
+    /// from in that time keeps its place and the newcomer is refused (see
+    /// [`Decider::heard`]) for as long as the node is in service. No
+    /// flapping: the node moves at most once per silence.
+    fn contested(&mut self, id: NodeId, addr: SocketAddr) -> bool {
+        let now = self.now_ms;
+        let window = self.fcfg.window_ms;
+        let n = &mut self.nodes[id as usize];
+        if n.conflict == Some(addr) {
+            self.counters.name_conflicts += 1;
+            return false;
+        }
+        match n.contest {
+            Some(c) if c.addr == addr && now >= c.until_ms => true,
+            Some(c) if c.addr == addr => false,
+            _ => {
+                n.contest = Some(Contest {
+                    addr,
+                    until_ms: now + window,
+                });
+                self.counters.name_contests += 1;
+                self.probe(id);
+                false
+            }
         }
     }
 
@@ -1115,6 +1190,19 @@ impl Decider {
         let now = self.now_ms;
         let n = &mut self.nodes[id as usize];
         n.last_heard_ms = now;
+        if let Some(c) = n.contest.take() {
+            // The node where it is answers: the newcomer is another host
+            // with the same name.
+            n.conflict = Some(c.addr);
+            self.counters.name_conflicts += 1;
+            out.push(Effect::Notice(Notice::Conflict {
+                node: id,
+                kept: n.addr,
+                refused: c.addr,
+            }));
+            out.push(Effect::Row(self.row(id)));
+        }
+        let n = &mut self.nodes[id as usize];
         let before = n.health;
         if matches!(
             before,
@@ -1420,6 +1508,7 @@ impl Decider {
             drift: n.drift,
             refused: n.refused.clone(),
             degraded: n.degraded.clone(),
+            conflict: n.conflict,
         }
     }
 }
@@ -2006,6 +2095,72 @@ mod tests {
         assert!(e.is_empty());
         assert_eq!(t.d.counters().startup_mismatch, 1);
         assert_eq!(t.health(1), Health::Up);
+    }
+
+    /// A STARTUP for host1 from addr(9) (a clone of host1 elsewhere).
+    fn clone_startup(t: &mut T, wallclock: u64) -> Vec<Effect> {
+        let net = "{}";
+        t.feed(
+            addr(9),
+            None,
+            Message::Startup(Startup {
+                hostname: "host1",
+                listen: addr(9),
+                wallclock_us: wallclock,
+                netconfig: net,
+                key: None,
+                features: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_clone_of_a_live_host_is_refused_once_the_host_answers() {
+        let mut t = fleet(3);
+        let e = clone_startup(&mut t, 99);
+        // Nothing for the clone; the node where it is gets probed.
+        assert!(sends_to(&e, addr(9)).is_empty());
+        assert_eq!(sends_to(&e, addr(1)), vec![Instruction::Probe]);
+        let probe = t.d.node(t.id(1)).unwrap().out.next_request() - 1;
+        let e = t.ack(addr(1), probe);
+        assert_eq!(
+            notices(&e),
+            vec![Notice::Conflict {
+                node: t.id(1),
+                kept: addr(1),
+                refused: addr(9),
+            }]
+        );
+        // Later STARTUPs of the clone change nothing, and say nothing.
+        for k in 1..5 {
+            t.now += 5_000 * k;
+            let e = clone_startup(&mut t, 99 + k);
+            assert!(e.is_empty(), "{e:?}");
+        }
+        let n = t.d.node(t.id(1)).unwrap();
+        assert_eq!(
+            (n.addr, n.health, n.conflict),
+            (addr(1), Health::Up, Some(addr(9)))
+        );
+        assert_eq!(t.d.counters().name_conflicts, 5);
+    }
+
+    #[test]
+    fn a_host_that_moved_takes_its_node_once_the_old_address_stays_silent() {
+        let mut t = fleet(3);
+        let id = t.id(1);
+        clone_startup(&mut t, 99);
+        // Within the window: still waiting.
+        t.now += 1;
+        assert!(clone_startup(&mut t, 99).is_empty());
+        t.now += t.d.fcfg.window_ms;
+        let e = clone_startup(&mut t, 99);
+        assert!(notices(&e).contains(&Notice::Restarted(id)));
+        assert_eq!(t.d.node(id).unwrap().addr, addr(9));
+        assert!(
+            matches!(sends_to(&e, addr(9))[..], [Instruction::SetConfig(_)]),
+            "{e:?}"
+        );
     }
 
     #[test]

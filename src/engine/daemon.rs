@@ -1348,6 +1348,9 @@ impl DeciderThread {
                 }
             }
             Effect::Forget { to } => self.transport.forget(to),
+            Effect::Notice(n @ crate::decide::decider::Notice::Conflict { .. }) => {
+                log::warn!("{}", describe(&self.decider, &n))
+            }
             Effect::Notice(n) => log::info!("{}", describe(&self.decider, &n)),
             Effect::Row(_) | Effect::Discovery { .. } | Effect::Stats { .. } => {}
         }
@@ -1406,6 +1409,14 @@ fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
         N::Degraded { node, reason } => {
             format!("{} degraded, taken out of the rings: {reason}", name(node))
         }
+        N::Conflict {
+            node,
+            kept,
+            refused,
+        } => format!(
+            "two live hosts are named {}: the node stays at {kept}, which answered; the STARTUP from {refused} is refused while it is up (a cloned machine?)",
+            d.node(*node).map_or("?", |n| n.hostname.as_str())
+        ),
     }
 }
 

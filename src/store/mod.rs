@@ -191,6 +191,7 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
         Notice::Drift { node, .. } => ("drift", Some(*node)),
         Notice::Refused { node, .. } => ("refused", Some(*node)),
         Notice::Degraded { node, .. } => ("degraded", Some(*node)),
+        Notice::Conflict { node, .. } => ("conflict", Some(*node)),
     }
 }
 
@@ -351,9 +352,12 @@ impl Store {
                                     x.sending, x.expecting, x.late, x.dead, x.time_ms
                                 )
                             });
-                            let refused = match (&r.degraded, &r.refused) {
-                                (Some(d), _) => Some(format!("degraded: {d}")),
-                                (None, Some((c, why))) => Some(format!("code {c}: {why}")),
+                            let refused = match (&r.degraded, r.conflict, &r.refused) {
+                                (Some(d), _, _) => Some(format!("degraded: {d}")),
+                                (None, Some(a), _) => Some(format!(
+                                    "conflict: another live host with this name at {a}, refused"
+                                )),
+                                (None, None, Some((c, why))) => Some(format!("code {c}: {why}")),
                                 _ => None,
                             };
                             state.execute(params![r.id, summary, r.drift as i64, refused])?;
@@ -503,6 +507,7 @@ mod tests {
             drift: 0,
             refused: None,
             degraded: None,
+            conflict: None,
         })
     }
 
