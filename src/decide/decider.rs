@@ -188,7 +188,7 @@ pub enum Effect {
         to: SocketAddr,
     },
     /// A node's row changed.
-    Row(NodeRow),
+    Row(Box<NodeRow>),
     /// Discovery data to keep.
     Discovery {
         /// From whom.
@@ -920,7 +920,7 @@ impl Decider {
         }
         self.mark_dirty(id);
         self.place(id);
-        out.push(Effect::Row(self.row(id)));
+        out.push(Effect::Row(Box::new(self.row(id))));
     }
 
     fn place(&mut self, id: NodeId) {
@@ -944,7 +944,7 @@ impl Decider {
             self.place(id);
             out.push(Effect::Notice(Notice::Moved(id)));
         }
-        out.push(Effect::Row(self.row(id)));
+        out.push(Effect::Row(Box::new(self.row(id))));
     }
 
     fn on_hbdead(&mut self, reporter: NodeId, peer: SocketAddr, out: &mut Vec<Effect>) {
@@ -1020,7 +1020,7 @@ impl Decider {
             // An older picture than the instructions we sent: the HBSTATE
             // that follows them will be compared.
             self.counters.audits_deferred += 1;
-            out.push(Effect::Row(self.row(id)));
+            out.push(Effect::Row(Box::new(self.row(id))));
             return;
         }
         self.counters.audits += 1;
@@ -1056,7 +1056,7 @@ impl Decider {
         let repairs = (both_start.len() + both_stop.len() + half.len()) as u32;
         if repairs == 0 {
             self.nodes[id as usize].naks = 0;
-            out.push(Effect::Row(self.row(id)));
+            out.push(Effect::Row(Box::new(self.row(id))));
             return;
         }
         self.counters.drift += 1;
@@ -1077,7 +1077,7 @@ impl Decider {
         }
         self.mark_dirty(id);
         out.push(Effect::Notice(Notice::Drift { node: id, repairs }));
-        out.push(Effect::Row(self.row(id)));
+        out.push(Effect::Row(Box::new(self.row(id))));
     }
 
     /// A refused instruction: retried with backoff (an HBSTATEREQ whose
@@ -1097,7 +1097,7 @@ impl Decider {
             reason: reason.to_string(),
         }));
         if !n.in_service() || n.degraded.is_some() {
-            out.push(Effect::Row(self.row(id)));
+            out.push(Effect::Row(Box::new(self.row(id))));
             return;
         }
         if n.naks >= NAK_RETRIES {
@@ -1117,7 +1117,7 @@ impl Decider {
             n.nak_retry_at = Some(t);
             self.deadlines.insert((t, id));
         }
-        out.push(Effect::Row(self.row(id)));
+        out.push(Effect::Row(Box::new(self.row(id))));
     }
 
     /// The CMA restarted: every node in service that speaks HBSTATE is
@@ -1200,7 +1200,7 @@ impl Decider {
                 kept: n.addr,
                 refused: c.addr,
             }));
-            out.push(Effect::Row(self.row(id)));
+            out.push(Effect::Row(Box::new(self.row(id))));
         }
         let n = &mut self.nodes[id as usize];
         let before = n.health;
@@ -1362,7 +1362,7 @@ impl Decider {
             self.deadlines.insert((t, d));
         }
         if n.health != before {
-            out.push(Effect::Row(self.row(d)));
+            out.push(Effect::Row(Box::new(self.row(d))));
         }
     }
 

@@ -495,7 +495,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn row(id: u32, health: Health) -> Effect {
-        Effect::Row(NodeRow {
+        Effect::Row(Box::new(NodeRow {
             id,
             hostname: format!("h{id}"),
             addr: SocketAddr::from(([10, 0, 0, id as u8], 1984)),
@@ -508,7 +508,7 @@ mod tests {
             refused: None,
             degraded: None,
             conflict: None,
-        })
+        }))
     }
 
     #[test]
