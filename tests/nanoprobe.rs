@@ -1,0 +1,507 @@
+//! End to end with real, unmodified Assimilation nanoprobes (the C client,
+//! built from `../shared/nanoprobe` by its `build.sh`, or the binary named
+//! by `NANOPROBE`), each under its own host name, and `cma run`, all inside
+//! a network namespace this test makes (loopback only, nothing leaves it).
+//!
+//! One scenario, in order: six probes in two subnets join (their STARTUPs
+//! are over 2 KB: the namespace has a dozen interfaces); a group of four
+//! shrinks to three, a representative steps down and no survivor logs
+//! "unexpected heartbeats" twice; the stepped-down representative is
+//! killed and confirmed dead by two monitors within dead time + window; a
+//! SIGTERMed probe is `left` and its protocol machine logs no error; the
+//! CMA SIGKILLed and restarted changes nothing in the probes' logs; a
+//! second live host with a probe's name gives one `conflict` event and no
+//! flapping.
+//!
+//! Needs root (network and UTS namespaces) and the nanoprobe; without them
+//! it prints one line saying it was skipped, and why.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cma::engine::daemon::db_path;
+use cma::store::{EventView, Store};
+
+/// Dead time 3 s + the second monitor's window max(2 heartbeats,
+/// retransmit + 1 s) = 2 s (DESIGN.md rule 6).
+const DEAD_PLUS_WINDOW: Duration = Duration::from_secs(5);
+/// Slack for the store to show it (checkpoint 200 ms) and our polling.
+const SLACK: Duration = Duration::from_secs(3);
+/// Generous bound for joins, exits and restarts.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// A nanoprobe repeats "unexpected heartbeats" (HBMARTIAN) every 10 s.
+const MARTIAN_PERIOD: Duration = Duration::from_secs(12);
+
+const CMA_TOML: &str = "[heartbeat]\ninterval_ms = 1000\nwarn_ms = 2000\ndead_ms = 3000\n\
+[reliable]\nretransmit_ms = 500\n[store]\ncheckpoint_ms = 200\n[metrics]\nlisten = \"\"\n";
+
+/// Lines a probe writes when the CMA tells it something about heartbeats,
+/// or when something is wrong: none may appear after a CMA restart.
+const INSTRUCTION_MARKS: [&str; 6] = [
+    "hbsender_new",
+    "hblistener_new",
+    "hbsender_stopsend",
+    "hblistener_unlisten",
+    "unexpected heartbeats",
+    "A_ACKME",
+];
+
+fn skip(why: &str) {
+    eprintln!("real-nanoprobe tests skipped: {why}");
+}
+
+/// The nanoprobe binary: `NANOPROBE`, or built from ../shared/nanoprobe.
+fn nanoprobe() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("NANOPROBE") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("NANOPROBE={} is no file", p.display()))
+        };
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let build = root.join("../shared/nanoprobe/build.sh");
+    if !build.is_file() {
+        return Err("no ../shared/nanoprobe/build.sh beside the project and no NANOPROBE".into());
+    }
+    let out = Command::new("bash")
+        .arg(&build)
+        .arg(root.join("target/nanoprobe"))
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("build.sh: {e}"))?;
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !out.status.success() || !Path::new(&path).is_file() {
+        return Err(format!("build.sh failed ({})", out.status));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+struct Probe {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A network namespace with the CMA and probes in it; everything is killed
+/// and the namespace removed on drop, even when an assertion fails.
+struct Lab {
+    ns: String,
+    dir: tempfile::TempDir,
+    nanoprobe: PathBuf,
+    cma: Option<Child>,
+    probes: Vec<Probe>,
+}
+
+impl Lab {
+    fn new(nanoprobe: PathBuf) -> Result<Lab, String> {
+        let ns = format!("cma-np-{}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &ns]))?;
+        let lab = Lab {
+            ns,
+            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+            nanoprobe,
+            cma: None,
+            probes: Vec::new(),
+        };
+        lab.ip(&["link", "set", "lo", "up"])?;
+        // Two subnets on loopback: two groups of probes.
+        for a in ["127.79.0.1", "127.79.0.2", "127.79.0.3", "127.79.0.4"] {
+            lab.ip(&["addr", "add", &format!("{a}/24"), "dev", "lo"])?;
+        }
+        for a in ["127.79.0.9", "127.79.1.1", "127.79.1.2"] {
+            lab.ip(&["addr", "add", &format!("{a}/24"), "dev", "lo"])?;
+        }
+        // A dozen interfaces: every probe's netconfig (its STARTUP) grows
+        // past 2 KB, as on a real host with many NICs.
+        for i in 0..6 {
+            let (a, b) = (format!("va{i}"), format!("vb{i}"));
+            lab.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
+            lab.ip(&["link", "set", &a, "up"])?;
+            lab.ip(&["link", "set", &b, "up"])?;
+        }
+        std::fs::write(lab.dir.path().join("cma.toml"), CMA_TOML).map_err(|e| e.to_string())?;
+        Ok(lab)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        run(Command::new("ip").arg("-n").arg(&self.ns).args(args))
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn start_cma(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("cma.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_cma"), "run"])
+            .arg("--config")
+            .arg(self.dir.path().join("cma.toml"))
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(["--listen", "127.0.0.1:1984"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cma run starts");
+        self.cma = Some(child);
+    }
+
+    fn kill_cma(&mut self) {
+        if let Some(mut c) = self.cma.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a nanoprobe named `name` bound to `addr`:1984, in its own
+    /// UTS namespace; returns its index.
+    fn start_probe(&mut self, name: &str, addr: &str) -> usize {
+        let i = self.probes.len();
+        let log = self.dir.path().join(format!("probe{i}-{name}.log"));
+        let pid = self.dir.path().join(format!("probe{i}.pid"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "unshare", "--uts", "--"])
+            .args(["sh", "-c", "hostname \"$1\" && shift && exec \"$@\"", "sh"])
+            .arg(name)
+            .arg(&self.nanoprobe)
+            .args(["-f", "-d", "1", "-c", "127.0.0.1:1984"])
+            .args(["-b", &format!("{addr}:1984")])
+            .arg("-p")
+            .arg(&pid)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("nanoprobe starts");
+        self.probes.push(Probe {
+            name: name.to_string(),
+            child,
+            log,
+        });
+        i
+    }
+
+    fn probe(&self, name: &str) -> usize {
+        self.probes
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no probe {name}"))
+    }
+
+    fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.probes[i].child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal a probe");
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.probes[i].log).unwrap_or_default()
+    }
+
+    fn status(&self) -> HashMap<String, (String, String)> {
+        Store::open_read_only(&db_path(&self.data()))
+            .and_then(|s| s.nodes())
+            .map(|v| {
+                v.into_iter()
+                    .map(|n| (n.hostname, (n.status, n.addr)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<EventView> {
+        Store::open_read_only(&db_path(&self.data()))
+            .and_then(|s| s.events(0, 1_000_000))
+            .unwrap_or_default()
+    }
+
+    /// `cma rings --json`: (group, host names in ring order).
+    fn rings(&self) -> Vec<(String, Vec<String>)> {
+        let out = Command::new(env!("CARGO_BIN_EXE_cma"))
+            .args(["rings", "--json", "--data-dir"])
+            .arg(self.data())
+            .output()
+            .expect("cma rings");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|j| {
+                let hosts = j["members"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|x| x["host"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (j["group"].as_str().unwrap_or("").to_string(), hosts)
+            })
+            .collect()
+    }
+
+    fn top(&self) -> Vec<String> {
+        self.rings()
+            .into_iter()
+            .find(|(g, _)| g == "top")
+            .map(|r| r.1)
+            .unwrap_or_default()
+    }
+
+    fn all_up(&self, names: &[&str]) -> bool {
+        let s = self.status();
+        names.iter().all(|n| s.get(*n).is_some_and(|x| x.0 == "up"))
+    }
+
+    /// Polls `what` until it holds or the deadline passes.
+    fn wait(&self, what: &str, limit: Duration, mut done: impl FnMut(&Lab) -> bool) {
+        let t0 = Instant::now();
+        while !done(self) {
+            assert!(
+                t0.elapsed() < limit,
+                "timed out waiting for {what}\n{}",
+                self.report()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// What a failure shows: the CMA's log tail and node table.
+    fn report(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("cma.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        format!(
+            "nodes: {:?}\nrings: {:?}\ncma log (last lines first):\n{}",
+            self.status(),
+            self.rings(),
+            tail.join("\n")
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill_cma();
+        for p in &mut self.probes {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.matches(needle).count()
+}
+
+#[test]
+fn real_nanoprobes_join_are_watched_leave_and_survive_a_cma_restart() {
+    if !is_root() {
+        return skip("needs root (network and UTS namespaces)");
+    }
+    let np = match nanoprobe() {
+        Ok(p) => p,
+        Err(why) => return skip(&why),
+    };
+    let mut lab = match Lab::new(np) {
+        Ok(l) => l,
+        Err(why) => return skip(&format!("cannot make a network namespace: {why}")),
+    };
+    lab.start_cma();
+    let group_a = ["np1", "np2", "np3", "np4"];
+    for (i, n) in group_a.iter().enumerate() {
+        lab.start_probe(n, &format!("127.79.0.{}", i + 1));
+    }
+    lab.start_probe("nq1", "127.79.1.1");
+    lab.start_probe("nq2", "127.79.1.2");
+    let everyone = ["np1", "np2", "np3", "np4", "nq1", "nq2"];
+    lab.wait("six probes up", DEADLINE, |l| l.all_up(&everyone));
+    lab.wait("two groups and a top ring", DEADLINE, |l| {
+        let r = l.rings();
+        r.iter()
+            .any(|(g, m)| g.contains("127.79.0.0/24") && m.len() == 4)
+            && r.iter()
+                .any(|(g, m)| g.contains("127.79.1.0/24") && m.len() == 2)
+            && l.top().len() == 3
+    });
+
+    // Their STARTUPs were over 2 KB, and they joined: received whole.
+    let dump = Command::new(env!("CARGO_BIN_EXE_cma"))
+        .args(["wal", "dump"])
+        .arg(lab.data().join("wal"))
+        .output()
+        .expect("cma wal dump");
+    let biggest = String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|j| j["payload"].as_str().is_some_and(|p| p.starts_with("0004")))
+        .filter_map(|j| j["len"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(biggest > 2048, "largest STARTUP logged: {biggest} bytes");
+
+    // Group A (four, two representatives) shrinks to three: kill a member
+    // that is no representative; one representative steps down.
+    let reps_before: Vec<String> = lab
+        .top()
+        .into_iter()
+        .filter(|h| h.starts_with("np"))
+        .collect();
+    assert_eq!(reps_before.len(), 2, "{}", lab.report());
+    let victim = group_a
+        .iter()
+        .find(|n| !reps_before.iter().any(|r| r == *n))
+        .unwrap()
+        .to_string();
+    lab.signal(lab.probe(&victim), nix::sys::signal::Signal::SIGKILL);
+    lab.wait("the first victim dead", DEADLINE, |l| {
+        l.status().get(&victim).is_some_and(|s| s.0 == "dead")
+    });
+    lab.wait("a representative stepping down", DEADLINE, |l| {
+        l.top().iter().filter(|h| h.starts_with("np")).count() == 1
+    });
+    let top = lab.top();
+    let stepped = reps_before
+        .iter()
+        .find(|r| !top.contains(r))
+        .unwrap()
+        .clone();
+    // No survivor hears heartbeats it does not expect (a sender left
+    // behind by a doubled edge), however long we look.
+    let t0 = Instant::now();
+    while t0.elapsed() < MARTIAN_PERIOD {
+        for (i, p) in lab.probes.iter().enumerate() {
+            let n = count(&lab.log(i), "unexpected heartbeats");
+            assert!(n < 2, "{} logged unexpected heartbeats {n} times", p.name);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The stepped-down representative dies: both its monitors report it.
+    let killed = Instant::now();
+    lab.signal(lab.probe(&stepped), nix::sys::signal::Signal::SIGKILL);
+    lab.wait(
+        "the former representative dead",
+        DEAD_PLUS_WINDOW + SLACK,
+        |l| l.status().get(&stepped).is_some_and(|s| s.0 == "dead"),
+    );
+    let death = lab
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == "dead" && e.hostname.as_deref() == Some(&stepped))
+        .expect("a dead event");
+    assert!(
+        death.detail.contains("TwoMonitors"),
+        "{} died by {} after {:?}",
+        stepped,
+        death.detail,
+        killed.elapsed()
+    );
+
+    // A clean shutdown: HBSHUTDOWN, CONNSHUT both ways, exit; `left`, and
+    // its protocol machine complains of nothing.
+    let nq2 = lab.probe("nq2");
+    lab.signal(nq2, nix::sys::signal::Signal::SIGTERM);
+    lab.wait("nq2 left", DEADLINE, |l| {
+        l.status().get("nq2").is_some_and(|s| s.0 == "left")
+    });
+    let t0 = Instant::now();
+    while lab.probes[nq2].child.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < DEADLINE, "nq2 did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = lab.log(nq2);
+    assert!(log.contains("Received a CONNSHUT"), "{log}");
+    assert_eq!(count(&log, "A_ACKME"), 0, "{log}");
+
+    // The CMA dies (SIGKILL) and comes back: the probes see nothing.
+    let live: Vec<usize> = lab
+        .probes
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| ![victim.as_str(), stepped.as_str(), "nq2"].contains(&p.name.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let before: Vec<usize> = live.iter().map(|&i| lab.log(i).len()).collect();
+    lab.kill_cma();
+    lab.start_cma();
+    let t0 = Instant::now();
+    while t0.elapsed() < MARTIAN_PERIOD {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (k, &i) in live.iter().enumerate() {
+        let log = lab.log(i);
+        let new = &log[before[k]..];
+        for m in INSTRUCTION_MARKS {
+            assert!(
+                !new.contains(m),
+                "{} logged {m:?} after the CMA restarted:\n{new}",
+                lab.probes[i].name
+            );
+        }
+    }
+    let survivors: Vec<&str> = live.iter().map(|&i| lab.probes[i].name.as_str()).collect();
+    lab.wait("survivors up after the restart", DEADLINE, |l| {
+        l.all_up(&survivors)
+    });
+
+    // A second live host named like a live probe: one conflict, the node
+    // stays where it is, no flapping.
+    let twin_of = survivors
+        .iter()
+        .find(|n| n.starts_with("np"))
+        .unwrap()
+        .to_string();
+    let home = lab.status()[&twin_of].1.clone();
+    lab.start_probe(&twin_of, "127.79.0.9");
+    lab.wait("a conflict event", DEADLINE, |l| {
+        l.events().iter().any(|e| e.kind == "conflict")
+    });
+    let t0 = Instant::now();
+    while t0.elapsed() < MARTIAN_PERIOD {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let events = lab.events();
+    let conflicts = events.iter().filter(|e| e.kind == "conflict").count();
+    let restarts = events
+        .iter()
+        .filter(|e| e.kind == "restarted" && e.hostname.as_deref() == Some(&twin_of))
+        .count();
+    assert_eq!(conflicts, 1, "{}", lab.report());
+    assert_eq!(restarts, 0, "{}", lab.report());
+    let now = lab.status()[&twin_of].clone();
+    assert_eq!(now, ("up".to_string(), home), "{}", lab.report());
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
