@@ -21,7 +21,7 @@ fn main() -> std::io::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut datagrams = vec![hex::decode(HEARTBEAT_VECTOR).expect("vector is hex")];
     for file in ["handshake.tsv", "startup.tsv"] {
-        let path = root.join("../shared/spec/captures").join(file);
+        let path = root.join("tests/data").join(file);
         let text = std::fs::read_to_string(&path)?;
         for line in text.lines() {
             if let Some(h) = line.split('\t').nth(1) {
@@ -31,7 +31,7 @@ fn main() -> std::io::Result<()> {
     }
     datagrams.extend(encoded_messages());
     // Real LLDP/CDP frames (the fuzz target also feeds the switch parser).
-    let switch_dir = root.join("../shared/spec/captures/switch");
+    let switch_dir = root.join("tests/data/switch");
     let mut pcaps: Vec<_> = std::fs::read_dir(&switch_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();

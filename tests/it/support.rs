@@ -4,14 +4,15 @@ use std::path::PathBuf;
 
 use cma::classify::{DigestKind, EncodeOptions, Frame, Message, ReqId, encode, seal};
 
-/// `shared/` beside the repository (read-only, present in CI too).
-pub fn shared_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+/// The test data in the repository (`tests/data`: captures of a real
+/// nanoprobe, real LLDP/CDP frames; its README says where each came from).
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
-/// The capture lines of a `shared/spec/captures/*.tsv` file: (name, bytes).
+/// The capture lines of a `tests/data/*.tsv` file: (name, bytes).
 pub fn capture(name: &str) -> Vec<(String, Vec<u8>)> {
-    let path = shared_dir().join("spec/captures").join(name);
+    let path = data_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())

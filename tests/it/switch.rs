@@ -1,11 +1,11 @@
 //! LLDP and CDP decoding on the real frames in
-//! `shared/spec/captures/switch/*.pcap`.
+//! `tests/data/switch/*.pcap`.
 
 use cma::classify::switch::SwitchProtocol::{self, Cdp, Lldp};
 use cma::classify::switch::parse_switch_frame;
 use cma::decode::read_pcap_frames;
 
-use crate::support::shared_dir;
+use crate::support::data_dir;
 
 /// What one captured frame should decode to.
 struct Expected {
@@ -128,7 +128,7 @@ fn real_lldp_and_cdp_frames_decode() {
         mgmt,
     } in EXPECTED
     {
-        let data = std::fs::read(shared_dir().join("spec/captures/switch").join(file)).unwrap();
+        let data = std::fs::read(data_dir().join("switch").join(file)).unwrap();
         let capture = read_pcap_frames(&data).unwrap();
         assert_eq!(capture.link, 1, "{file}: Ethernet");
         let info =
@@ -148,7 +148,7 @@ fn real_lldp_and_cdp_frames_decode() {
 #[test]
 fn every_prefix_of_every_captured_frame_is_handled() {
     for Expected { file, .. } in EXPECTED {
-        let data = std::fs::read(shared_dir().join("spec/captures/switch").join(file)).unwrap();
+        let data = std::fs::read(data_dir().join("switch").join(file)).unwrap();
         for (_, f) in read_pcap_frames(&data).unwrap().frames {
             for n in 0..=f.len() {
                 let _ = parse_switch_frame(&f[..n]);
