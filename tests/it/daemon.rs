@@ -7,7 +7,7 @@ use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cma::classify::{FrameSetType, Message, ReqId, Startup, classify};
+use cma::classify::{EncodeOptions, FrameSetType, Message, ReqId, Startup, classify, encode};
 use cma::config::Config;
 use cma::engine::daemon::{Daemon, DaemonError, StopHandle};
 use cma::store::Store;
@@ -862,5 +862,97 @@ fn a_restarted_agent_starts_its_requests_afresh() {
     until(&mut agents, "the new process's first ACK", |a| {
         a[0].acks_for(r) == 1
     });
+    d.finish();
+}
+
+/// Datagrams of any size up to UDP's 65,507 bytes get a verdict: a valid
+/// sequenced FrameSet of that size (far past a 2 KB ring slot) is logged
+/// whole and ACKed, as is a STARTUP over 2 KB; garbage of that size is a
+/// counted drop; the agent's next report is still ACKed.
+#[test]
+fn datagrams_of_any_size_are_received_whole_or_dropped_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    // A STARTUP of ~3 KB (a host with many interfaces) joins.
+    let agent = Agent::new(d.addr, "big-netconfig");
+    let me = agent.addr();
+    let ifaces: Vec<String> = (0..40)
+        .map(|i| format!("\"eth{i}\":{{\"mtu\":1500,\"macaddr\":\"02-00-00-00-00-{i:02x}\",\"operstate\":\"up\"}}"))
+        .collect();
+    let net = format!("{{\"data\":{{{}}}}}", ifaces.join(","));
+    let startup = encoded(
+        &Message::Startup(Startup {
+            hostname: "big-netconfig",
+            listen: me,
+            wallclock_us: 1,
+            netconfig: &net,
+            key: None,
+            features: None,
+        }),
+        None,
+    );
+    assert!(startup.len() > 2048, "{}", startup.len());
+    agent.sock.send_to(&startup, d.addr).unwrap();
+    let mut agents = vec![agent];
+    until(&mut agents, "the big STARTUP answered", |a| {
+        a[0].got
+            .iter()
+            .any(|g| g.fstype == FrameSetType::AckStartup.to_wire())
+    });
+    // A sequenced JSDISCOVERY of exactly 65,507 bytes, not compressed.
+    let plain = EncodeOptions {
+        compress_above: None,
+        ..EncodeOptions::default()
+    };
+    let big = ReqId {
+        session: agents[0].session,
+        request: agents[0].next,
+        queue: 0,
+    };
+    let bytes = |pad: usize| {
+        let json = format!("{{\"pad\":\"{}\"}}", "x".repeat(pad));
+        let m = Message::JsDiscovery {
+            wallclock_us: None,
+            json: &json,
+        };
+        let mut out = Vec::new();
+        encode(&m, Some(big), &plain, &mut out).unwrap();
+        out
+    };
+    let datagram = bytes(65_507 - bytes(0).len());
+    assert_eq!(datagram.len(), 65_507);
+    agents[0].next += 1;
+    agents[0].sock.send_to(&datagram, d.addr).unwrap();
+    agents[0].unacked.push((big, datagram));
+    until(&mut agents, "the 65,507-byte report ACKed", |a| {
+        a[0].acked.contains(&big)
+    });
+    // 65,507 bytes of garbage: dropped, counted.
+    let junk: Vec<u8> = (0..65_507u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    agents[0].sock.send_to(&junk, d.addr).unwrap();
+    let small = agents[0].report(&Message::HbLate {
+        peer: "127.0.0.9:1984".parse().unwrap(),
+        elapsed_us: 5,
+    });
+    until(&mut agents, "the next report ACKed", |a| {
+        a[0].acked.contains(&small)
+    });
+    let m = http_get(d.metrics.unwrap(), "/metrics");
+    let drops: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("cma_drops_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(drops >= 1, "{m}");
+    let spilled = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cma_spilled_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(spilled.is_some_and(|s| s >= 2), "{m}");
+    assert!(m.contains("cma_truncated_total 0"), "{m}");
+    // (An ACK means the whole FrameSet was logged durably: a cut one
+    // fails its SIG digest and is never ACKed.)
     d.finish();
 }

@@ -167,9 +167,7 @@ fn pcap_errors_are_clear() {
     let s = read_pcap(&file).unwrap();
     assert_eq!((s.datagrams.len(), s.skipped), (1, 1));
     // The LLDP/CDP captures hold no UDP at all.
-    let lldp =
-        std::fs::read(crate::support::data_dir().join("switch/lldp.detailed.pcap"))
-            .unwrap();
+    let lldp = std::fs::read(crate::support::data_dir().join("switch/lldp.detailed.pcap")).unwrap();
     let s = read_pcap(&lldp).unwrap();
     assert!(s.datagrams.is_empty() && s.skipped > 0);
 }
