@@ -40,6 +40,11 @@ const GROUP_SAMPLE: usize = 3;
 pub const NAK_RETRIES: u32 = 3;
 /// Suspects in one group within one window that name a switch fault.
 const SWITCH_FAULT_SUSPECTS: usize = 3;
+/// A pair's martian is repaired at most once per this many heartbeat
+/// intervals (a nanoprobe repeats HBMARTIAN every 10 s).
+const MARTIAN_REPAIR_EVERY: u64 = 30;
+/// Pairs whose last martian repair is remembered, at most.
+const MARTIAN_PAIRS_MAX: usize = 4096;
 
 /// The decider's settings; part of its state (and of the CONFIG record).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,8 +356,13 @@ pub struct Counters {
     /// STARTUPs naming a listen address other than the one they came from
     /// (a process bound to an address sends from it: a forgery).
     pub startup_mismatch: u64,
-    /// Martian reports about live nodes (transient during ring changes).
+    /// Martian reports about live nodes not repaired: during a ring change
+    /// (transient), or within a pair's rate limit.
     pub martian_ignored: u64,
+    /// Martian reports repaired (EXPECTHB to the reporter, or STOPSENDHB
+    /// to the sender): the audit of agents without HBSTATE.
+    #[serde(default)]
+    pub martian_repairs: u64,
     /// Sequenced FrameSets whose payload did not decode.
     pub malformed: u64,
     /// SWDISCOVER frames that were no LLDP/CDP.
@@ -509,6 +519,10 @@ pub struct Decider {
     /// Recent suspicions per group: (when, node).
     #[serde(with = "pairs")]
     recent_suspects: BTreeMap<GroupKey, Vec<(u64, NodeId)>>,
+    /// (reporter, heartbeater) -> log ms of the last martian repair
+    /// (at most [`MARTIAN_PAIRS_MAX`]).
+    #[serde(default, with = "pairs")]
+    martian_repairs: BTreeMap<(NodeId, NodeId), u64>,
     now_ms: u64,
     last_lsn: u64,
     counters: Counters,
@@ -529,6 +543,7 @@ impl Decider {
             deadlines: BTreeSet::new(),
             cut_off: BTreeMap::new(),
             recent_suspects: BTreeMap::new(),
+            martian_repairs: BTreeMap::new(),
             now_ms: 0,
             last_lsn: 0,
             counters: Counters::default(),
@@ -1180,8 +1195,68 @@ impl Decider {
                     .push(Instruction::StopSending(vec![to]));
                 self.mark_dirty(m);
             }
-            _ => self.counters.martian_ignored += 1,
+            _ => self.repair_martian(reporter, m, out),
         }
+    }
+
+    /// The audit for agents without HBSTATE (real nanoprobes): `a` hears
+    /// heartbeats from `b` that it does not expect. Checked against the
+    /// rings once both ends have ACKed every instruction about the other
+    /// (during a ring change a martian is transient): if `a` should watch
+    /// `b`, it lost its listener and is told EXPECTHB again; if not, `b`
+    /// has a sender too many and is told STOPSENDHB. At most one repair
+    /// per pair per [`MARTIAN_REPAIR_EVERY`] heartbeat intervals; counted,
+    /// and shown as drift of the node told.
+    fn repair_martian(&mut self, a: NodeId, b: NodeId, out: &mut Vec<Effect>) {
+        let (a_addr, b_addr) = (self.nodes[a as usize].addr, self.nodes[b as usize].addr);
+        let settled = !self.nodes[a as usize].out.unsettled_about(b_addr)
+            && !self.nodes[b as usize].out.unsettled_about(a_addr);
+        if !settled || !self.nodes[a as usize].in_service() {
+            self.counters.martian_ignored += 1;
+            return;
+        }
+        let now = self.now_ms;
+        let every = self.cfg.heartbeat_ms.max(1) * MARTIAN_REPAIR_EVERY;
+        if self
+            .martian_repairs
+            .get(&(a, b))
+            .is_some_and(|t| now < t + every)
+        {
+            self.counters.martian_ignored += 1;
+            return;
+        }
+        if self.martian_repairs.len() >= MARTIAN_PAIRS_MAX {
+            self.martian_repairs.retain(|_, t| now < *t + every);
+        }
+        if self.martian_repairs.len() >= MARTIAN_PAIRS_MAX {
+            // Every slot is recent: a storm of martians. Counted, not
+            // repaired; the next quiet interval frees slots.
+            self.counters.martian_ignored += 1;
+            return;
+        }
+        self.martian_repairs.insert((a, b), now);
+        self.counters.martian_repairs += 1;
+        let (told, instruction) = if self.topo.adjacent(a, b) {
+            (
+                a,
+                Instruction::Half {
+                    send: false,
+                    start: true,
+                    peers: vec![b_addr],
+                },
+            )
+        } else {
+            (b, Instruction::StopSending(vec![a_addr]))
+        };
+        let n = &mut self.nodes[told as usize];
+        n.drift += 1;
+        n.out.push(instruction);
+        self.mark_dirty(told);
+        out.push(Effect::Notice(Notice::Drift {
+            node: told,
+            repairs: 1,
+        }));
+        out.push(Effect::Row(Box::new(self.row(told))));
     }
 
     /// Direct traffic from `id`: it lives (and answered the probe when
@@ -1904,6 +1979,61 @@ mod tests {
     }
 
     #[test]
+    fn martians_between_live_nodes_are_repaired_once_per_interval() {
+        // Five nodes, one group: a ring 1-2-3-4-5; 1 and 3 are no
+        // neighbours.
+        let mut t = fleet(5);
+        assert!(!t.d.topology().adjacent(t.id(1), t.id(3)));
+        // 1 hears 3: 3 has a sender too many and is told to stop.
+        let e = t.report(1, Message::HbMartian { peer: addr(3) });
+        assert_eq!(
+            sends_to(&e, addr(3)),
+            vec![Instruction::StopSending(vec![addr(1)])]
+        );
+        assert_eq!(
+            notices(&e),
+            vec![Notice::Drift {
+                node: t.id(3),
+                repairs: 1
+            }]
+        );
+        t.settle();
+        // Again within the rate limit: counted, not repeated.
+        t.now += 10_000;
+        let e = t.report(1, Message::HbMartian { peer: addr(3) });
+        assert!(sends_to(&e, addr(3)).is_empty());
+        // 1 should watch 2 yet hears it as a martian: it lost its listener
+        // and is told EXPECTHB again.
+        assert!(t.d.topology().adjacent(t.id(1), t.id(2)));
+        let e = t.report(1, Message::HbMartian { peer: addr(2) });
+        assert_eq!(
+            sends_to(&e, addr(1)),
+            vec![Instruction::Half {
+                send: false,
+                start: true,
+                peers: vec![addr(2)]
+            }]
+        );
+        t.settle();
+        // After the interval the pair may be repaired again.
+        t.now += 30_000;
+        let e = t.report(1, Message::HbMartian { peer: addr(3) });
+        assert_eq!(sends_to(&e, addr(3)).len(), 1);
+        assert_eq!(t.d.counters().martian_repairs, 3);
+        assert_eq!(t.d.node(t.id(3)).unwrap().drift, 2);
+    }
+
+    #[test]
+    fn a_martian_during_a_ring_change_is_left_alone() {
+        let mut t = fleet(4);
+        // A join in flight: 5's instructions are not yet ACKed.
+        t.startup(5, 105);
+        let e = t.report(1, Message::HbMartian { peer: addr(5) });
+        assert!(sends_to(&e, addr(5)).is_empty() && sends_to(&e, addr(1)).is_empty());
+        assert_eq!(t.d.counters().martian_repairs, 0);
+    }
+
+    #[test]
     fn a_martian_resurrects_the_dead_and_its_old_heartbeats_are_stopped_first() {
         let mut t = fleet(4);
         t.report(1, Message::HbDead { peer: addr(2) });
@@ -1916,9 +2046,11 @@ mod tests {
         assert!(matches!(first, Instruction::Heartbeat { start: false, .. }));
         t.settle();
         assert_eq!(t.health(2), Health::Up);
-        // A martian about a live node is a transient: ignored.
-        t.report(1, Message::HbMartian { peer: addr(3) });
-        assert_eq!(t.d.counters().martian_ignored, 1);
+        // A martian about a live, settled node is repaired, not a
+        // resurrection.
+        let e = t.report(1, Message::HbMartian { peer: addr(3) });
+        assert!(!notices(&e).contains(&Notice::Resurrected(t.id(3))));
+        assert_eq!(t.d.counters().martian_repairs, 1);
     }
 
     #[test]
