@@ -14,8 +14,8 @@ pub fn init(level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a time since the epoch.
-fn utc(ms: u64) -> String {
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a time since the epoch, ms.
+pub fn utc(ms: u64) -> String {
     let (days, rem) = (ms / 86_400_000, ms % 86_400_000);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;

@@ -579,8 +579,8 @@ fn nodes(db: &DbArgs) -> ExitCode {
         }
     } else {
         println!(
-            "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:>5}  last state / refusal",
-            "id", "host", "address", "status", "group", "switch", "drift"
+            "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:<24} {:>5}  last state / refusal",
+            "id", "host", "address", "status", "since (UTC)", "group", "switch", "drift"
         );
         for n in &list {
             let mut note = n.state.clone().unwrap_or_else(|| "-".into());
@@ -588,11 +588,12 @@ fn nodes(db: &DbArgs) -> ExitCode {
                 note += &format!("; refused {r}");
             }
             println!(
-                "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:>5}  {note}",
+                "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:<24} {:>5}  {note}",
                 n.id,
                 n.hostname,
                 n.addr,
                 n.status,
+                n.updated_utc.as_deref().unwrap_or("-"),
                 n.group.as_deref().unwrap_or("-"),
                 n.switch.as_deref().unwrap_or("-"),
                 n.drift,
@@ -692,9 +693,9 @@ fn events(db: &DbArgs, after: u64, follow: bool) -> ExitCode {
                 println!("{}", serde_json::to_string(e).unwrap_or_default());
             } else {
                 println!(
-                    "lsn {:<10} t={:<12} {:<14} {:<24} {}",
+                    "{:<24}  lsn {:<10} {:<14} {:<24} {}",
+                    e.utc.as_deref().unwrap_or("-"),
                     e.lsn,
-                    e.time_ms,
                     e.kind,
                     e.hostname.as_deref().unwrap_or("-"),
                     e.detail

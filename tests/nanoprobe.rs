@@ -486,6 +486,13 @@ fn real_nanoprobes_join_are_watched_leave_and_survive_a_cma_restart() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let events = lab.events();
+    // Every event carries UTC wall-clock time, in order across the CMA's
+    // restart.
+    assert!(events.iter().all(|e| e.utc.is_some()), "{events:?}");
+    assert!(
+        events.windows(2).all(|w| w[0].wall_ms <= w[1].wall_ms),
+        "{events:?}"
+    );
     let conflicts = events.iter().filter(|e| e.kind == "conflict").count();
     let restarts = events
         .iter()

@@ -91,6 +91,8 @@ pub struct Daemon {
     io_handle: IoHandle,
     consumer: Consumer,
     spill: SpillReceiver,
+    /// Wall-clock ms minus log ms where recovery ended.
+    wall_offset: Option<i64>,
     wal: Wal,
     decider: Decider,
     store: Store,
@@ -118,6 +120,27 @@ struct Fed {
     time_ms: u64,
     /// The record was an agent's ACK from this address.
     ack_from: Option<SocketAddr>,
+    /// A RESUME record's UTC wall clock (ms since the epoch) at its log
+    /// time: from here on, wall = log time + (this - its log time).
+    wall_mark_ms: Option<u64>,
+}
+
+/// Wall-clock ms minus log ms, as the RESUME records of the log say: the
+/// log clock is monotonic across restarts (rule 5), the wall clock is what
+/// operators read.
+#[derive(Clone, Copy, Default)]
+struct WallClock(Option<i64>);
+
+impl WallClock {
+    fn see(&mut self, fed: &Fed) {
+        if let Some(w) = fed.wall_mark_ms {
+            self.0 = Some(w as i64 - fed.time_ms as i64);
+        }
+    }
+
+    fn at(self, time_ms: u64) -> Option<u64> {
+        self.0.and_then(|o| u64::try_from(time_ms as i64 + o).ok())
+    }
 }
 
 /// Feeds one log record to the decider (`None`: a record it does not take,
@@ -127,6 +150,7 @@ fn feed(d: &mut Decider, r: &Record<'_>, out: &mut Vec<Effect>) -> Option<Fed> {
     let time_ms = h.meta.time_ns / 1_000_000;
     let lsn = h.lsn;
     let mut ack_from = None;
+    let mut wall_mark_ms = None;
     match h.meta.kind {
         RecordKind::Tick => d.handle(
             &Input {
@@ -136,14 +160,19 @@ fn feed(d: &mut Decider, r: &Record<'_>, out: &mut Vec<Effect>) -> Option<Fed> {
             },
             out,
         ),
-        RecordKind::Resume => d.handle(
-            &Input {
-                lsn,
-                time_ms,
-                event: Event::Resume,
-            },
-            out,
-        ),
+        RecordKind::Resume => {
+            if let Ok(b) = <[u8; 8]>::try_from(r.payload) {
+                wall_mark_ms = Some(u64::from_be_bytes(b));
+            }
+            d.handle(
+                &Input {
+                    lsn,
+                    time_ms,
+                    event: Event::Resume,
+                },
+                out,
+            )
+        }
         RecordKind::FrameSet => {
             let from = h.meta.peer?;
             let c = classify(r.payload).ok()?;
@@ -178,6 +207,7 @@ fn feed(d: &mut Decider, r: &Record<'_>, out: &mut Vec<Effect>) -> Option<Fed> {
         lsn,
         time_ms,
         ack_from,
+        wall_mark_ms,
     })
 }
 
@@ -307,6 +337,7 @@ impl Daemon {
         let mut batch = Vec::new();
         let mut effects = Vec::new();
         let mut replayed = 0u64;
+        let mut wall = WallClock(store.wall_offset_ms().map_err(err("store"))?);
         let mut reader = wal.reader(cp_lsn + 1).map_err(err("log"))?;
         while let Some(r) = reader.next() {
             let r = r.map_err(err("log"))?;
@@ -316,10 +347,12 @@ impl Daemon {
                 continue;
             };
             replayed += 1;
+            wall.see(&fed);
             if fed.lsn > applied {
                 batch.push(Applied {
                     lsn: fed.lsn,
                     time_ms: fed.time_ms,
+                    wall_ms: wall.at(fed.time_ms),
                     effects: store_effects(&effects),
                 });
                 if batch.len() >= 4096 {
@@ -334,15 +367,21 @@ impl Daemon {
             "recovered: checkpoint at LSN {cp_lsn}, {replayed} records replayed, {} nodes",
             decider.nodes().len()
         );
-        if !decider.nodes().is_empty() {
-            // A RESUME record: the decider (now and on any later replay)
-            // asks the agents that speak HBSTATE for their state.
+        {
+            // A RESUME record at every start: the decider (now and on any
+            // later replay) asks the agents that speak HBSTATE for their
+            // state, and its payload ties the log clock to the UTC wall
+            // clock for this run (events and rows carry both).
             let meta = RecordMeta {
                 kind: RecordKind::Resume,
                 time_ns: (last_time_ms + 1) * 1_000_000,
                 peer: None,
             };
-            wal.append(&meta, &[]).map_err(err("log"))?;
+            let wall_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            wal.append(&meta, &wall_ms.to_be_bytes())
+                .map_err(err("log"))?;
             wal.sync().map_err(err("log"))?;
         }
 
@@ -363,6 +402,7 @@ impl Daemon {
             io_handle,
             consumer,
             spill,
+            wall_offset: wall.0,
             wal,
             decider,
             store,
@@ -413,6 +453,7 @@ impl Daemon {
             io_handle,
             consumer,
             spill,
+            wall_offset,
             wal,
             decider,
             store,
@@ -449,6 +490,8 @@ impl Daemon {
             .map_err(err("spawn"))?;
 
         let dctx = DeciderThread {
+            wall: WallClock(wall_offset),
+            held_wall: VecDeque::new(),
             decider,
             reader,
             watermarks: watermarks.clone(),
@@ -1178,6 +1221,10 @@ enum StoreMsg {
 }
 
 struct DeciderThread {
+    /// Log time -> wall clock, from the RESUME records read.
+    wall: WallClock,
+    /// The wall time of each `held` entry, in step with it.
+    held_wall: VecDeque<Option<u64>>,
     decider: Decider,
     reader: WalReader,
     watermarks: crate::wal::Watermarks,
@@ -1228,6 +1275,7 @@ impl DeciderThread {
                 let Some(fed) = feed(&mut self.decider, &r, &mut effects) else {
                     continue;
                 };
+                self.wall.see(&fed);
                 self.counters.decided.fetch_add(1, Ordering::Relaxed);
                 // An agent's ACK of instructions (logged like everything
                 // else) ends their retransmission.
@@ -1242,11 +1290,13 @@ impl DeciderThread {
                 let now_ns = self.clock.now_ns();
                 let _ = latency.record((now_ns.saturating_sub(recv_ns) / 1000).max(1));
                 held.push_back((fed.lsn, fed.time_ms, std::mem::take(&mut effects)));
+                self.held_wall.push_back(self.wall.at(fed.time_ms));
                 worked = true;
             }
             let durable = self.watermarks.durable_lsn();
             while held.front().is_some_and(|h| h.0 <= durable) {
                 let (lsn, time_ms, list) = held.pop_front().expect("front exists");
+                let wall_ms = self.held_wall.pop_front().flatten();
                 let stored = store_effects(&list);
                 for e in list {
                     self.release(&cfg, e);
@@ -1256,6 +1306,7 @@ impl DeciderThread {
                     .send(StoreMsg::Apply(Applied {
                         lsn,
                         time_ms,
+                        wall_ms,
                         effects: stored,
                     }))
                     .is_err()

@@ -47,6 +47,9 @@ pub struct Applied {
     pub lsn: u64,
     /// Its log time, ms.
     pub time_ms: u64,
+    /// Its UTC wall-clock time, ms since the epoch, when the log says it
+    /// (every run logs its clock in a RESUME record; see `engine::daemon`).
+    pub wall_ms: Option<u64>,
     /// Its store effects (rows, discoveries, notices), in order.
     pub effects: Vec<Effect>,
 }
@@ -116,6 +119,10 @@ pub struct NodeView {
     pub switch: Option<String>,
     /// Last change, log ms.
     pub updated_ms: i64,
+    /// Last change, UTC wall clock (ms since the epoch), when known.
+    pub updated_wall_ms: Option<i64>,
+    /// The same, as text (`YYYY-MM-DDTHH:MM:SS.mmmZ`).
+    pub updated_utc: Option<String>,
     /// Its last HBSTATE, summarised (`sending 2 expecting 2 late 0 dead 0
     /// at 12345 ms`), for agents that send it.
     pub state: Option<String>,
@@ -140,6 +147,10 @@ pub struct EventView {
     pub hostname: Option<String>,
     /// Details (JSON).
     pub detail: String,
+    /// UTC wall clock, ms since the epoch, when known.
+    pub wall_ms: Option<i64>,
+    /// The same, as text (`YYYY-MM-DDTHH:MM:SS.mmmZ`).
+    pub utc: Option<String>,
 }
 
 /// One ring as `cma rings` shows it: members in ring order.
@@ -216,6 +227,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        // Columns added after the first release: added to older files.
+        add_column(&conn, "events", "wall_ms", "INTEGER")?;
+        add_column(&conn, "nodes", "updated_wall_ms", "INTEGER")?;
         Ok(Store { conn })
     }
 
@@ -305,13 +319,13 @@ impl Store {
         let mut last = applied;
         {
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO nodes (id, hostname, addr, incarnation, grp, status, switch, updated_lsn, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO nodes (id, hostname, addr, incarnation, grp, status, switch, updated_lsn, updated_ms, updated_wall_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(id) DO UPDATE SET hostname = ?2, addr = ?3, incarnation = ?4, grp = ?5,
-                     status = ?6, switch = ?7, updated_lsn = ?8, updated_ms = ?9",
+                     status = ?6, switch = ?7, updated_lsn = ?8, updated_ms = ?9, updated_wall_ms = ?10",
             )?;
             let mut event = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (lsn, seq, time_ms, kind, node, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO events (lsn, seq, time_ms, kind, node, detail, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut disc = tx.prepare_cached(
                 "INSERT OR REPLACE INTO discovery (node, lsn, json) VALUES (?1, ?2, ?3)",
@@ -344,7 +358,8 @@ impl Store {
                                 status_name(&r.health),
                                 switch,
                                 a.lsn as i64,
-                                a.time_ms as i64
+                                a.time_ms as i64,
+                                a.wall_ms.map(|w| w as i64)
                             ])?;
                             let summary = r.state.as_ref().map(|x| {
                                 format!(
@@ -374,7 +389,8 @@ impl Store {
                                 a.time_ms as i64,
                                 kind,
                                 node,
-                                detail
+                                detail,
+                                a.wall_ms.map(|w| w as i64)
                             ])?;
                             seq += 1;
                         }
@@ -390,8 +406,30 @@ impl Store {
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('applied_lsn', ?1)",
             [last as i64],
         )?;
+        if let Some(a) = batch.iter().rev().find(|a| a.lsn > applied)
+            && let Some(w) = a.wall_ms
+        {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('wall_offset_ms', ?1)",
+                [w as i64 - a.time_ms as i64],
+            )?;
+        }
         tx.commit()?;
         Ok(last)
+    }
+
+    /// Wall-clock ms minus log ms at the last applied record, when known:
+    /// where replay after the checkpoint starts from until it meets a
+    /// RESUME record.
+    pub fn wall_offset_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'wall_offset_ms'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Records the decider's state as of `lsn` (whose effects must already
@@ -414,7 +452,7 @@ impl Store {
     pub fn nodes(&self) -> Result<Vec<NodeView>, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT n.id, n.hostname, n.addr, n.grp, n.status, n.switch, n.updated_ms,
-                    s.state, COALESCE(s.drift, 0), s.refused
+                    s.state, COALESCE(s.drift, 0), s.refused, n.updated_wall_ms
              FROM nodes n LEFT JOIN node_state s ON s.id = n.id ORDER BY n.id",
         )?;
         let rows = st.query_map([], |r| {
@@ -429,6 +467,8 @@ impl Store {
                 state: r.get(7)?,
                 drift: r.get(8)?,
                 refused: r.get(9)?,
+                updated_wall_ms: r.get(10)?,
+                updated_utc: utc_of(r.get(10)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -451,7 +491,7 @@ impl Store {
     /// Events after `after_lsn` (oldest first), at most `limit`.
     pub fn events(&self, after_lsn: u64, limit: u32) -> Result<Vec<EventView>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT e.lsn, e.time_ms, e.kind, e.node, n.hostname, e.detail
+            "SELECT e.lsn, e.time_ms, e.kind, e.node, n.hostname, e.detail, e.wall_ms
              FROM events e LEFT JOIN nodes n ON n.id = e.node
              WHERE e.lsn > ?1 ORDER BY e.lsn, e.seq LIMIT ?2",
         )?;
@@ -463,6 +503,8 @@ impl Store {
                 node: r.get(3)?,
                 hostname: r.get(4)?,
                 detail: r.get(5)?,
+                wall_ms: r.get(6)?,
+                utc: utc_of(r.get(6)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -486,6 +528,24 @@ impl Store {
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Adds `column` to `table` unless it is there (a file made by an older
+/// version).
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), StoreError> {
+    let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names: Vec<String> = st
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    if !names.iter().any(|n| n == column) {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
+fn utc_of(ms: Option<i64>) -> Option<String> {
+    ms.and_then(|m| u64::try_from(m).ok())
+        .map(crate::logger::utc)
 }
 
 #[cfg(test)]
@@ -522,11 +582,14 @@ mod tests {
             Applied {
                 lsn: 1,
                 time_ms: 10,
+                wall_ms: None,
                 effects: vec![row(0, Health::Up), Effect::Notice(Notice::Joined(0))],
             },
             Applied {
                 lsn: 2,
                 time_ms: 20,
+                // 2026-12-02T00:00:00.000Z
+                wall_ms: Some(1_796_169_600_000),
                 effects: vec![Effect::Notice(Notice::Left(0)), row(0, Health::Left)],
             },
         ];
@@ -546,8 +609,38 @@ mod tests {
             vec!["joined", "left"]
         );
         assert_eq!(ev[0].hostname.as_deref(), Some("h0"));
+        assert_eq!((ev[0].wall_ms, ev[0].utc.as_deref()), (None, None));
+        assert_eq!(ev[1].utc.as_deref(), Some("2026-12-02T00:00:00.000Z"));
+        assert_eq!(
+            nodes[0].updated_utc.as_deref(),
+            Some("2026-12-02T00:00:00.000Z")
+        );
+        assert_eq!(r.wall_offset_ms().unwrap(), Some(1_796_169_600_000 - 20));
         assert_eq!(r.events(1, 100).unwrap().len(), 1);
         assert_eq!(r.status_counts().unwrap(), vec![("left".to_string(), 1)]);
+    }
+
+    #[test]
+    fn an_older_file_gains_the_wall_clock_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE events (lsn INTEGER NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+                 kind TEXT NOT NULL, node INTEGER, detail TEXT NOT NULL, PRIMARY KEY (lsn, seq));",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        s.apply(&[Applied {
+            lsn: 1,
+            time_ms: 1,
+            wall_ms: Some(5),
+            effects: vec![Effect::Notice(Notice::Joined(0))],
+        }])
+        .unwrap();
+        assert_eq!(s.events(0, 10).unwrap()[0].wall_ms, Some(5));
     }
 
     #[test]
