@@ -51,8 +51,9 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Groups (switch or subnet rings) and their sizes; with --json, each
-    /// ring with its members in order (as of the last checkpoint).
+    /// Every group ring (switch or subnet) and the top ring, with their
+    /// members in ring order; current (the database keeps ring rows with
+    /// every change). --json: one JSON object per ring.
     Rings {
         #[command(flatten)]
         db: DbArgs,
@@ -272,6 +273,13 @@ enum BenchCommand {
         /// Do not pin threads (generator on CPU 0, receivers on CPU 1).
         #[arg(long)]
         no_pin: bool,
+        /// One datagram in this many is --large-size bytes (0: none), past
+        /// the 2 KB ring slot: the spill path.
+        #[arg(long, default_value_t = 0)]
+        large_every: usize,
+        /// Bytes of those large datagrams (2,049 ..= 65,507).
+        #[arg(long, default_value_t = 20_000)]
+        large_size: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -640,41 +648,55 @@ fn rings(db: &DbArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
+    let v = match s.rings() {
+        Ok(Some(v)) => v,
+        Ok(None) => return fail("no rings yet: no node has joined"),
+        Err(e) => return fail(e),
+    };
     if db.json {
-        // The rings with their members in order, as of the last checkpoint.
-        return match s.rings() {
-            Ok(Some(v)) => {
-                for r in &v.rings {
-                    let members: Vec<_> = r
-                        .members
-                        .iter()
-                        .map(|(h, a)| serde_json::json!({"host": h, "addr": a}))
-                        .collect();
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "group": r.group,
-                            "nodes": r.members.len(),
-                            "members": members,
-                            "as_of_lsn": v.as_of_lsn,
-                        })
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Ok(None) => fail("no checkpoint yet: the rings are known after the first one"),
-            Err(e) => fail(e),
-        };
-    }
-    match s.groups() {
-        Ok(g) => {
-            for (name, n) in g {
-                println!("{n:>6}  {name}");
-            }
-            ExitCode::SUCCESS
+        for r in &v.rings {
+            let members: Vec<_> = r
+                .members
+                .iter()
+                .map(|(h, a)| serde_json::json!({"host": h, "addr": a}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "group": r.group,
+                    "nodes": r.members.len(),
+                    "members": members,
+                    "as_of_lsn": v.as_of_lsn,
+                })
+            );
         }
-        Err(e) => fail(e),
+        return ExitCode::SUCCESS;
     }
+    print!("{}", render_rings(&v));
+    ExitCode::SUCCESS
+}
+
+/// `cma rings` as a table: a header, one line per ring (group rings in key
+/// order, then the top ring), members in ring order (the first eight).
+fn render_rings(v: &cma::store::RingsView) -> String {
+    const SHOWN: usize = 8;
+    let mut out = format!(
+        "{:>6}  {:<32} members in ring order (as of LSN {})\n",
+        "nodes", "ring", v.as_of_lsn
+    );
+    for r in &v.rings {
+        let mut names: Vec<&str> = r.members.iter().take(SHOWN).map(|m| m.0.as_str()).collect();
+        if r.members.len() > SHOWN {
+            names.push("...");
+        }
+        out += &format!(
+            "{:>6}  {:<32} {}\n",
+            r.members.len(),
+            r.group,
+            names.join(" -> ")
+        );
+    }
+    out
 }
 
 fn events(db: &DbArgs, after: u64, follow: bool) -> ExitCode {
@@ -849,6 +871,8 @@ fn bench(command: BenchCommand) -> ExitCode {
             size,
             idle,
             no_pin,
+            large_every,
+            large_size,
             json,
         } => {
             let config = cma::engine::bench_recv::RecvBenchConfig {
@@ -857,6 +881,8 @@ fn bench(command: BenchCommand) -> ExitCode {
                 size,
                 idle_seconds: idle,
                 pin: !no_pin,
+                large_every,
+                large_size,
                 ..Default::default()
             };
             match cma::engine::bench_recv::run(&config) {

@@ -21,7 +21,7 @@ use super::failure::{DeathCause, Effect as Fsm, FailureConfig, Health};
 use super::idmap::pairs;
 use super::outq::{Instruction, OutQueue};
 use super::ring::HbInstruction;
-use super::topology::{GroupKey, Topology};
+use super::topology::{GroupKey, RingLinks, Topology};
 use crate::classify::switch::parse_switch_frame;
 use crate::classify::{HbState, Message, PeerStatus, ReqId, Startup};
 use crate::reliable::normalize;
@@ -194,6 +194,13 @@ pub enum Effect {
     },
     /// A node's row changed.
     Row(Box<NodeRow>),
+    /// A node's place in the rings changed (`None`: out of the rings).
+    Ring {
+        /// The node.
+        node: NodeId,
+        /// Where it sits now.
+        links: Option<Box<RingLinks>>,
+    },
     /// Discovery data to keep.
     Discovery {
         /// From whom.
@@ -1206,12 +1213,20 @@ impl Decider {
     /// `b`, it lost its listener and is told EXPECTHB again; if not, `b`
     /// has a sender too many and is told STOPSENDHB. At most one repair
     /// per pair per [`MARTIAN_REPAIR_EVERY`] heartbeat intervals; counted,
-    /// and shown as drift of the node told.
+    /// and shown as drift of the node told. A node that speaks HBSTATE is
+    /// left to its audit.
     fn repair_martian(&mut self, a: NodeId, b: NodeId, out: &mut Vec<Effect>) {
         let (a_addr, b_addr) = (self.nodes[a as usize].addr, self.nodes[b as usize].addr);
         let settled = !self.nodes[a as usize].out.unsettled_about(b_addr)
             && !self.nodes[b as usize].out.unsettled_about(a_addr);
         if !settled || !self.nodes[a as usize].in_service() {
+            self.counters.martian_ignored += 1;
+            return;
+        }
+        let adjacent = self.topo.adjacent(a, b);
+        let told = if adjacent { a } else { b };
+        if self.nodes[told as usize].speaks_hbstate {
+            // Its HBSTATE audit repairs it, from its own picture.
             self.counters.martian_ignored += 1;
             return;
         }
@@ -1236,17 +1251,14 @@ impl Decider {
         }
         self.martian_repairs.insert((a, b), now);
         self.counters.martian_repairs += 1;
-        let (told, instruction) = if self.topo.adjacent(a, b) {
-            (
-                a,
-                Instruction::Half {
-                    send: false,
-                    start: true,
-                    peers: vec![b_addr],
-                },
-            )
+        let instruction = if adjacent {
+            Instruction::Half {
+                send: false,
+                start: true,
+                peers: vec![b_addr],
+            }
         } else {
-            (b, Instruction::StopSending(vec![a_addr]))
+            Instruction::StopSending(vec![a_addr])
         };
         let n = &mut self.nodes[told as usize];
         n.drift += 1;
@@ -1547,6 +1559,12 @@ impl Decider {
     }
 
     fn flush(&mut self, out: &mut Vec<Effect>) {
+        for node in self.topo.take_touched() {
+            out.push(Effect::Ring {
+                node,
+                links: self.topo.links_of(node).map(Box::new),
+            });
+        }
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
             for (r, i) in self.nodes[id as usize].out.promote() {

@@ -62,6 +62,11 @@ impl Ring {
         self.head
     }
 
+    /// `n`'s (predecessor, successor), itself twice in a ring of 1.
+    pub fn links_of(&self, n: NodeId) -> Option<(NodeId, NodeId)> {
+        self.links.get(&n).copied()
+    }
+
     /// The member after `n` (itself in a ring of 1).
     pub fn successor(&self, n: NodeId) -> Option<NodeId> {
         self.links.get(&n).map(|l| l.1)

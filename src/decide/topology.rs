@@ -45,6 +45,17 @@ struct Group {
     reps: Vec<NodeId>,
 }
 
+/// Where one node sits in the rings (see [`Topology::links_of`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingLinks {
+    /// Its group.
+    pub group: GroupKey,
+    /// (predecessor, successor) in the group ring.
+    pub links: (NodeId, NodeId),
+    /// (predecessor, successor) in the top ring, for a representative.
+    pub top: Option<(NodeId, NodeId)>,
+}
+
 /// All rings of the fleet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
@@ -54,6 +65,10 @@ pub struct Topology {
     group_of: IdMap<GroupKey>,
     /// Counts changes (joins, moves, leaves).
     version: u64,
+    /// Nodes whose ring links may have changed since the last
+    /// [`Topology::take_touched`] (empty between records).
+    #[serde(skip)]
+    touched: Vec<NodeId>,
 }
 
 impl Topology {
@@ -64,6 +79,7 @@ impl Topology {
             return Vec::new();
         }
         self.version += 1;
+        self.touched.push(n);
         // A move: the node lives on, so besides closing the gap behind it,
         // it must stop heartbeating its old peers itself.
         let mut raw = self.detach(n, true);
@@ -83,6 +99,7 @@ impl Topology {
             return Vec::new();
         }
         self.version += 1;
+        self.touched.push(n);
         let raw = self.detach(n, false);
         self.net(raw, Some(n))
     }
@@ -113,6 +130,27 @@ impl Topology {
             .and_then(|k| self.groups.get(k))
             .is_some_and(|g| g.ring.adjacent(a, b));
         u32::from(group) + u32::from(self.top.adjacent(a, b))
+    }
+
+    /// The nodes whose ring links may have changed since the last call
+    /// (each once, ascending).
+    pub fn take_touched(&mut self) -> Vec<NodeId> {
+        let mut t = std::mem::take(&mut self.touched);
+        t.sort_unstable();
+        t.dedup();
+        t
+    }
+
+    /// Where `n` sits: its group, its (predecessor, successor) there, and
+    /// in the top ring when it is a representative. `None`: not placed.
+    pub fn links_of(&self, n: NodeId) -> Option<RingLinks> {
+        let key = self.group_of.get(&n)?;
+        let group = self.groups.get(key)?.ring.links_of(n)?;
+        Some(RingLinks {
+            group: key.clone(),
+            links: group,
+            top: self.top.links_of(n),
+        })
     }
 
     /// A number that changes whenever the rings do.
@@ -273,9 +311,11 @@ impl Topology {
     /// against before the change (now minus the change); START where it
     /// went from 0, STOP where it went to 0, nothing otherwise. `gone`
     /// (dead or departed) is told nothing.
-    fn net(&self, raw: Vec<HbInstruction>, gone: Option<NodeId>) -> Vec<HbInstruction> {
+    fn net(&mut self, raw: Vec<HbInstruction>, gone: Option<NodeId>) -> Vec<HbInstruction> {
         let mut delta: BTreeMap<(NodeId, NodeId), i32> = BTreeMap::new();
         for i in &raw {
+            self.touched.push(i.to);
+            self.touched.extend(&i.peers);
             for p in &i.peers {
                 *delta.entry((i.to, *p)).or_default() += if i.start { 1 } else { -1 };
             }

@@ -33,6 +33,11 @@ pub struct RecvBenchConfig {
     pub slot_size: usize,
     /// Pin the generator to CPU 0 and the receiving threads to CPU 1.
     pub pin: bool,
+    /// One datagram in this many is `large_size` bytes (0: none): longer
+    /// than a slot, it takes the io loop's spill path.
+    pub large_every: usize,
+    /// Bytes of the large datagrams.
+    pub large_size: usize,
 }
 
 impl Default for RecvBenchConfig {
@@ -45,6 +50,8 @@ impl Default for RecvBenchConfig {
             ring_capacity: 16384,
             slot_size: 2048,
             pin: true,
+            large_every: 0,
+            large_size: 20_000,
         }
     }
 }
@@ -62,6 +69,10 @@ pub struct PhaseResult {
     pub kernel_drops: u64,
     /// Drops because the ring was full (phase b).
     pub ring_drops: u64,
+    /// Datagrams longer than a slot passed whole (phase b).
+    pub spilled: u64,
+    /// Datagrams longer than a slot cut (phase b: the spill queue full).
+    pub truncated: u64,
     /// Seconds the generator ran.
     pub seconds: f64,
 }
@@ -144,7 +155,7 @@ pub fn pin_to(cpu: usize) {
 /// the full CPU set).
 fn generate(
     target: SocketAddr,
-    datagram: &[u8],
+    datagram: &[Vec<u8>],
     config: &RecvBenchConfig,
 ) -> std::io::Result<(u64, f64)> {
     let datagram = datagram.to_vec();
@@ -161,9 +172,10 @@ fn generate(
         .map_err(|_| std::io::Error::other("generator panicked"))?
 }
 
+/// Sends the datagrams of `pattern` in turn, over and over.
 fn generate_here(
     target: SocketAddr,
-    datagram: &[u8],
+    pattern: &[Vec<u8>],
     rate: u64,
     seconds: f64,
 ) -> std::io::Result<(u64, f64)> {
@@ -172,9 +184,12 @@ fn generate_here(
     let fd = socket.as_raw_fd();
     let mut addr = [0u8; SLOT_ADDR_LEN];
     let addr_len = encode_sockaddr(&target, &mut addr);
-    let msgs: Vec<Outgoing<'_>> = (0..MMSG_BATCH_MAX)
-        .map(|_| Outgoing {
-            data: datagram,
+    // The pattern repeated so that any window of a batch's length starting
+    // inside its first copy is one slice.
+    let copies = MMSG_BATCH_MAX.div_ceil(pattern.len().max(1)) + 1;
+    let msgs: Vec<Outgoing<'_>> = (0..copies * pattern.len())
+        .map(|i| Outgoing {
+            data: &pattern[i % pattern.len()],
             addr: &addr,
             addr_len,
         })
@@ -197,7 +212,8 @@ fn generate_here(
             }
             n = n.min((due - sent) as usize);
         }
-        let k = mmsg::send_batch(fd, &msgs[..n])?;
+        let at = (sent % pattern.len() as u64) as usize;
+        let k = mmsg::send_batch(fd, &msgs[at..at + n])?;
         if k == 0 {
             std::thread::yield_now();
         }
@@ -233,7 +249,7 @@ fn cpu_seconds() -> f64 {
     secs(u.user_time()) + secs(u.system_time())
 }
 
-fn bare_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<PhaseResult> {
+fn bare_phase(config: &RecvBenchConfig, datagram: &[Vec<u8>]) -> std::io::Result<PhaseResult> {
     let io_config = IoConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         ..IoConfig::default()
@@ -278,13 +294,17 @@ fn bare_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<Phas
     })
 }
 
-fn our_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<(PhaseResult, f64)> {
+fn our_phase(
+    config: &RecvBenchConfig,
+    datagram: &[Vec<u8>],
+) -> std::io::Result<(PhaseResult, f64)> {
     let (producer, mut consumer) = ring_buffer::channel(config.ring_capacity, config.slot_size);
     let io_config = IoConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         ..IoConfig::default()
     };
     let (io, handle) = IoLoop::bind(&io_config, producer)?;
+    let (io, spill) = io.with_spill();
     let target = io.local_addrs()?[0];
     let pin = config.pin;
     let io_thread = std::thread::Builder::new()
@@ -309,8 +329,12 @@ fn our_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<(Phas
                 }
                 let batch = consumer.read_batch(MMSG_BATCH_MAX);
                 for i in 0..batch.len() {
-                    let (data, _) = batch.get(i);
-                    ok += u64::from(classify(data).is_ok());
+                    let (data, meta) = batch.get(i);
+                    // As the daemon's log thread: a long datagram whole.
+                    let whole = (meta.flags & mmsg::SLOT_SPILLED != 0)
+                        .then(|| spill.try_recv().ok())
+                        .flatten();
+                    ok += u64::from(classify(whole.as_deref().unwrap_or(data)).is_ok());
                 }
                 batch.release();
             }
@@ -339,6 +363,8 @@ fn our_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<(Phas
             classified,
             kernel_drops,
             ring_drops: stats.ring_full_drops,
+            spilled: stats.spilled,
+            truncated: stats.truncated,
             seconds,
         },
         idle_cpu_percent,
@@ -347,13 +373,25 @@ fn our_phase(config: &RecvBenchConfig, datagram: &[u8]) -> std::io::Result<(Phas
 
 /// Runs both phases and the idle measurement.
 pub fn run(config: &RecvBenchConfig) -> Result<RecvBenchResult, String> {
-    let datagram = bench_datagram(config.size)?;
-    if datagram.len() > config.slot_size {
+    let small = bench_datagram(config.size)?;
+    if small.len() > config.slot_size {
         return Err(format!(
             "datagram of {} bytes exceeds the {}-byte slot",
-            datagram.len(),
+            small.len(),
             config.slot_size
         ));
+    }
+    let mut datagram = vec![small];
+    if config.large_every > 0 {
+        if !(2049..=65_507).contains(&config.large_size) {
+            return Err("large datagrams must be 2,049 to 65,507 bytes".into());
+        }
+        let mut pattern = vec![bench_datagram(config.large_size)?];
+        pattern.extend(std::iter::repeat_n(
+            datagram[0].clone(),
+            config.large_every - 1,
+        ));
+        datagram = pattern;
     }
     let bare = bare_phase(config, &datagram).map_err(|e| format!("bare phase: {e}"))?;
     let (ours, idle_cpu_percent) =
@@ -380,10 +418,18 @@ pub fn render(config: &RecvBenchConfig, r: &RecvBenchResult) -> String {
         format!("{} /s", config.rate)
     };
     let mut s = format!(
-        "cma bench recv: {}-byte HBDEAD FrameSets on loopback, offered {offered}, {:.1} s per phase\n\
+        "cma bench recv: {}-byte HBDEAD FrameSets on loopback{}, offered {offered}, {:.1} s per phase\n\
          machine: {cores} cores, kernel {}, {profile} build; threads: generator + receiver (a), \
          generator + io + classify consumer (b); {}\n\n",
         config.size,
+        if config.large_every > 0 {
+            format!(
+                " (1 in {} of {} bytes, past a {}-byte slot)",
+                config.large_every, config.large_size, config.slot_size
+            )
+        } else {
+            String::new()
+        },
         config.seconds,
         kernel.trim(),
         if config.pin {
@@ -415,6 +461,12 @@ pub fn render(config: &RecvBenchConfig, r: &RecvBenchResult) -> String {
         );
     }
     s += &format!("\nratio b/a (received/s): {:.3}\n", r.ratio());
+    if config.large_every > 0 {
+        s += &format!(
+            "long datagrams in (b): {} passed whole through the spill queue, {} cut\n",
+            r.ours.spilled, r.ours.truncated
+        );
+    }
     s += &format!(
         "idle CPU of (b) over {:.1} s with nothing arriving: {:.2}% of one core (process utime+stime / wall)\n",
         config.idle_seconds, r.idle_cpu_percent
@@ -428,11 +480,13 @@ pub fn to_json(config: &RecvBenchConfig, r: &RecvBenchResult) -> serde_json::Val
         json!({
             "sent": p.sent, "received": p.received, "classified": p.classified,
             "kernel_drops": p.kernel_drops, "ring_drops": p.ring_drops, "seconds": p.seconds,
+            "spilled": p.spilled, "truncated": p.truncated,
             "received_per_s": p.received_per_s(),
         })
     };
     json!({
         "size": config.size, "rate": config.rate, "seconds": config.seconds,
+        "large_every": config.large_every, "large_size": config.large_size,
         "bare": phase(&r.bare), "ours": phase(&r.ours), "ratio": r.ratio(),
         "idle_cpu_percent": r.idle_cpu_percent,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),

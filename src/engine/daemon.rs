@@ -218,6 +218,7 @@ fn store_effects(effects: &[Effect]) -> Vec<Effect> {
             matches!(
                 e,
                 Effect::Row(_)
+                    | Effect::Ring { .. }
                     | Effect::Notice(_)
                     | Effect::Discovery { .. }
                     | Effect::Stats { .. }
@@ -1403,7 +1404,10 @@ impl DeciderThread {
                 log::warn!("{}", describe(&self.decider, &n))
             }
             Effect::Notice(n) => log::info!("{}", describe(&self.decider, &n)),
-            Effect::Row(_) | Effect::Discovery { .. } | Effect::Stats { .. } => {}
+            Effect::Row(_)
+            | Effect::Ring { .. }
+            | Effect::Discovery { .. }
+            | Effect::Stats { .. } => {}
         }
     }
 }

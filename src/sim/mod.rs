@@ -1543,7 +1543,10 @@ impl Sim {
                     }
                 }
                 Effect::Notice(n) => self.notice(n),
-                Effect::Row(_) | Effect::Discovery { .. } | Effect::Stats { .. } => {}
+                Effect::Row(_)
+                | Effect::Ring { .. }
+                | Effect::Discovery { .. }
+                | Effect::Stats { .. } => {}
             }
         }
         self.effects = effects;

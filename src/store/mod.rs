@@ -11,6 +11,7 @@
 //! Readers (`cma nodes`, `cma events`, `cma status`) open the database read
 //! only; SQLite's WAL journal mode lets them read while the daemon writes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -94,6 +95,14 @@ CREATE TABLE IF NOT EXISTS stats (
     time_ms INTEGER NOT NULL,
     json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ring_links (
+    node INTEGER PRIMARY KEY,
+    grp TEXT NOT NULL,
+    prev INTEGER NOT NULL,
+    next INTEGER NOT NULL,
+    top_prev INTEGER,
+    top_next INTEGER
+);
 CREATE TABLE IF NOT EXISTS discovery (
     node INTEGER NOT NULL,
     lsn INTEGER NOT NULL,
@@ -162,10 +171,10 @@ pub struct RingView {
     pub members: Vec<(String, String)>,
 }
 
-/// The rings at the last checkpoint.
+/// The rings as the store knows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RingsView {
-    /// The checkpoint's LSN: the rings as of that record.
+    /// The rings as of this record.
     pub as_of_lsn: u64,
     /// Group rings in key order, then the top ring.
     pub rings: Vec<RingView>,
@@ -274,9 +283,15 @@ impl Store {
         Ok(state.map(|s| (lsn, s)))
     }
 
-    /// The rings as of the last checkpoint (the decider's state there),
-    /// `None` before the first checkpoint.
+    /// Every group ring and the top ring, members in ring order, as of the
+    /// last applied record (ring rows change with every ring change); for
+    /// a file from before ring rows, as of the last checkpoint. `None`
+    /// when nothing is known yet.
     pub fn rings(&self) -> Result<Option<RingsView>, StoreError> {
+        if let Some(v) = self.rings_from_links()? {
+            return Ok(Some(v));
+        }
+        // A file from before ring rows: the last checkpoint.
         let Some((lsn, state)) = self.checkpoint()? else {
             return Ok(None);
         };
@@ -336,6 +351,11 @@ impl Store {
             let mut stats = tx.prepare_cached(
                 "INSERT OR REPLACE INTO stats (node, lsn, time_ms, json) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut link = tx.prepare_cached(
+                "INSERT OR REPLACE INTO ring_links (node, grp, prev, next, top_prev, top_next)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut unlink = tx.prepare_cached("DELETE FROM ring_links WHERE node = ?1")?;
             for a in batch {
                 if a.lsn <= applied {
                     continue;
@@ -377,6 +397,21 @@ impl Store {
                             };
                             state.execute(params![r.id, summary, r.drift as i64, refused])?;
                         }
+                        Effect::Ring { node, links } => match links {
+                            Some(l) => {
+                                link.execute(params![
+                                    node,
+                                    group_key_text(&l.group),
+                                    l.links.0,
+                                    l.links.1,
+                                    l.top.map(|t| t.0),
+                                    l.top.map(|t| t.1)
+                                ])?;
+                            }
+                            None => {
+                                unlink.execute([node])?;
+                            }
+                        },
                         Effect::Stats { node, json } => {
                             stats.execute(params![node, a.lsn as i64, a.time_ms as i64, json])?;
                         }
@@ -519,6 +554,73 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The rings as of the last applied record, walked from the ring rows
+    /// the store keeps with every change (`None` when there are none).
+    fn rings_from_links(&self) -> Result<Option<RingsView>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT l.node, l.grp, l.next, l.top_next, COALESCE(n.hostname, ''), COALESCE(n.addr, '')
+             FROM ring_links l LEFT JOIN nodes n ON n.id = l.node ORDER BY l.node",
+        )?;
+        type Row = (i64, String, i64, Option<i64>, String, String);
+        let rows: Vec<Row> = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let by_id: BTreeMap<i64, &Row> = rows.iter().map(|r| (r.0, r)).collect();
+        let member = |id: i64| {
+            by_id
+                .get(&id)
+                .map(|r| (r.4.clone(), r.5.clone()))
+                .unwrap_or_else(|| (format!("#{id}"), String::new()))
+        };
+        // Walks a cycle from `start` along `next`, at most `limit` steps
+        // (the rows are one consistent snapshot; the limit guards a file
+        // edited by hand).
+        let walk = |start: i64, next: &dyn Fn(&Row) -> Option<i64>| {
+            let mut out = Vec::new();
+            let mut at = start;
+            while out.len() <= rows.len() {
+                out.push(member(at));
+                match by_id.get(&at).and_then(|r| next(r)) {
+                    Some(n) if n != start => at = n,
+                    _ => break,
+                }
+            }
+            out
+        };
+        let mut firsts: BTreeMap<&str, i64> = BTreeMap::new();
+        for r in &rows {
+            firsts.entry(r.1.as_str()).or_insert(r.0);
+        }
+        let mut rings: Vec<RingView> = firsts
+            .iter()
+            .map(|(g, &first)| RingView {
+                group: (*g).to_string(),
+                members: walk(first, &|r: &Row| Some(r.2)),
+            })
+            .collect();
+        let top = rows.iter().find(|r| r.3.is_some()).map(|r| r.0);
+        rings.push(RingView {
+            group: "top".into(),
+            members: top.map_or_else(Vec::new, |t| walk(t, &|r: &Row| r.3)),
+        });
+        Ok(Some(RingsView {
+            as_of_lsn: self.applied_lsn()?,
+            rings,
+        }))
+    }
+
     /// Groups with their sizes (nodes in service).
     pub fn groups(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut st = self.conn.prepare(
@@ -618,6 +720,63 @@ mod tests {
         assert_eq!(r.wall_offset_ms().unwrap(), Some(1_796_169_600_000 - 20));
         assert_eq!(r.events(1, 100).unwrap().len(), 1);
         assert_eq!(r.status_counts().unwrap(), vec![("left".to_string(), 1)]);
+    }
+
+    #[test]
+    fn rings_are_walked_from_the_rows_of_every_change() {
+        use crate::decide::topology::{GroupKey, RingLinks};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join(DB_FILE)).unwrap();
+        let ring = |node, links, top| Effect::Ring {
+            node,
+            links: Some(Box::new(RingLinks {
+                group: GroupKey::Switch("sw".into()),
+                links,
+                top,
+            })),
+        };
+        // A ring 0 -> 2 -> 1, 0 in the top ring alone; then 2 leaves.
+        s.apply(&[Applied {
+            lsn: 1,
+            time_ms: 1,
+            wall_ms: None,
+            effects: vec![
+                row(0, Health::Up),
+                row(1, Health::Up),
+                row(2, Health::Up),
+                ring(0, (1, 2), Some((0, 0))),
+                ring(2, (0, 1), None),
+                ring(1, (2, 0), None),
+            ],
+        }])
+        .unwrap();
+        let v = s.rings().unwrap().unwrap();
+        let hosts =
+            |i: usize| -> Vec<String> { v.rings[i].members.iter().map(|m| m.0.clone()).collect() };
+        assert_eq!(v.rings.len(), 2);
+        assert_eq!(v.rings[0].group, "switch sw");
+        assert_eq!(hosts(0), ["h0", "h2", "h1"]);
+        assert_eq!(
+            (v.rings[1].group.as_str(), hosts(1)),
+            ("top", vec!["h0".to_string()])
+        );
+        s.apply(&[Applied {
+            lsn: 2,
+            time_ms: 2,
+            wall_ms: None,
+            effects: vec![
+                Effect::Ring {
+                    node: 2,
+                    links: None,
+                },
+                ring(0, (1, 1), Some((0, 0))),
+                ring(1, (0, 0), None),
+            ],
+        }])
+        .unwrap();
+        let v = s.rings().unwrap().unwrap();
+        assert_eq!(v.as_of_lsn, 2);
+        assert_eq!(v.rings[0].members.len(), 2);
     }
 
     #[test]
