@@ -101,20 +101,16 @@ impl OutQueue {
                 .any(|p| matches!(p, Pending::One(x) if x == i))
     }
 
-    /// Queues heartbeat changes, merged into the unsent ones.
+    /// Queues heartbeat changes, merged into the unsent ones at the back
+    /// of the queue (never into changes queued before another instruction:
+    /// a repair such as EXPECTHB must keep its place relative to them, or a
+    /// later STOP would overtake it).
     pub fn push_hb(&mut self, start: bool, peers: &[SocketAddr]) {
         let d = if start { 1 } else { -1 };
-        let at = match self
-            .pending
-            .iter()
-            .position(|p| matches!(p, Pending::Hb(_)))
-        {
-            Some(at) => at,
-            None => {
-                self.pending.push_back(Pending::Hb(Vec::new()));
-                self.pending.len() - 1
-            }
-        };
+        if !matches!(self.pending.back(), Some(Pending::Hb(_))) {
+            self.pending.push_back(Pending::Hb(Vec::new()));
+        }
+        let at = self.pending.len() - 1;
         let Pending::Hb(net) = &mut self.pending[at] else {
             unreachable!("position found an Hb entry")
         };
@@ -218,13 +214,17 @@ impl OutQueue {
     /// Is a heartbeat change about `peer` not yet ACKed (queued or in
     /// flight)?
     pub fn unsettled_about(&self, peer: SocketAddr) -> bool {
-        self.inflight.iter().any(|(_, i)| match i {
-            Instruction::Heartbeat { peers, .. } => peers.contains(&peer),
+        let about = |i: &Instruction| match i {
+            Instruction::Heartbeat { peers, .. }
+            | Instruction::Half { peers, .. }
+            | Instruction::StopSending(peers) => peers.contains(&peer),
             _ => false,
-        }) || self.pending.iter().any(|p| match p {
-            Pending::Hb(net) => net.iter().any(|(a, _)| *a == peer),
-            _ => false,
-        })
+        };
+        self.inflight.iter().any(|(_, i)| about(i))
+            || self.pending.iter().any(|p| match p {
+                Pending::Hb(net) => net.iter().any(|(a, _)| *a == peer),
+                Pending::One(i) => about(i),
+            })
     }
 
     /// Nothing queued or in flight: every instruction sent was ACKed.
@@ -368,5 +368,45 @@ mod tests {
         assert_eq!(q.inflight().count(), 0);
         q.push(Instruction::Probe);
         assert_eq!(q.promote()[0].0, 2);
+    }
+
+    #[test]
+    fn a_change_never_overtakes_an_instruction_queued_before_it() {
+        let mut q = OutQueue::default();
+        q.push(Instruction::Probe);
+        q.promote();
+        // Behind the window: a start for 2, a repair about 1, then a stop
+        // for 1. The stop must stay behind the repair.
+        q.push_hb(true, &[a(2)]);
+        q.push(Instruction::Half {
+            send: false,
+            start: true,
+            peers: vec![a(1)],
+        });
+        q.push_hb(false, &[a(1)]);
+        assert!(q.unsettled_about(a(1)));
+        q.on_ack(1);
+        let mut sent = q.promote();
+        q.on_ack(3);
+        sent.extend(q.promote());
+        let order: Vec<Instruction> = sent.into_iter().map(|x| x.1).collect();
+        assert_eq!(
+            order,
+            vec![
+                Instruction::Heartbeat {
+                    start: true,
+                    peers: vec![a(2)]
+                },
+                Instruction::Half {
+                    send: false,
+                    start: true,
+                    peers: vec![a(1)]
+                },
+                Instruction::Heartbeat {
+                    start: false,
+                    peers: vec![a(1)]
+                },
+            ]
+        );
     }
 }
