@@ -421,6 +421,10 @@ fn real_nanoprobes_join_are_watched_leave_and_survive_a_cma_restart() {
         death.detail,
         killed.elapsed()
     );
+    eprintln!(
+        "former representative {stepped} confirmed dead by two monitors, seen {:?} after the kill",
+        killed.elapsed()
+    );
 
     // A clean shutdown: HBSHUTDOWN, CONNSHUT both ways, exit; `left`, and
     // its protocol machine complains of nothing.
