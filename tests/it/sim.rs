@@ -91,8 +91,12 @@ fn two_hundred_fleets_of_a_thousand_nodes_hold_every_invariant() {
     assert_eq!(named, partitions);
     let d = detection(&reports);
     assert!(d.len() > 1000);
+    // Every settled agent was compared with its rings (one sender and one
+    // listener per neighbour), many times per fleet.
+    let checks: u64 = reports.iter().map(|r| r.1.ring_checks).sum();
+    assert!(checks > 50_000, "{checks} settled-agent checks");
     eprintln!(
-        "200 fleets, mixed faults: {} crashes, detection p50 {} p99 {} max {} ms; {named}/{partitions} partitions named",
+        "200 fleets, mixed faults: {checks} settled-agent ring checks, {} crashes, detection p50 {} p99 {} max {} ms; {named}/{partitions} partitions named",
         d.len(),
         d[d.len() / 2],
         d[d.len() * 99 / 100],
