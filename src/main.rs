@@ -142,8 +142,9 @@ enum Command {
         /// Host name to register (default: the system's).
         #[arg(long)]
         hostname: Option<String>,
-        /// Announce the switch this host hangs off (SWDISCOVER with an LLDP
-        /// frame carrying this chassis id).
+        /// Play a switch with this chassis id on the first NIC with carrier:
+        /// when the CMA asks (DODISCOVER `#SWITCH`), report it as a
+        /// nanoprobe would (SWDISCOVER with an LLDP frame).
         #[arg(long, value_name = "ID")]
         switch_id: Option<String>,
         /// error, warn, info, debug or trace.

@@ -17,12 +17,15 @@
 //! it prints one line saying it was skipped, and why.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use cma::engine::daemon::db_path;
 use cma::store::{EventView, Store};
+use common::{is_root, nanoprobe, run};
 
 /// Dead time 3 s + the second monitor's window max(2 heartbeats,
 /// retransmit + 1 s) = 2 s (DESIGN.md rule 6).
@@ -47,58 +50,6 @@ const INSTRUCTION_MARKS: [&str; 6] = [
     "unexpected heartbeats",
     "A_ACKME",
 ];
-
-/// Says why the test did nothing, on the real stderr: libtest captures
-/// `eprintln!` of a passing test, and this line must be seen.
-fn skip(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "real-nanoprobe tests skipped: {why}");
-}
-
-/// The nanoprobe binary: `NANOPROBE`, or built from ../shared/nanoprobe.
-fn nanoprobe() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("NANOPROBE") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("NANOPROBE={} is no file", p.display()))
-        };
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let build = root.join("../shared/nanoprobe/build.sh");
-    if !build.is_file() {
-        return Err("no ../shared/nanoprobe/build.sh beside the project and no NANOPROBE".into());
-    }
-    let out = Command::new("bash")
-        .arg(&build)
-        .arg(root.join("target/nanoprobe"))
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("build.sh: {e}"))?;
-    let path = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if !out.status.success() || !Path::new(&path).is_file() {
-        return Err(format!("build.sh failed ({})", out.status));
-    }
-    Ok(PathBuf::from(path))
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 struct Probe {
     name: String,
@@ -323,15 +274,23 @@ fn count(hay: &str, needle: &str) -> usize {
 #[test]
 fn real_nanoprobes_join_are_watched_leave_and_survive_a_cma_restart() {
     if !is_root() {
-        return skip("needs root (network and UTS namespaces)");
+        return common::skip(
+            "real-nanoprobe tests",
+            "needs root (network and UTS namespaces)",
+        );
     }
     let np = match nanoprobe() {
         Ok(p) => p,
-        Err(why) => return skip(&why),
+        Err(why) => return common::skip("real-nanoprobe tests", &why),
     };
     let mut lab = match Lab::new(np) {
         Ok(l) => l,
-        Err(why) => return skip(&format!("cannot make a network namespace: {why}")),
+        Err(why) => {
+            return common::skip(
+                "real-nanoprobe tests",
+                &format!("cannot make a network namespace: {why}"),
+            );
+        }
     };
     lab.start_cma();
     let group_a = ["np1", "np2", "np3", "np4"];
@@ -509,13 +468,4 @@ fn real_nanoprobes_join_are_watched_leave_and_survive_a_cma_restart() {
     assert_eq!(restarts, 0, "{}", lab.report());
     let now = lab.status()[&twin_of].clone();
     assert_eq!(now, ("up".to_string(), home), "{}", lab.report());
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
 }

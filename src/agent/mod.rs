@@ -635,7 +635,31 @@ impl Agent {
                 self.state_changed = true;
                 true
             }
-            // INCRDEBUG/DECRDEBUG, DODISCOVER, DORSCOP...: acknowledged,
+            Message::Discover { stop: false, list } => {
+                // `#SWITCH` on the NIC our (simulated) switch hangs off:
+                // its LLDP frame, as a nanoprobe reports it once it
+                // listens there. Other discoveries are not carried out.
+                let asked = list.iter().any(|d| {
+                    serde_json::from_str::<serde_json::Value>(d.json).is_ok_and(|v| {
+                        v["type"] == "#SWITCH"
+                            && self
+                                .cfg
+                                .switch
+                                .as_ref()
+                                .is_some_and(|sw| v["device"] == sw.interface.as_str())
+                    })
+                });
+                if asked
+                    && !self.switch_sent
+                    && let Some(sw) = &self.cfg.switch
+                {
+                    self.switch_sent = true;
+                    let frame = lldp_frame(sw.mac, &sw.chassis, &sw.port, &self.cfg.hostname);
+                    self.report(Report::SwDiscover(frame));
+                }
+                asked
+            }
+            // INCRDEBUG/DECRDEBUG, other DODISCOVERs, DORSCOP...: acknowledged,
             // not carried out by this agent.
             _ => false,
         };
@@ -706,13 +730,6 @@ impl Agent {
     fn maybe_joined(&mut self) {
         if self.phase == Phase::Joining && self.configured && self.acked_startup {
             self.phase = Phase::Joined;
-            if !self.switch_sent
-                && let Some(sw) = &self.cfg.switch
-            {
-                self.switch_sent = true;
-                let frame = lldp_frame(sw.mac, &sw.chassis, &sw.port, &self.cfg.hostname);
-                self.report(Report::SwDiscover(frame));
-            }
             if let Some(arp) = self.cfg.arp.clone() {
                 self.report(Report::Discovery(arp));
             }

@@ -48,10 +48,19 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
     c.netconfig = netconfig::gather(&hostname);
     c.arp = netconfig::arp(&hostname);
     if let Some(chassis) = &opts.switch_id {
+        // The simulated switch hangs off the first NIC the CMA will ask
+        // about (DODISCOVER `#SWITCH`): one with carrier, not loopback.
+        let nic = match crate::decide::decider::switch_nics_of(&c.netconfig).first() {
+            Some(n) => n.clone(),
+            None => {
+                log::warn!("no NIC with carrier: the CMA will not ask for switch {chassis}");
+                "eth0".into()
+            }
+        };
         c.switch = Some(SwitchId {
             chassis: chassis.clone(),
-            port: "eth0".into(),
-            interface: "eth0".into(),
+            port: nic.clone(),
+            interface: nic,
             mac: [2, 0, 0, 0, 0, 1],
         });
     }

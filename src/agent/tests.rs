@@ -135,13 +135,34 @@ fn joined() -> (Agent, Cma) {
         },
     );
     c.send(&mut a, 10, &Message::AckStartup);
+    // The first HBSTATE.
+    let out = settle(&mut a, 10);
+    assert_eq!(of(&out, FrameSetType::HbState).len(), 1);
+    discover_switch(&mut a, &mut c, 11, "eth0");
     let out = sent(&mut a);
     let sw = of(&out, FrameSetType::SwDiscover);
     ack(&mut a, 11, sw[0].reqid.unwrap());
-    // Then the first HBSTATE.
-    let out = settle(&mut a, 12);
-    assert_eq!(of(&out, FrameSetType::HbState).len(), 1);
+    settle(&mut a, 12);
     (a, c)
+}
+
+/// DODISCOVER `#SWITCH` for `nic`, as the CMA sends it after joining.
+fn discover_switch(a: &mut Agent, c: &mut Cma, now: u64, nic: &str) -> ReqId {
+    let name = format!("_switch_{nic}");
+    let json = crate::engine::daemon::switch_discovery_json(nic);
+    let list = [crate::classify::Discovery {
+        name: &name,
+        interval_s: 0,
+        json: &json,
+    }];
+    c.send(
+        a,
+        now,
+        &Message::Discover {
+            stop: false,
+            list: crate::classify::Discoveries::List(&list),
+        },
+    )
 }
 
 #[test]
@@ -180,7 +201,17 @@ fn startup_repeats_every_5_s_until_configured_and_acknowledged() {
     assert_eq!(a.phase(), Phase::Joined);
     let out = sent(&mut a);
     assert_eq!(of(&out, FrameSetType::Ack)[0].reqid, Some(r));
-    // Joined: the switch is announced, with a parseable LLDP frame.
+    // Joined: nothing about the switch until the CMA asks, as a
+    // nanoprobe; a NIC it does not hang off is not answered.
+    assert!(of(&out, FrameSetType::SwDiscover).is_empty());
+    for st in of(&out, FrameSetType::HbState) {
+        ack(&mut a, 10_550, st.reqid.unwrap());
+    }
+    discover_switch(&mut a, &mut c, 10_600, "eth1");
+    assert!(of(&sent(&mut a), FrameSetType::SwDiscover).is_empty());
+    discover_switch(&mut a, &mut c, 10_700, "eth0");
+    let out = sent(&mut a);
+    // Asked: the switch is announced, with a parseable LLDP frame.
     let sw = of(&out, FrameSetType::SwDiscover);
     assert_eq!(sw.len(), 1);
     let c = classify(&sw[0].bytes).unwrap();

@@ -45,6 +45,8 @@ const SWITCH_FAULT_SUSPECTS: usize = 3;
 const MARTIAN_REPAIR_EVERY: u64 = 30;
 /// Pairs whose last martian repair is remembered, at most.
 const MARTIAN_PAIRS_MAX: usize = 4096;
+/// Interfaces per node asked to discover their switch, at most.
+pub const NICS_MAX: usize = 16;
 
 /// The decider's settings; part of its state (and of the CONFIG record).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,7 +299,19 @@ pub enum Notice {
     SwitchFault {
         /// The group.
         group: GroupKey,
-        /// The nodes reported (representatives cut off, or suspects).
+        /// The nodes it concerns: every member now unreachable (or, for a
+        /// cluster of suspicions, the suspects).
+        nodes: Vec<NodeId>,
+        /// Of those, the ones reported by monitors outside.
+        #[serde(default)]
+        reported: Vec<NodeId>,
+    },
+    /// A cut-off switch is reachable again (one of its members was heard):
+    /// its members are probed and return to service as they answer.
+    Healed {
+        /// The group.
+        group: GroupKey,
+        /// The members that were unreachable.
         nodes: Vec<NodeId>,
     },
     /// Reported with its whole group silent: cut off, not dead.
@@ -399,6 +413,11 @@ pub struct Counters {
     /// elsewhere (the first of each pair is a `Conflict` notice).
     #[serde(default)]
     pub name_conflicts: u64,
+    /// Reports made across a cut (the reporter's or the node's switch was
+    /// cut off within one dead time plus the window): answered by a probe,
+    /// never paired into a death.
+    #[serde(default)]
+    pub reports_across_cut: u64,
 }
 
 /// A registered node.
@@ -458,6 +477,10 @@ pub struct Node {
     /// node is in service.
     #[serde(default)]
     pub conflict: Option<SocketAddr>,
+    /// Interfaces its agent was asked to discover its switch on (this
+    /// incarnation).
+    #[serde(default)]
+    pub nics: Vec<String>,
 }
 
 /// A newcomer claiming a node's host name from another address.
@@ -523,6 +546,10 @@ pub struct Decider {
     /// Groups with members cut off.
     #[serde(with = "pairs")]
     cut_off: BTreeMap<GroupKey, Vec<NodeId>>,
+    /// Groups that were cut off and healed: when (log ms); kept one dead
+    /// time plus the window (reports made across the cut arrive then).
+    #[serde(default, with = "pairs")]
+    healed: BTreeMap<GroupKey, u64>,
     /// Recent suspicions per group: (when, node).
     #[serde(with = "pairs")]
     recent_suspects: BTreeMap<GroupKey, Vec<(u64, NodeId)>>,
@@ -550,6 +577,7 @@ impl Decider {
             deadlines: BTreeSet::new(),
             cut_off: BTreeMap::new(),
             recent_suspects: BTreeMap::new(),
+            healed: BTreeMap::new(),
             martian_repairs: BTreeMap::new(),
             now_ms: 0,
             last_lsn: 0,
@@ -709,7 +737,7 @@ impl Decider {
         if let Some(r) = reqid {
             if matches!(message, Message::Ack) {
                 let n = &mut self.nodes[id as usize];
-                if r.session == self.cfg.session && n.out.on_ack(r.request) {
+                if r.session == n.out.session(self.cfg.session) && n.out.on_ack(r.request) {
                     probe_answered = n.probe_from.is_some_and(|p| r.request >= p);
                     self.mark_dirty(id);
                 } else {
@@ -754,6 +782,9 @@ impl Decider {
                 Err(_) => self.counters.bad_switch_frame += 1,
             },
             Message::JsDiscovery { json, .. } | Message::RscOpReply { json } => {
+                if json.contains("\"netconfig\"") {
+                    self.on_netconfig(id, json);
+                }
                 out.push(Effect::Discovery {
                     node: id,
                     json: json.to_string(),
@@ -773,6 +804,32 @@ impl Decider {
         }
     }
 
+    /// A later netconfig discovery: interfaces that appeared since are
+    /// asked to discover their switch too.
+    fn on_netconfig(&mut self, id: NodeId, json: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+            return;
+        };
+        if v.get("discovertype").and_then(|t| t.as_str()) != Some("netconfig") {
+            return;
+        }
+        let n = &mut self.nodes[id as usize];
+        if !n.in_service() {
+            return;
+        }
+        let new: Vec<String> = switch_nics_in(&v)
+            .into_iter()
+            .filter(|x| !n.nics.contains(x))
+            .take(NICS_MAX.saturating_sub(n.nics.len()))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        n.nics.extend(new.iter().cloned());
+        n.out.push(Instruction::SwitchDiscovery(new));
+        self.mark_dirty(id);
+    }
+
     fn on_startup(&mut self, from: SocketAddr, s: &Startup<'_>, out: &mut Vec<Effect>) {
         let addr = if s.listen.ip().is_unspecified() {
             SocketAddr::new(from.ip(), s.listen.port())
@@ -783,7 +840,10 @@ impl Decider {
             self.counters.startup_mismatch += 1;
             return;
         }
-        let subnet = subnet_of(s.netconfig, addr.ip());
+        let netconfig: serde_json::Value =
+            serde_json::from_str(s.netconfig).unwrap_or(serde_json::Value::Null);
+        let subnet = subnet_in(&netconfig, addr.ip());
+        let nics = switch_nics_in(&netconfig);
         let speaks_hbstate = s
             .features
             .is_some_and(|f| f.split(',').any(|x| x.trim() == "hbstate"));
@@ -841,6 +901,7 @@ impl Decider {
             n.degraded = None;
             n.contest = None;
             n.conflict = None;
+            n.nics = nics;
             n.health = Health::Up;
             n.last_heard_ms = self.now_ms;
             out.push(Effect::Notice(Notice::Restarted(id)));
@@ -869,6 +930,7 @@ impl Decider {
             degraded: None,
             contest: None,
             conflict: None,
+            nics,
         });
         self.by_host.insert(s.hostname.to_string(), id);
         self.claim_addr(addr, id, out);
@@ -933,6 +995,11 @@ impl Decider {
         };
         n.out.push(Instruction::SetConfig(json));
         n.out.push(Instruction::AckStartup);
+        if !n.nics.is_empty() {
+            // Its switch, as the original CMA learnt it: the agent listens
+            // for LLDP/CDP on each NIC and reports with SWDISCOVER.
+            n.out.push(Instruction::SwitchDiscovery(n.nics.clone()));
+        }
         if !undo.is_empty() {
             // Not coalesced with the starts that follow: it must go first.
             n.out.push(Instruction::Heartbeat {
@@ -980,14 +1047,39 @@ impl Decider {
         }
         let watching = self.watching(reporter, d);
         let now = self.now_ms;
+        let late = self.across_cut(reporter, d);
         let before = self.nodes[d as usize].health;
         let h = &mut self.nodes[d as usize].health;
-        let e = if watching {
+        let e = if late {
+            self.counters.reports_across_cut += 1;
+            h.on_late_report(reporter, now, &self.fcfg)
+        } else if watching {
             h.on_hbdead(reporter, now, &self.fcfg)
         } else {
             h.on_unwatched_report(reporter, now, &self.fcfg)
         };
         self.apply(d, before, e, out);
+    }
+
+    /// Was a report by `reporter` about `d` made across a cut? A report
+    /// describes one dead time of silence before it arrives; if either
+    /// end's switch is cut off now, or healed less than a dead time plus
+    /// the window ago, that silence is the cut's (a nanoprobe resends what
+    /// it queued during the cut once it is back).
+    fn across_cut(&self, reporter: NodeId, d: NodeId) -> bool {
+        if self.cut_off.is_empty() && self.healed.is_empty() {
+            return false;
+        }
+        let horizon = self.cfg.dead_ms + self.fcfg.window_ms;
+        [reporter, d].iter().any(|&x| {
+            self.topo.group_of(x).is_some_and(|g| {
+                self.cut_off.contains_key(g)
+                    || self
+                        .healed
+                        .get(g)
+                        .is_some_and(|t| self.now_ms <= t + horizon)
+            })
+        })
     }
 
     /// An agent's HBSTATE: its watched peers' states feed the failure state
@@ -1036,7 +1128,9 @@ impl Decider {
         let sent_through = n.out.next_request() - 1;
         let applied_all = n.out.settled()
             && h.applied.is_some_and(|r| {
-                r.session == self.cfg.session && r.request == sent_through && r.queue == 0
+                r.session == n.out.session(self.cfg.session)
+                    && r.request == sent_through
+                    && r.queue == 0
             });
         if !applied_all {
             // An older picture than the instructions we sent: the HBSTATE
@@ -1271,6 +1365,47 @@ impl Decider {
         out.push(Effect::Row(Box::new(self.row(told))));
     }
 
+    /// `d` was cut off with its group silent: the switch is cut off. Every
+    /// member becomes unreachable (none is declared dead; reports about
+    /// them are made across the cut); one verdict names them all.
+    fn cut_group(&mut self, d: NodeId, key: GroupKey, out: &mut Vec<Effect>) {
+        let now = self.now_ms;
+        let reporter = match self.nodes[d as usize].health {
+            Health::Unreachable { reporter, .. } => reporter,
+            _ => d,
+        };
+        let members = self
+            .topo
+            .group(&key)
+            .map(|r| r.members())
+            .unwrap_or_default();
+        let mut nodes = vec![d];
+        let mut reported = vec![d];
+        for m in members {
+            if m == d {
+                continue;
+            }
+            let before = self.nodes[m as usize].health;
+            let e = self.nodes[m as usize].health.on_group_cut(reporter, now);
+            if e.is_ok() {
+                nodes.push(m);
+                if matches!(
+                    before,
+                    Health::Suspect { .. } | Health::Disputed { late: false, .. }
+                ) {
+                    reported.push(m);
+                }
+            }
+            self.apply(m, before, e, out);
+        }
+        self.cut_off.insert(key.clone(), nodes.clone());
+        out.push(Effect::Notice(Notice::SwitchFault {
+            group: key,
+            nodes,
+            reported,
+        }));
+    }
+
     /// Direct traffic from `id`: it lives (and answered the probe when
     /// `probe`); its group is reachable.
     fn heard(&mut self, id: NodeId, probe: bool, out: &mut Vec<Effect>) {
@@ -1289,6 +1424,29 @@ impl Decider {
             }));
             out.push(Effect::Row(Box::new(self.row(id))));
         }
+        // Its switch was cut off: it is back. Every member must answer a
+        // probe; reports made across the cut are weighed as such.
+        if !self.cut_off.is_empty()
+            && let Some(key) = self.topo.group_of(id).cloned()
+            && let Some(cut) = self.cut_off.remove(&key)
+        {
+            let horizon = self.cfg.dead_ms + self.fcfg.window_ms;
+            self.healed.retain(|_, t| now <= *t + horizon);
+            self.healed.insert(key.clone(), now);
+            out.push(Effect::Notice(Notice::Healed {
+                group: key,
+                nodes: cut.clone(),
+            }));
+            for c in cut {
+                if c != id {
+                    let before = self.nodes[c as usize].health;
+                    let e = self.nodes[c as usize]
+                        .health
+                        .on_group_heard(now, &self.fcfg);
+                    self.apply(c, before, e, out);
+                }
+            }
+        }
         let n = &mut self.nodes[id as usize];
         let before = n.health;
         if matches!(
@@ -1297,21 +1455,11 @@ impl Decider {
         ) {
             let e = n.health.on_alive(probe);
             self.apply(id, before, e, out);
-        }
-        if self.cut_off.is_empty() {
-            return;
-        }
-        let Some(key) = self.topo.group_of(id).cloned() else {
-            return;
-        };
-        if let Some(cut) = self.cut_off.remove(&key) {
-            for c in cut {
-                let before = self.nodes[c as usize].health;
-                let e = self.nodes[c as usize]
-                    .health
-                    .on_group_heard(now, &self.fcfg);
-                self.apply(c, before, e, out);
-            }
+        } else if matches!(before, Health::Dead(_)) {
+            // Declared dead, yet its process talks to us (its incarnation:
+            // a new one sends STARTUP): the verdict was wrong.
+            let e = n.health.on_martian();
+            self.apply(id, before, e, out);
         }
     }
 
@@ -1380,9 +1528,15 @@ impl Decider {
                         Health::Suspect { since_ms, .. } | Health::Disputed { since_ms, .. } => {
                             since_ms
                         }
+                        // Probed when its switch healed.
+                        Health::Unreachable {
+                            probe_until_ms: Some(u),
+                            ..
+                        } => u.saturating_sub(self.fcfg.probe_timeout_ms),
                         _ => self.now_ms,
                     };
-                    if self.topo.is_rep(d) && self.group_silent(d, since) {
+                    let healing = matches!(before, Health::Unreachable { .. });
+                    if (self.topo.is_rep(d) || healing) && self.group_silent(d, since) {
                         let e = self.nodes[d as usize].health.on_cut_off(self.now_ms);
                         self.apply(d, before, e, out);
                     } else {
@@ -1411,7 +1565,12 @@ impl Decider {
                     // first, then place it again (rule 1: STOP then SEND).
                     let stale = std::mem::take(&mut self.nodes[d as usize].stale_peers);
                     if !stale.is_empty() {
-                        self.nodes[d as usize].out.push_hb(false, &stale);
+                        // Whole, not netted against the starts that follow:
+                        // what it does now is unknown (rule 1).
+                        self.nodes[d as usize].out.push(Instruction::Heartbeat {
+                            start: false,
+                            peers: stale,
+                        });
                         self.mark_dirty(d);
                     }
                     self.place(d);
@@ -1419,14 +1578,13 @@ impl Decider {
                 }
                 Fsm::CutOff => {
                     let key = self.nodes[d as usize].group_key();
-                    let cut = self.cut_off.entry(key.clone()).or_default();
-                    cut.push(d);
                     out.push(Effect::Notice(Notice::CutOff(d)));
-                    if cut.len() == 1 {
-                        out.push(Effect::Notice(Notice::SwitchFault {
-                            group: key,
-                            nodes: vec![d],
-                        }));
+                    if let Some(cut) = self.cut_off.get_mut(&key) {
+                        if !cut.contains(&d) {
+                            cut.push(d);
+                        }
+                    } else {
+                        self.cut_group(d, key, out);
                     }
                 }
                 Fsm::Reconnected => {
@@ -1467,6 +1625,30 @@ impl Decider {
         let i = self.topo.leave(d);
         self.apply_hb(&i);
         let n = &mut self.nodes[d as usize];
+        let mut peers = peers;
+        if remember_peers {
+            // Starts in flight may have been carried out: stopped too if
+            // it comes back (a stop for a peer it does not heartbeat
+            // changes nothing).
+            for (_, i) in n.out.inflight() {
+                if let Instruction::Heartbeat {
+                    start: true,
+                    peers: p,
+                }
+                | Instruction::Half {
+                    start: true,
+                    peers: p,
+                    ..
+                } = i
+                {
+                    for a in p {
+                        if !peers.contains(a) {
+                            peers.push(*a);
+                        }
+                    }
+                }
+            }
+        }
         n.stale_peers = peers;
         n.out.reset();
     }
@@ -1526,9 +1708,10 @@ impl Decider {
         list.retain(|(t, n)| now.saturating_sub(*t) <= window && *n != d);
         list.push((now, d));
         if list.len() == SWITCH_FAULT_SUSPECTS {
-            let nodes = list.iter().map(|x| x.1).collect();
+            let nodes: Vec<NodeId> = list.iter().map(|x| x.1).collect();
             out.push(Effect::Notice(Notice::SwitchFault {
                 group: key.clone(),
+                reported: nodes.clone(),
                 nodes,
             }));
         }
@@ -1579,7 +1762,7 @@ impl Decider {
             node: id,
             to: self.nodes[id as usize].addr,
             reqid: ReqId {
-                session: self.cfg.session,
+                session: self.nodes[id as usize].out.session(self.cfg.session),
                 request,
                 queue: 0,
             },
@@ -1610,6 +1793,10 @@ impl Decider {
 /// JSON that equals `ip`, if any.
 pub fn subnet_of(netconfig: &str, ip: IpAddr) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(netconfig).ok()?;
+    subnet_in(&v, ip)
+}
+
+fn subnet_in(v: &serde_json::Value, ip: IpAddr) -> Option<String> {
     for (_, iface) in v.get("data")?.as_object()? {
         let Some(addrs) = iface.get("ipaddrs").and_then(|a| a.as_object()) else {
             continue;
@@ -1640,6 +1827,46 @@ pub fn subnet_of(netconfig: &str, ip: IpAddr) -> Option<String> {
         }
     }
     None
+}
+
+/// The interfaces of a netconfig JSON that may hang off a switch: not
+/// loopback (`lo`, or of type 772), carrier up (`true` or `1`, as the nanoprobe's script and ours
+/// write it), a name a kernel could have given (at most 15 bytes, no `/`);
+/// at most [`NICS_MAX`], sorted.
+pub fn switch_nics_of(netconfig: &str) -> Vec<String> {
+    serde_json::from_str::<serde_json::Value>(netconfig)
+        .map(|v| switch_nics_in(&v))
+        .unwrap_or_default()
+}
+
+fn switch_nics_in(v: &serde_json::Value) -> Vec<String> {
+    let Some(data) = v.get("data").and_then(|d| d.as_object()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, iface) in data {
+        let carrier = match iface.get("carrier") {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::Number(n)) => n.as_u64() == Some(1),
+            _ => false,
+        };
+        // ARPHRD_LOOPBACK is 772 (`type` in /sys/class/net, which both the
+        // nanoprobe's netconfig and ours copy).
+        let loopback = name == "lo" || iface.get("type").and_then(|t| t.as_u64()) == Some(772);
+        let sane = !name.is_empty()
+            && name.len() <= 15
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'"');
+        if carrier && !loopback && sane {
+            out.push(name.clone());
+            if out.len() == NICS_MAX {
+                break;
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[cfg(test)]
@@ -1759,8 +1986,14 @@ mod tests {
         }
 
         fn ack(&mut self, from: SocketAddr, request: u64) -> Vec<Effect> {
+            // The session of the instructions it ACKs: an agent's ACK
+            // echoes their REQID.
+            let session = self
+                .d
+                .node_at(from)
+                .map_or(7, |i| self.d.nodes()[i as usize].out.session(7));
             let r = ReqId {
-                session: 7,
+                session,
                 request,
                 queue: 0,
             };
@@ -2153,31 +2386,88 @@ mod tests {
             Notice::SwitchFault { group, .. } if *group == GroupKey::Switch("sw-a".into())
         )));
         assert!(!all.iter().any(|n| matches!(n, Notice::Dead { .. })));
-        // The switch comes back: a member is heard, the representative is
-        // probed afresh and answers.
+        // Every member of switch a is unreachable, one verdict names them.
+        for n in 1..=4u8 {
+            assert!(
+                matches!(t.health(n), Health::Unreachable { .. }),
+                "host{n}: {:?}",
+                t.health(n)
+            );
+        }
+        let fault = all
+            .iter()
+            .find_map(|n| match n {
+                Notice::SwitchFault {
+                    nodes, reported, ..
+                } => Some((nodes.len(), reported.clone())),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(fault.0, 4);
+        assert!(fault.1.contains(&t.id(rep)));
+        // The switch comes back: a member is heard (an HBDEAD about its
+        // switch-mate, queued during the cut and resent now); the switch
+        // is healed, every member must answer a probe.
         let other = (1..=4u8).find(|n| *n != rep).unwrap();
+        let mate = (1..=4u8).find(|n| *n != rep && *n != other).unwrap();
         t.now += 10_000;
-        t.report(
-            other,
-            Message::HbBackAlive {
-                peer: addr(other),
-                elapsed_us: 0,
-            },
-        );
-        assert!(matches!(t.health(rep), Health::Disputed { .. }));
-        let e = t.report(
-            rep,
-            Message::HbBackAlive {
-                peer: addr(1),
-                elapsed_us: 0,
-            },
-        );
+        let e = t.report(other, Message::HbDead { peer: addr(mate) });
         assert!(
             notices(&e)
                 .iter()
-                .any(|n| matches!(n, Notice::FalseAlarm { .. }))
+                .any(|n| matches!(n, Notice::Healed { nodes, .. } if nodes.len() == 4)),
+            "{e:?}"
         );
-        assert_eq!(t.health(rep), Health::Up);
+        assert!(matches!(
+            t.health(rep),
+            Health::Unreachable {
+                probe_until_ms: Some(_),
+                ..
+            }
+        ));
+        // A second switch-mate's report about the same node, also made
+        // during the cut, pairs with nothing.
+        let third = (1..=4u8).find(|n| ![rep, other, mate].contains(n)).unwrap();
+        let e = t.report(third, Message::HbDead { peer: addr(mate) });
+        assert!(!notices(&e).iter().any(|n| matches!(n, Notice::Dead { .. })));
+        assert!(t.d.counters().reports_across_cut >= 1);
+        // Each answers its probe: back in service, nobody ever dead.
+        for n in [rep, mate] {
+            let probe =
+                t.d.node(t.id(n))
+                    .unwrap()
+                    .out
+                    .inflight()
+                    .find(|(_, i)| *i == Instruction::Probe)
+                    .map(|(r, _)| *r)
+                    .expect("probed");
+            let e = t.ack(addr(n), probe);
+            assert!(
+                notices(&e)
+                    .iter()
+                    .any(|x| matches!(x, Notice::Reconnected(i) if *i == t.id(n))),
+                "{e:?}"
+            );
+        }
+        for n in 1..=8u8 {
+            assert_eq!(t.health(n), Health::Up, "host{n}");
+        }
+        // Later reports still made across the cut, once more: a probe, no
+        // verdict; answered without a path fault.
+        t.now += 1000;
+        let e = t.report(5, Message::HbDead { peer: addr(other) });
+        assert!(notices(&e).is_empty(), "{e:?}");
+        t.settle();
+        assert_eq!(t.health(other), Health::Up);
+        // One dead time plus the window after the heal, reports count again.
+        t.now += 40_000;
+        let e = t.report(other, Message::HbDead { peer: addr(mate) });
+        assert!(
+            notices(&e)
+                .iter()
+                .any(|n| matches!(n, Notice::Suspected { .. })),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -2214,6 +2504,174 @@ mod tests {
         assert!(
             all.iter().any(|n| matches!(n, Notice::Dead { .. })),
             "{all:?}"
+        );
+    }
+
+    /// A nanoprobe's receiving side (fsqueue.c): the first session seen is
+    /// adopted at any request id, an older one dropped, a newer one starts
+    /// afresh at request 1; within a session, only the next request id is
+    /// delivered (later ones wait).
+    #[derive(Default)]
+    struct NanoInbound {
+        session: u32,
+        next: u64,
+    }
+
+    impl NanoInbound {
+        fn deliver(&mut self, r: ReqId) -> bool {
+            if self.session == 0 {
+                self.session = r.session;
+                self.next = r.request;
+            } else if r.session < self.session {
+                return false;
+            } else if r.session > self.session {
+                self.session = r.session;
+                self.next = 1;
+            }
+            if r.request != self.next {
+                return false;
+            }
+            self.next += 1;
+            true
+        }
+    }
+
+    #[test]
+    fn a_live_agent_declared_dead_is_moved_to_a_new_session_and_its_ring_reasserted() {
+        let mut t = fleet(4);
+        let mut nano = NanoInbound::default();
+        for n in t.d.nodes() {
+            if n.addr == addr(2) {
+                // Everything it was sent so far was delivered, in order.
+                for r in 1..n.out.next_request() {
+                    assert!(nano.deliver(ReqId {
+                        session: 7,
+                        request: r,
+                        queue: 0
+                    }));
+                }
+            }
+        }
+        let old_peers = ring_peers(&t, t.id(2));
+        // Node 2 is alive but both monitors call it dead (their heartbeats
+        // from it were lost): declared dead. An instruction in flight to it
+        // is dropped with its queue.
+        t.report(1, Message::HbDead { peer: addr(2) });
+        t.report(3, Message::HbDead { peer: addr(2) });
+        assert!(matches!(t.health(2), Health::Dead(_)));
+        // Its process still talks to the CMA: the verdict was wrong.
+        t.now += 1000;
+        let e = t.report(2, Message::HbDead { peer: addr(1) });
+        assert!(notices(&e).contains(&Notice::Resurrected(t.id(2))), "{e:?}");
+        let sent: Vec<(ReqId, Instruction)> = e
+            .iter()
+            .filter_map(|x| match x {
+                Effect::Send {
+                    to,
+                    reqid,
+                    instruction,
+                    ..
+                } if *to == addr(2) => Some((*reqid, instruction.clone())),
+                _ => None,
+            })
+            .collect();
+        // A new session from request 1, which the nanoprobe delivers at
+        // once (it does not wait for the request ids dropped), and first
+        // the STOP of whatever it heartbeated (rule 1), then its ring.
+        assert_eq!(sent[0].0.session, 8);
+        assert_eq!(sent[0].0.request, 1);
+        assert!(nano.deliver(sent[0].0));
+        match &sent[0].1 {
+            Instruction::Heartbeat {
+                start: false,
+                peers,
+            } => {
+                for p in &old_peers {
+                    assert!(peers.contains(p), "{p} not stopped: {peers:?}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        t.settle();
+        assert_eq!(t.health(2), Health::Up);
+        assert!(!ring_peers(&t, t.id(2)).is_empty());
+        // Its ACKs of the new session count; one of the old session is
+        // stray.
+        let stray = t.d.counters().stray_ack;
+        t.feed(
+            addr(2),
+            Some(ReqId {
+                session: 7,
+                request: 1,
+                queue: 0,
+            }),
+            Message::Ack,
+        );
+        assert_eq!(t.d.counters().stray_ack, stray + 1);
+    }
+
+    #[test]
+    fn switch_discovery_is_asked_for_every_nic_with_carrier() {
+        let mut t = T::new();
+        let net = r#"{"data":{"eth0":{"carrier":true,"ipaddrs":{"10.0.0.1/24":{}}},"eth1":{"carrier":1,"ipaddrs":{}},"eth2":{"carrier":false},"lo":{"carrier":true,"ipaddrs":{"127.0.0.1/8":{}}},"lo2":{"carrier":true,"type":772}}}"#;
+        let startup = |t: &mut T, wallclock: u64| {
+            t.feed(
+                addr(1),
+                None,
+                Message::Startup(Startup {
+                    hostname: "host1",
+                    listen: addr(1),
+                    wallclock_us: wallclock,
+                    netconfig: net,
+                    key: None,
+                    features: None,
+                }),
+            );
+        };
+        let asked = |t: &T| -> Vec<Instruction> {
+            let n = t.d.node(t.id(1)).unwrap();
+            n.out
+                .inflight()
+                .map(|x| x.1.clone())
+                .filter(|i| matches!(i, Instruction::SwitchDiscovery(_)))
+                .collect()
+        };
+        startup(&mut t, 1);
+        // SETCONFIG, ACKSTARTUP, then the discovery: ACK one by one.
+        for r in 1..=2 {
+            t.ack(addr(1), r);
+        }
+        assert_eq!(
+            asked(&t),
+            vec![Instruction::SwitchDiscovery(vec![
+                "eth0".into(),
+                "eth1".into()
+            ])]
+        );
+        t.settle();
+        // A later netconfig names a new NIC: asked for that one only.
+        let later = r#"{"discovertype":"netconfig","data":{"eth0":{"carrier":true},"eth3":{"carrier":true}}}"#;
+        let e = t.report(
+            1,
+            Message::JsDiscovery {
+                wallclock_us: None,
+                json: later,
+            },
+        );
+        assert_eq!(
+            sends_to(&e, addr(1)),
+            vec![Instruction::SwitchDiscovery(vec!["eth3".into()])]
+        );
+        t.settle();
+        // A restart asks again.
+        startup(&mut t, 2);
+        t.ack(addr(1), 1);
+        t.ack(addr(1), 2);
+        assert_eq!(asked(&t).len(), 1);
+        assert_eq!(
+            switch_nics_of("not json"),
+            Vec::<String>::new(),
+            "garbage names no NIC"
         );
     }
 

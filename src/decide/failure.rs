@@ -78,7 +78,8 @@ pub enum Health {
         /// When (log time, ms).
         since_ms: u64,
     },
-    /// The window passed with one report only; the probe decides.
+    /// The window passed with one report only, or the report cannot be
+    /// paired; the probe decides.
     Disputed {
         /// The monitor that reported.
         reporter: NodeId,
@@ -86,6 +87,11 @@ pub enum Health {
         since_ms: u64,
         /// After this, an unanswered probe means dead.
         until_ms: u64,
+        /// The report crossed a cut (its silence overlaps a time when the
+        /// reporter's or the node's switch was cut off): an answer to the
+        /// probe is expected and names no path fault.
+        #[serde(default)]
+        late: bool,
     },
     /// Confirmed dead.
     Dead(DeathCause),
@@ -97,6 +103,10 @@ pub enum Health {
         reporter: NodeId,
         /// When it was cut off.
         since_ms: u64,
+        /// Its switch is reachable again and it was probed: unanswered by
+        /// this time, it is dead.
+        #[serde(default)]
+        probe_until_ms: Option<u64>,
     },
     /// Shut down cleanly.
     Left,
@@ -164,21 +174,26 @@ impl Health {
             Health::Suspect {
                 reporter: first,
                 since_ms,
-            } if first != reporter && now_ms <= since_ms + cfg.window_ms => {
-                let cause = DeathCause::TwoMonitors {
-                    first,
-                    second: reporter,
-                };
-                *self = Health::Dead(cause);
-                Ok(vec![Effect::Died(cause)])
             }
-            Health::Disputed {
-                reporter: first, ..
+            | Health::Disputed {
+                reporter: first,
+                since_ms,
+                late: false,
+                ..
             } if first != reporter => {
-                // The second monitor agrees late: still two independent reports.
-                let cause = DeathCause::TwoMonitors {
-                    first,
-                    second: reporter,
+                let cause = if now_ms <= since_ms + cfg.window_ms {
+                    // Two monitors agree within the window.
+                    DeathCause::TwoMonitors {
+                        first,
+                        second: reporter,
+                    }
+                } else {
+                    // Too late to pair with the first report (it may
+                    // describe another silence), but fresh: with the probe
+                    // sent at the first report unanswered for longer than
+                    // the window (a retransmission and a second), the
+                    // probe has decided.
+                    DeathCause::Probe { reporter }
                 };
                 *self = Health::Dead(cause);
                 Ok(vec![Effect::Died(cause)])
@@ -201,8 +216,49 @@ impl Health {
                     reporter,
                     since_ms: now_ms,
                     until_ms: now_ms + cfg.probe_timeout_ms,
+                    late: false,
                 };
                 Ok(vec![Effect::Suspected { reporter }, Effect::Probe])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// A report whose silence overlaps a cut (the reporter's or the
+    /// node's switch was cut off within one dead time plus the window):
+    /// evidence of the cut, not of a death. It pairs with nothing; the
+    /// node is probed and dies only if it does not answer.
+    pub fn on_late_report(
+        &mut self,
+        reporter: NodeId,
+        now_ms: u64,
+        cfg: &FailureConfig,
+    ) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Up => {
+                *self = Health::Disputed {
+                    reporter,
+                    since_ms: now_ms,
+                    until_ms: now_ms + cfg.probe_timeout_ms,
+                    late: true,
+                };
+                Ok(vec![Effect::Probe])
+            }
+            _ => Err(Ignored),
+        }
+    }
+
+    /// Its switch was found cut off (its representatives reported with
+    /// the group silent): every member is unreachable, none dead.
+    pub fn on_group_cut(&mut self, reporter: NodeId, now_ms: u64) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Up | Health::Suspect { .. } | Health::Disputed { .. } => {
+                *self = Health::Unreachable {
+                    reporter,
+                    since_ms: now_ms,
+                    probe_until_ms: None,
+                };
+                Ok(Vec::new())
             }
             _ => Err(Ignored),
         }
@@ -219,6 +275,7 @@ impl Health {
                 *self = Health::Unreachable {
                     reporter,
                     since_ms: now_ms,
+                    probe_until_ms: None,
                 };
                 Ok(vec![Effect::CutOff])
             }
@@ -227,18 +284,23 @@ impl Health {
     }
 
     /// A member of the node's group was heard while the node is cut off:
-    /// the group is reachable again, so the node must answer for itself.
+    /// the switch is back, so the node must answer a probe for itself (a
+    /// report about it pairs with nothing: it was made across the cut).
     pub fn on_group_heard(
         &mut self,
         now_ms: u64,
         cfg: &FailureConfig,
     ) -> Result<Vec<Effect>, Ignored> {
         match *self {
-            Health::Unreachable { reporter, .. } => {
-                *self = Health::Disputed {
+            Health::Unreachable {
+                reporter,
+                since_ms,
+                probe_until_ms: None,
+            } => {
+                *self = Health::Unreachable {
                     reporter,
-                    since_ms: now_ms,
-                    until_ms: now_ms + cfg.probe_timeout_ms,
+                    since_ms,
+                    probe_until_ms: Some(now_ms + cfg.probe_timeout_ms),
                 };
                 Ok(vec![Effect::Probe])
             }
@@ -257,6 +319,7 @@ impl Health {
                     reporter,
                     since_ms,
                     until_ms: since_ms + cfg.window_ms,
+                    late: false,
                 };
                 Ok(Vec::new())
             }
@@ -268,6 +331,11 @@ impl Health {
     /// traffic, or its ACK of the CMA's probe (`probe` set).
     pub fn on_alive(&mut self, probe: bool) -> Result<Vec<Effect>, Ignored> {
         match *self {
+            Health::Disputed { late: true, .. } => {
+                // The late report's probe answered, as expected.
+                *self = Health::Up;
+                Ok(Vec::new())
+            }
             Health::Suspect { reporter, .. } | Health::Disputed { reporter, .. } => {
                 *self = Health::Up;
                 Ok(vec![if probe {
@@ -292,12 +360,18 @@ impl Health {
                     reporter,
                     since_ms,
                     until_ms: since_ms + cfg.probe_timeout_ms,
+                    late: false,
                 };
                 // Re-check the probe deadline at once (it may be no later).
                 self.on_tick(now_ms, cfg)
             }
             Health::Disputed {
                 reporter, until_ms, ..
+            }
+            | Health::Unreachable {
+                reporter,
+                probe_until_ms: Some(until_ms),
+                ..
             } if now_ms > until_ms => {
                 let cause = DeathCause::Probe { reporter };
                 *self = Health::Dead(cause);
@@ -311,7 +385,11 @@ impl Health {
     pub fn deadline_ms(&self, cfg: &FailureConfig) -> Option<u64> {
         match *self {
             Health::Suspect { since_ms, .. } => Some(since_ms + cfg.window_ms + 1),
-            Health::Disputed { until_ms, .. } => Some(until_ms + 1),
+            Health::Disputed { until_ms, .. }
+            | Health::Unreachable {
+                probe_until_ms: Some(until_ms),
+                ..
+            } => Some(until_ms + 1),
             _ => None,
         }
     }
@@ -445,6 +523,7 @@ mod tests {
                 reporter: 1,
                 since_ms: 0,
                 until_ms: 7000,
+                late: false,
             }
         );
         assert_eq!(h.deadline_ms(&CFG), Some(7001));
@@ -456,6 +535,7 @@ mod tests {
             reporter: 1,
             since_ms: 0,
             until_ms: 7000,
+            late: false,
         };
         assert_eq!(
             h.on_alive(true),
@@ -465,19 +545,27 @@ mod tests {
             reporter: 1,
             since_ms: 0,
             until_ms: 7000,
+            late: false,
         };
         assert!(h.on_tick(7000, &CFG).is_empty());
         let cause = DeathCause::Probe { reporter: 1 };
         assert_eq!(h.on_tick(7001, &CFG), vec![Effect::Died(cause)]);
         assert_eq!(h, Health::Dead(cause));
-        // A late second report in the disputed state still confirms.
+        // A second report in the disputed state confirms within the
+        // window of the first.
         let mut h = Health::Disputed {
             reporter: 1,
             since_ms: 0,
             until_ms: 7000,
+            late: false,
         };
+        let mut late = h;
         assert_eq!(
-            h.on_hbdead(2, 5000, &CFG),
+            late.on_hbdead(2, 3001, &CFG),
+            Ok(vec![Effect::Died(DeathCause::Probe { reporter: 2 })])
+        );
+        assert_eq!(
+            h.on_hbdead(2, 3000, &CFG),
             Ok(vec![Effect::Died(DeathCause::TwoMonitors {
                 first: 1,
                 second: 2
@@ -498,6 +586,7 @@ mod tests {
                 reporter: 4,
                 since_ms: 50,
                 until_ms: 7050,
+                late: false,
             }
         );
         assert_eq!(h.on_unwatched_report(5, 60, &CFG), Err(Ignored));
@@ -516,7 +605,8 @@ mod tests {
             Health::Disputed {
                 reporter: 1,
                 since_ms: 100,
-                until_ms: 3100
+                until_ms: 3100,
+                late: false,
             }
         );
         assert_eq!(h.on_lone_report(&CFG), Err(Ignored));
@@ -538,7 +628,8 @@ mod tests {
             h,
             Health::Unreachable {
                 reporter: 1,
-                since_ms: 900
+                since_ms: 900,
+                probe_until_ms: None,
             }
         );
         assert_eq!(h.deadline_ms(&CFG), None);
@@ -548,23 +639,92 @@ mod tests {
         let mut back = h;
         assert_eq!(back.on_alive(false), Ok(vec![Effect::Reconnected]));
         assert_eq!(back, Health::Up);
-        // Its group is heard first: it is probed afresh.
+        // Its group is heard first: it must answer a probe; reports made
+        // across the cut pair with nothing; unanswered, it is dead.
         assert_eq!(h.on_group_heard(2000, &CFG), Ok(vec![Effect::Probe]));
         assert_eq!(
             h,
-            Health::Disputed {
+            Health::Unreachable {
                 reporter: 1,
-                since_ms: 2000,
-                until_ms: 9000,
+                since_ms: 900,
+                probe_until_ms: Some(9000),
             }
+        );
+        assert_eq!(h.on_group_heard(2500, &CFG), Err(Ignored));
+        assert_eq!(h.on_hbdead(3, 2100, &CFG), Err(Ignored));
+        assert_eq!(h.deadline_ms(&CFG), Some(9001));
+        let mut answered = h;
+        assert_eq!(answered.on_alive(true), Ok(vec![Effect::Reconnected]));
+        assert_eq!(
+            h.on_tick(9001, &CFG),
+            vec![Effect::Died(DeathCause::Probe { reporter: 1 })]
         );
         assert_eq!(Health::Up.on_group_heard(0, &CFG), Err(Ignored));
         assert_eq!(Health::Up.on_cut_off(0), Err(Ignored));
         let mut h = Health::Unreachable {
             reporter: 1,
             since_ms: 0,
+            probe_until_ms: None,
         };
         assert_eq!(h.on_startup(), Ok(vec![Effect::Rejoined]));
+    }
+
+    #[test]
+    fn a_second_report_pairs_only_within_the_window_of_the_first() {
+        // The window ran out with one report: a later one from another
+        // monitor does not pair with it (it may describe another silence);
+        // with the probe unanswered since the first, the probe decides.
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 0,
+        };
+        assert!(h.on_tick(3001, &CFG).is_empty());
+        assert_eq!(
+            h.on_hbdead(2, 3500, &CFG),
+            Ok(vec![Effect::Died(DeathCause::Probe { reporter: 2 })])
+        );
+        // Within the window, after a lone report: two monitors.
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 0,
+        };
+        h.on_lone_report(&CFG).unwrap();
+        assert_eq!(
+            h.on_hbdead(2, 2000, &CFG),
+            Ok(vec![Effect::Died(DeathCause::TwoMonitors {
+                first: 1,
+                second: 2
+            })])
+        );
+    }
+
+    #[test]
+    fn reports_across_a_cut_only_probe_and_an_answer_is_no_path_fault() {
+        let mut h = Health::Up;
+        assert_eq!(h.on_late_report(1, 100, &CFG), Ok(vec![Effect::Probe]));
+        // Another late report, even within the window, confirms nothing.
+        assert_eq!(h.on_hbdead(2, 200, &CFG), Err(Ignored));
+        assert_eq!(h.on_late_report(2, 200, &CFG), Err(Ignored));
+        let mut answered = h;
+        assert_eq!(answered.on_alive(true), Ok(vec![]));
+        assert_eq!(answered, Health::Up);
+        // Unanswered: dead by the probe.
+        assert_eq!(
+            h.on_tick(7101, &CFG),
+            vec![Effect::Died(DeathCause::Probe { reporter: 1 })]
+        );
+        // A cut switch makes every member unreachable, whatever it was.
+        for mut h in [
+            Health::Up,
+            Health::Suspect {
+                reporter: 1,
+                since_ms: 0,
+            },
+        ] {
+            assert!(h.on_group_cut(5, 10).is_ok());
+            assert!(matches!(h, Health::Unreachable { reporter: 5, .. }));
+        }
+        assert_eq!(Health::Left.on_group_cut(5, 10), Err(Ignored));
     }
 
     #[test]
@@ -591,6 +751,7 @@ mod tests {
                 reporter: 1,
                 since_ms: 0,
                 until_ms: 7000,
+                late: false,
             },
         ] {
             assert_eq!(h.on_shutdown(), Ok(vec![Effect::Departed]));

@@ -51,6 +51,10 @@ pub enum Instruction {
     },
     /// HBSTATEREQ: send your HBSTATE (only to agents that announced it).
     StateRequest,
+    /// DODISCOVER of type `#SWITCH` for these interfaces: a nanoprobe
+    /// listens for LLDP/CDP on an interface only when told to, and answers
+    /// with SWDISCOVER once it hears its switch.
+    SwitchDiscovery(Vec<String>),
     /// CONNSHUT, sequenced like any instruction: the answer to an agent's
     /// own CONNSHUT, which a nanoprobe shutting down waits for and ACKs
     /// (its protocol machine logs an error for one without a REQID).
@@ -67,6 +71,10 @@ enum Pending {
 /// The queue towards one agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutQueue {
+    /// Sessions this queue moved on from (each reset starts the next,
+    /// with request ids from 1): added to the CMA's session id.
+    #[serde(default)]
+    epoch: u32,
     next_request: u64,
     acked: u64,
     ever_acked: bool,
@@ -77,6 +85,7 @@ pub struct OutQueue {
 impl Default for OutQueue {
     fn default() -> Self {
         OutQueue {
+            epoch: 0,
             next_request: 1,
             acked: 0,
             ever_acked: false,
@@ -247,13 +256,25 @@ impl OutQueue {
         }
     }
 
-    /// The agent is gone (dead, restarted, closed the connection): drop
-    /// everything; request ids keep growing (a new agent process accepts
-    /// any first request id).
+    /// The agent is gone, or what was queued for it is dropped (declared
+    /// dead, restarted, degraded): drop everything and move to a new
+    /// session, whose request ids start at 1. A nanoprobe that still lives
+    /// would otherwise wait forever for the request ids dropped here and
+    /// hold back every later instruction; a higher session id makes it
+    /// start its receiving side afresh (and a new process accepts any).
     pub fn reset(&mut self) {
         self.inflight.clear();
         self.pending.clear();
         self.ever_acked = false;
+        self.epoch += 1;
+        self.next_request = 1;
+        self.acked = 0;
+    }
+
+    /// The session of this queue: the CMA's session id plus one per
+    /// reset.
+    pub fn session(&self, base: u32) -> u32 {
+        base.wrapping_add(self.epoch)
     }
 }
 
@@ -360,14 +381,21 @@ mod tests {
     }
 
     #[test]
-    fn reset_keeps_numbering() {
+    fn reset_starts_a_new_session_from_request_one() {
         let mut q = OutQueue::default();
+        assert_eq!(q.session(100), 100);
         q.push(Instruction::Probe);
+        q.push(Instruction::Probe);
+        q.promote();
+        q.on_ack(1);
         q.promote();
         q.reset();
         assert_eq!(q.inflight().count(), 0);
+        assert_eq!(q.session(100), 101);
+        assert!(!q.on_ack(1), "an ACK of the old session's request 1");
         q.push(Instruction::Probe);
-        assert_eq!(q.promote()[0].0, 2);
+        assert_eq!(q.promote()[0].0, 1);
+        assert!(q.on_ack(1));
     }
 
     #[test]

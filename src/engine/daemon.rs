@@ -33,7 +33,8 @@ use crossbeam_channel::{Receiver, Sender};
 use super::io::{IoConfig, IoHandle, IoLoop, SpillReceiver};
 use super::mmsg::{self, MMSG_BATCH_MAX};
 use crate::classify::{
-    EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, classify, encode,
+    Discoveries, Discovery, EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, classify,
+    encode,
 };
 use crate::config::Config;
 use crate::decide::decider::{Decider, DeciderConfig, Effect, Event, Input};
@@ -1091,6 +1092,21 @@ pub fn encode_instruction(
 ) -> Result<usize, crate::classify::EncodeError> {
     let rscjson = cfg.rscjson();
     let cma = [cfg.cma_addr];
+    let nics: Vec<(String, String)> = match i {
+        Instruction::SwitchDiscovery(devices) => devices
+            .iter()
+            .map(|d| (format!("_switch_{d}"), switch_discovery_json(d)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let triples: Vec<Discovery<'_>> = nics
+        .iter()
+        .map(|(name, json)| Discovery {
+            name,
+            interval_s: 0,
+            json,
+        })
+        .collect();
     let m = match i {
         Instruction::SetConfig(json) => Message::SetConfig { json },
         Instruction::AckStartup => Message::AckStartup,
@@ -1147,8 +1163,24 @@ pub fn encode_instruction(
         },
         Instruction::StateRequest => Message::HbStateReq,
         Instruction::ConnShut => Message::ConnShut,
+        Instruction::SwitchDiscovery(_) => Message::Discover {
+            stop: false,
+            list: Discoveries::List(&triples),
+        },
     };
     encode(&m, Some(reqid), &EncodeOptions::default(), out)
+}
+
+/// DISCJSON of a `#SWITCH` discovery on `device`: listen for LLDP and CDP
+/// there (instance `_switch_DEVICE`, as a nanoprobe names it).
+pub fn switch_discovery_json(device: &str) -> String {
+    serde_json::json!({
+        "type": "#SWITCH",
+        "instance": format!("_switch_{device}"),
+        "device": device,
+        "swprotocols": ["lldp", "cdp"],
+    })
+    .to_string()
 }
 
 /// The sending half towards agents: what is in flight per address, resent
@@ -1444,8 +1476,20 @@ fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
         N::Left(i) => format!("{} left cleanly", name(i)),
         N::Rejoined(i) => format!("{} rejoined", name(i)),
         N::Resurrected(i) => format!("{} was declared dead but heartbeats: placed again", name(i)),
-        N::SwitchFault { group, nodes } => format!(
-            "switch fault: {group:?} unreachable ({} nodes reported)",
+        N::SwitchFault {
+            group,
+            nodes,
+            reported,
+        } => format!(
+            "switch fault: {} unreachable: {} nodes, none declared dead ({} reported: {})",
+            crate::store::group_key_text(group),
+            nodes.len(),
+            reported.len(),
+            reported.iter().map(name).collect::<Vec<_>>().join(", ")
+        ),
+        N::Healed { group, nodes } => format!(
+            "switch healed: {} reachable again; probing its {} unreachable nodes",
+            crate::store::group_key_text(group),
             nodes.len()
         ),
         N::CutOff(i) => format!("{} cut off with its switch (not declared dead)", name(i)),

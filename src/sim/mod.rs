@@ -37,6 +37,15 @@ use crate::decide::topology::GroupKey;
 const CMA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 255, 254)), 1984);
 /// The reliable layer's retransmit interval.
 const RETRANSMIT_MS: u64 = 2000;
+/// A healed switch is checked this often until every agent settled.
+const HEAL_CHECK_MS: u64 = 100;
+/// Every agent of a healed switch matches its rings this long after the
+/// heal at the latest: the CMA hears the switch again (a retransmit, up to
+/// one interval), probes its members, and they answer; loss may cost a
+/// few retransmits more.
+pub const HEAL_SETTLE_MAX_MS: u64 = 5 * RETRANSMIT_MS;
+/// How often a simulated switch sends LLDP.
+const LLDP_PERIOD_MS: u64 = 5000;
 /// STARTUP resend interval.
 const STARTUP_RESEND_MS: u64 = 5000;
 
@@ -130,6 +139,13 @@ pub struct SimConfig {
     /// Agents speak HBSTATE (ours) and send it this often, ms; 0: they
     /// behave as unmodified nanoprobes.
     pub state_interval_ms: u64,
+    /// How long a partition lasts: drawn between these, ms, uniformly in
+    /// the logarithm (as many of 1-10 s as of 1-10 min).
+    pub partition_ms: (u64, u64),
+    /// Probability that a partition takes the whole switch down (its
+    /// members cannot reach one another either, as when a top-of-rack
+    /// switch reboots) rather than only its uplink.
+    pub switch_down: f64,
 }
 
 impl SimConfig {
@@ -150,6 +166,8 @@ impl SimConfig {
             record_inputs: false,
             instr_loss: 0.0,
             state_interval_ms: 0,
+            partition_ms: (45_000, 60_000),
+            switch_down: 0.5,
         }
     }
 
@@ -234,8 +252,8 @@ pub enum AgentMsg {
     HbState {
         /// Incarnation.
         wallclock_us: u64,
-        /// Last CMA request id delivered.
-        applied: Option<u64>,
+        /// Last CMA (session, request id) delivered.
+        applied: Option<(u32, u64)>,
         /// Watched peers, dead or not.
         expect: Vec<(SocketAddr, bool)>,
         /// Peers it sends to.
@@ -292,8 +310,8 @@ impl AgentMsg {
                     .collect();
                 f(Message::HbState(HbState {
                     wallclock_us: *wallclock_us,
-                    applied: applied.map(|request| ReqId {
-                        session: 1,
+                    applied: applied.map(|(session, request)| ReqId {
+                        session,
                         request,
                         queue: 0,
                     }),
@@ -323,8 +341,12 @@ impl AgentMsg {
 /// What a run measured and found.
 #[derive(Clone, Debug, Default)]
 pub struct SimReport {
-    /// Crash -> confirmed dead, ms of simulated time, one per detected crash.
+    /// Crash -> confirmed dead, ms of simulated time, one per detected
+    /// crash whose monitors (when it crashed) were all alive to report it.
     pub detection_ms: Vec<u64>,
+    /// The same for crashes a monitor of which crashed too before it could
+    /// report: one report at most, the probe decides.
+    pub detection_lone_ms: Vec<u64>,
     /// Crashed nodes never declared dead.
     pub undetected: usize,
     /// Live, reachable nodes declared dead.
@@ -333,6 +355,10 @@ pub struct SimReport {
     pub partitions: usize,
     /// Of them, named as a switch fault.
     pub partitions_named: usize,
+    /// Partitions that healed, and per heal the time until every agent of
+    /// the switch had ACKed everything sent to it and matched its rings,
+    /// ms.
+    pub heal_settle_ms: Vec<u64>,
     /// Path faults injected / named.
     pub links: usize,
     /// Path-fault verdicts.
@@ -405,6 +431,25 @@ impl SimReport {
             pct(99.0),
             pct(100.0)
         );
+        if !self.detection_lone_ms.is_empty() {
+            let _ = writeln!(
+                s,
+                "crashes with a monitor crashed too (the probe decides) {}, max {:.1} s",
+                self.detection_lone_ms.len(),
+                *self.detection_lone_ms.iter().max().unwrap_or(&0) as f64 / 1000.0
+            );
+        }
+        if !self.heal_settle_ms.is_empty() {
+            let mut h = self.heal_settle_ms.clone();
+            h.sort_unstable();
+            let _ = writeln!(
+                s,
+                "switches healed {}: every agent matched its rings after p50 {} ms, max {} ms",
+                h.len(),
+                h[h.len() / 2],
+                h[h.len() - 1]
+            );
+        }
         let _ = writeln!(
             s,
             "false dead {}, switch partitions named {}/{}, path-fault verdicts {} (links broken {})",
@@ -498,6 +543,8 @@ struct Agent {
     watch: Vec<Watch>,
     /// Receiving side for the CMA: last request id delivered.
     cma_in: Option<u64>,
+    /// The CMA's session on its receiving side (0: none yet).
+    cma_session: u32,
     /// Sending side towards the CMA.
     next_seq: u64,
     outq: VecDeque<(u64, AgentMsg)>,
@@ -518,6 +565,7 @@ impl Agent {
             expect: Vec::new(),
             watch: Vec::new(),
             cma_in: None,
+            cma_session: 0,
             next_seq: 1,
             outq: VecDeque::new(),
             retx_gen: 0,
@@ -557,6 +605,8 @@ enum Ev {
     StateTimer(u32, u64),
     /// An agent loses its heartbeat state.
     Wipe(u32),
+    /// An agent told to discover its switch hears an LLDP frame.
+    Lldp(u32, u64),
     /// Compare every agent with its rings (one audit interval apart).
     Audit,
     StartupResend(u32, u64),
@@ -570,7 +620,7 @@ enum Ev {
     AtAgent {
         to: u32,
         inc: u64,
-        request: u64,
+        reqid: ReqId,
         instr: Instruction,
     },
     /// The CMA's ACK of an agent's report reaches it.
@@ -593,8 +643,13 @@ enum Ev {
     Tick,
     Crash(u32),
     Shutdown(u32),
-    PartitionStart(u32),
+    PartitionStart(u32, u8),
     PartitionEnd(u32),
+    /// Is every agent of a healed switch settled and as its rings say?
+    HealCheck {
+        sw: u32,
+        since: u64,
+    },
     LinkStart(u32, u32),
     LinkEnd(u32, u32),
 }
@@ -614,6 +669,8 @@ enum Fate {
 }
 
 struct Sim {
+    /// Per crashed agent: the agents that watched it when it crashed.
+    crash_monitors: Vec<Vec<u32>>,
     /// Per agent: the drift seen at the last audit sample and for how many
     /// samples in a row.
     drift_streak: HashMap<u32, (String, u32)>,
@@ -628,7 +685,10 @@ struct Sim {
     by_addr: HashMap<SocketAddr, u32>,
     /// Agents expecting heartbeats from each agent.
     watchers: Vec<Vec<u32>>,
-    partitioned: Vec<bool>,
+    /// Per switch: 0 connected, 1 uplink cut, 2 down (members isolated).
+    partitioned: Vec<u8>,
+    /// When the run ends (after the last fault healed and settled).
+    end: u64,
     /// Broken one-way heartbeat paths (from, to).
     broken: Vec<(u32, u32)>,
     decider: Decider,
@@ -637,7 +697,7 @@ struct Sim {
     /// The CMA's receiving side per agent: (incarnation, last seq).
     cma_in: Vec<(u64, u64)>,
     /// The CMA's transport: instructions sent and not ACKed, per agent.
-    cma_out: Vec<VecDeque<(u64, Instruction)>>,
+    cma_out: Vec<VecDeque<(ReqId, Instruction)>>,
     cma_retx_gen: Vec<u64>,
     node_agent: Vec<u32>,
     fate: Vec<Option<Fate>>,
@@ -668,6 +728,7 @@ impl Sim {
         dcfg.dead_ms = cfg.dead_ms;
         dcfg.retransmit_ms = RETRANSMIT_MS;
         let mut s = Sim {
+            crash_monitors: vec![Vec::new(); n],
             drift_streak: HashMap::new(),
             rng: Rng(cfg.seed ^ 0x5eed_5eed_5eed_5eed),
             now: 0,
@@ -678,7 +739,8 @@ impl Sim {
             agents: Vec::with_capacity(n),
             by_addr: HashMap::with_capacity(n),
             watchers: vec![Vec::new(); n],
-            partitioned: vec![false; switches],
+            partitioned: vec![0; switches],
+            end: cfg.end_ms(),
             broken: Vec::new(),
             decider: Decider::new(dcfg),
             lsn: 0,
@@ -731,13 +793,19 @@ impl Sim {
 
     fn path_ok(&self, from: u32, to: u32) -> bool {
         let (a, b) = (&self.agents[from as usize], &self.agents[to as usize]);
-        (a.switch == b.switch
-            || (!self.partitioned[a.switch as usize] && !self.partitioned[b.switch as usize]))
-            && !self.broken.contains(&(from, to))
+        let (pa, pb) = (
+            self.partitioned[a.switch as usize],
+            self.partitioned[b.switch as usize],
+        );
+        (if a.switch == b.switch {
+            pa != 2
+        } else {
+            pa == 0 && pb == 0
+        }) && !self.broken.contains(&(from, to))
     }
 
     fn cma_ok(&self, a: u32) -> bool {
-        !self.partitioned[self.agents[a as usize].switch as usize]
+        self.partitioned[self.agents[a as usize].switch as usize] == 0
     }
 
     fn schedule_faults(&mut self) {
@@ -750,6 +818,8 @@ impl Sim {
         let span = 120_000;
         let mut used = vec![false; self.cfg.nodes];
         let mut used_sw = vec![false; self.partitioned.len()];
+        let (lo, hi) = self.cfg.partition_ms;
+        let (lo, hi) = (lo.max(1) as f64, hi.max(lo.max(1)) as f64);
         let pick = |rng: &mut Rng, used: &mut Vec<bool>, used_sw: &[bool], agents: &[Agent]| {
             for _ in 0..1000 {
                 let i = rng.below(n) as usize;
@@ -771,11 +841,18 @@ impl Sim {
                 }
                 used_sw[sw as usize] = true;
                 let t = from + self.rng.below(span);
-                let len = 45_000 + self.rng.below(15_000);
+                let u = self.rng.below(1 << 20) as f64 / f64::from(1u32 << 20);
+                let len = (lo * (hi / lo).powf(u)) as u64;
+                let kind = if self.rng.chance(self.cfg.switch_down) {
+                    2
+                } else {
+                    1
+                };
                 self.partitions.push((sw, t, t + len));
                 self.named_partitions.push(false);
-                self.at(t, Ev::PartitionStart(sw));
+                self.at(t, Ev::PartitionStart(sw, kind));
                 self.at(t + len, Ev::PartitionEnd(sw));
+                self.end = self.end.max(t + len + 150_000);
                 self.report.faults += 1;
             }
         }
@@ -826,7 +903,7 @@ impl Sim {
     }
 
     fn run(&mut self) {
-        let end = self.cfg.end_ms();
+        let end = self.end;
         while let Some(Reverse((t, _, slot))) = self.queue.pop() {
             if t > end {
                 break;
@@ -851,6 +928,12 @@ impl Sim {
                 }
             }
             Ev::Wipe(a) => self.wipe(a),
+            Ev::Lldp(a, inc) => {
+                let ag = &self.agents[a as usize];
+                if ag.alive && ag.incarnation == inc {
+                    self.discover_switch(a);
+                }
+            }
             Ev::Audit => {
                 self.audit_sample();
                 let t = self.now + self.cfg.state_interval_ms;
@@ -867,9 +950,9 @@ impl Sim {
             Ev::AtAgent {
                 to,
                 inc,
-                request,
+                reqid,
                 instr,
-            } => self.at_agent(to, inc, request, instr),
+            } => self.at_agent(to, inc, reqid, instr),
             Ev::AckAtAgent { to, inc, seq } => {
                 let ag = &mut self.agents[to as usize];
                 if !ag.alive || ag.incarnation != inc {
@@ -935,21 +1018,27 @@ impl Sim {
                     self.decide(None, None, None);
                 }
             }
-            Ev::Crash(a) => self.stop_agent(a),
+            Ev::Crash(a) => {
+                self.crash_monitors[a as usize] = self.watchers[a as usize].clone();
+                self.stop_agent(a);
+            }
             Ev::Shutdown(a) => {
                 if self.agents[a as usize].alive {
                     self.agents[a as usize].leaving = true;
                     self.agent_report(a, AgentMsg::HbShutdown(format!("h{a}")));
                 }
             }
-            Ev::PartitionStart(sw) => {
-                self.partitioned[sw as usize] = true;
+            Ev::PartitionStart(sw, kind) => {
+                self.partitioned[sw as usize] = kind;
                 self.refresh_switch(sw);
             }
             Ev::PartitionEnd(sw) => {
-                self.partitioned[sw as usize] = false;
+                self.partitioned[sw as usize] = 0;
                 self.refresh_switch(sw);
+                let since = self.now;
+                self.at(self.now + HEAL_CHECK_MS, Ev::HealCheck { sw, since });
             }
+            Ev::HealCheck { sw, since } => self.heal_check(sw, since),
             Ev::LinkStart(a, len) => {
                 // Break the path from one of a's expected peers to a.
                 let ag = &self.agents[a as usize];
@@ -990,8 +1079,8 @@ impl Sim {
         self.at(self.now + STARTUP_RESEND_MS, Ev::StartupResend(a, inc));
     }
 
-    /// Switch discovery once configured (a real agent starts discovery
-    /// when the CMA has told it where to report).
+    /// SWDISCOVER with the switch's LLDP frame (a nanoprobe reports its
+    /// switch once the CMA asked it to listen on its NIC).
     fn discover_switch(&mut self, a: u32) {
         let sw = self.agents[a as usize].switch;
         let mac = [2, 0, 0, (sw >> 8) as u8, sw as u8, (a % 251) as u8];
@@ -1148,7 +1237,7 @@ impl Sim {
                     listen: addr,
                     wallclock_us: inc,
                     netconfig: format!(
-                        "{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"{}/24\":{{}}}}}}}}}}",
+                        "{{\"data\":{{\"eth0\":{{\"carrier\":true,\"ipaddrs\":{{\"{}/24\":{{}}}}}}}}}}",
                         addr.ip()
                     ),
                     hbstate: self.cfg.state_interval_ms > 0,
@@ -1182,7 +1271,10 @@ impl Sim {
             }
             Pkt::Ack(r) => {
                 let q = &mut self.cma_out[from as usize];
-                while q.front().is_some_and(|(x, _)| *x <= r.request) {
+                while q
+                    .front()
+                    .is_some_and(|(x, _)| x.session == r.session && x.request <= r.request)
+                {
                     q.pop_front();
                 }
                 self.decide(Some(addr), Some(r), Some(AgentMsg::Ack));
@@ -1256,7 +1348,7 @@ impl Sim {
         }
     }
 
-    fn cma_send(&mut self, to: u32, request: u64, instr: Instruction) {
+    fn cma_send(&mut self, to: u32, reqid: ReqId, instr: Instruction) {
         self.report.cma_sent += 1;
         self.count_fault_phase();
         if !self.cma_ok(to) || self.rng.chance(self.cfg.loss) {
@@ -1275,17 +1367,29 @@ impl Sim {
                 Ev::AtAgent {
                     to,
                     inc,
-                    request,
+                    reqid,
                     instr: instr.clone(),
                 },
             );
         }
     }
 
-    fn at_agent(&mut self, to: u32, inc: u64, request: u64, instr: Instruction) {
+    fn at_agent(&mut self, to: u32, inc: u64, reqid: ReqId, instr: Instruction) {
         let ag = &mut self.agents[to as usize];
         if !ag.alive || ag.incarnation != inc {
             return;
+        }
+        // A nanoprobe's receiving side: the first session it sees is
+        // adopted at any request id; an older one is dropped; a newer one
+        // starts afresh at request 1 (fsqueue.c).
+        let request = reqid.request;
+        if ag.cma_session == 0 {
+            ag.cma_session = reqid.session;
+        } else if reqid.session < ag.cma_session {
+            return;
+        } else if reqid.session > ag.cma_session {
+            ag.cma_session = reqid.session;
+            ag.cma_in = Some(0);
         }
         match ag.cma_in {
             Some(last) if request <= last => {
@@ -1320,13 +1424,20 @@ impl Sim {
             Instruction::Half { send, start, peers } => {
                 self.change_heartbeats(to, peers, (*send, !*send), *start);
             }
-            Instruction::Probe | Instruction::StateRequest | Instruction::ConnShut => {}
+            // A nanoprobe hears its switch's next LLDP frame (every few
+            // seconds) once it listens on the NIC.
+            Instruction::SwitchDiscovery(nics) if nics.iter().any(|n| n == "eth0") => {
+                let inc = ag.incarnation;
+                let t = self.now + 1 + self.rng.below(LLDP_PERIOD_MS);
+                self.at(t, Ev::Lldp(to, inc));
+            }
+            Instruction::SwitchDiscovery(_)
+            | Instruction::Probe
+            | Instruction::StateRequest
+            | Instruction::ConnShut => {}
         }
         let ag = &self.agents[to as usize];
         let ready = ag.configured && ag.acked_startup;
-        if !was_ready && ready {
-            self.discover_switch(to);
-        }
         self.agent_ack(to, request);
         if self.cfg.state_interval_ms > 0 && ready {
             if !was_ready {
@@ -1405,7 +1516,7 @@ impl Sim {
         send.sort_unstable();
         let msg = AgentMsg::HbState {
             wallclock_us: ag.incarnation,
-            applied: ag.cma_in,
+            applied: ag.cma_in.map(|r| (ag.cma_session, r)),
             expect,
             send,
         };
@@ -1488,10 +1599,11 @@ impl Sim {
     }
 
     fn agent_ack(&mut self, a: u32, request: u64) {
+        let session = self.agents[a as usize].cma_session;
         self.send_to_cma(
             a,
             Pkt::Ack(ReqId {
-                session: 1,
+                session,
                 request,
                 queue: 0,
             }),
@@ -1528,13 +1640,13 @@ impl Sim {
                     ..
                 } => {
                     let a = self.node_agent[*node as usize];
-                    self.cma_out[a as usize].push_back((reqid.request, instruction.clone()));
+                    self.cma_out[a as usize].push_back((*reqid, instruction.clone()));
                     if self.cma_out[a as usize].len() == 1 {
                         self.cma_retx_gen[a as usize] += 1;
                         let g = self.cma_retx_gen[a as usize];
                         self.at(self.now + RETRANSMIT_MS, Ev::CmaRetx(a, g));
                     }
-                    self.cma_send(a, reqid.request, instruction.clone());
+                    self.cma_send(a, *reqid, instruction.clone());
                 }
                 Effect::Forget { to } => {
                     if let Some(&a) = self.by_addr.get(to) {
@@ -1578,18 +1690,28 @@ impl Sim {
                 let ag = &self.agents[a as usize];
                 match self.fate[a as usize] {
                     Some(Fate::Crashed(t)) if !ag.alive => {
-                        self.report.detection_ms.push(self.now - t);
+                        // Were its monitors at the crash alive to report it?
+                        let lone = self.crash_monitors[a as usize]
+                            .iter()
+                            .any(|m| !self.agents[*m as usize].alive);
+                        if lone {
+                            self.report.detection_lone_ms.push(self.now - t);
+                        } else {
+                            self.report.detection_ms.push(self.now - t);
+                        }
                         self.fate[a as usize] = None;
                     }
                     _ if !ag.alive => {}
                     _ => {
-                        // Alive: was it reachable by its monitors?
-                        let cut =
-                            !self.cma_ok(a) || self.broken.iter().any(|(x, y)| *x == a || *y == a);
-                        if !cut {
-                            self.report.false_dead += 1;
-                            self.fail(format!("live node h{a} declared dead"));
-                        }
+                        // Alive: whatever cut it off, a live node is never
+                        // dead.
+                        self.report.false_dead += 1;
+                        let how = if self.cma_ok(a) {
+                            "reachable"
+                        } else {
+                            "cut off"
+                        };
+                        self.fail(format!("live node h{a} ({how}) declared dead"));
                     }
                 }
             }
@@ -1626,7 +1748,12 @@ impl Sim {
                 ));
             }
         }
+        let seen_after = self.cfg.dead_ms + 15_000;
         for (i, (sw, t0, t1)) in self.partitions.clone().into_iter().enumerate() {
+            if t1 - t0 < seen_after {
+                // Over before any monitor could report it.
+                continue;
+            }
             self.report.partitions += 1;
             if self.named_partitions[i] {
                 self.report.partitions_named += 1;
@@ -1664,6 +1791,51 @@ impl Sim {
         self.report.effects_digest = self.digest;
         self.report.decider = Some(self.decider);
         self.report
+    }
+
+    /// After a heal: once every live agent of switch `sw` that the decider
+    /// keeps in service has ACKed everything and matches its rings, the
+    /// time is recorded; past [`HEAL_SETTLE_MAX_MS`] it is a failure.
+    fn heal_check(&mut self, sw: u32, since: u64) {
+        // Not where instructions are lost or agents wiped on purpose (the
+        // audit's tests cover those).
+        if self.partitioned[sw as usize] != 0
+            || self.cfg.instr_loss > 0.0
+            || self.cfg.state_interval_ms > 0
+            || self.cfg.faults.wipe > 0
+        {
+            return;
+        }
+        let mut problem = None;
+        for (id, n) in self.decider.nodes().iter().enumerate() {
+            let a = self.node_agent[id];
+            let ag = &self.agents[a as usize];
+            let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
+            if ag.switch != sw || !ag.alive || ag.leaving || self.fate[a as usize].is_some() {
+                continue;
+            }
+            if !in_service {
+                problem = Some(format!("h{a} is {:?}", n.health));
+            } else if !n.out.settled() {
+                problem = Some(format!("h{a} has instructions unACKed"));
+            } else if let Some(p) = self.ring_mismatch(id as u32) {
+                problem = Some(p);
+            }
+            if problem.is_some() {
+                break;
+            }
+        }
+        match problem {
+            None => self.report.heal_settle_ms.push(self.now - since),
+            Some(p) if self.now - since > HEAL_SETTLE_MAX_MS => {
+                self.report.heal_settle_ms.push(self.now - since);
+                self.fail(format!(
+                    "switch sw-{sw} healed at {since} ms; {} ms later: {p}",
+                    self.now - since
+                ));
+            }
+            Some(_) => self.at(self.now + HEAL_CHECK_MS, Ev::HealCheck { sw, since }),
+        }
     }
 
     /// Every live agent heartbeats exactly the peers its rings say, and

@@ -205,6 +205,7 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
         Notice::Rejoined(i) => ("rejoined", Some(*i)),
         Notice::Resurrected(i) => ("resurrected", Some(*i)),
         Notice::SwitchFault { .. } => ("switch_fault", None),
+        Notice::Healed { .. } => ("healed", None),
         Notice::CutOff(i) => ("cut_off", Some(*i)),
         Notice::Reconnected(i) => ("reconnected", Some(*i)),
         Notice::Late { node, .. } => ("late", Some(*node)),
@@ -215,7 +216,8 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
     }
 }
 
-fn group_key_text(g: &crate::decide::topology::GroupKey) -> String {
+/// A group as operators read it: `switch ID`, `subnet NET/LEN`, `default`.
+pub fn group_key_text(g: &crate::decide::topology::GroupKey) -> String {
     use crate::decide::topology::GroupKey;
     match g {
         GroupKey::Switch(s) => format!("switch {s}"),
