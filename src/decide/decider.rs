@@ -28,7 +28,7 @@ use crate::reliable::normalize;
 
 /// Bumped whenever a change to this module could change effects for the
 /// same log (logged in the CONFIG record, so replay knows).
-pub const DECIDER_VERSION: u32 = 1;
+pub const DECIDER_VERSION: u32 = 2;
 
 /// How many group members are probed before a representative is declared
 /// dead (rule 6).

@@ -7,16 +7,22 @@
 //!   │                    ├──probe answered──────────────────────────────▶ Up   (path fault P→D)
 //!   │                    └──window ends, no second report─────────────▶ Disputed{P}
 //!   │                                           ├──probe answered / D heard──▶ Up (path fault P→D)
+//!   │                                           ├──HBDEAD(Q ≠ P), the probe unanswered
+//!   │                                           │  longer than the window──▶ Dead(probe)
 //!   │                                           └──probe deadline──────────▶ Dead(probe)
 //!  any ──HBSHUTDOWN from D──▶ Left         Dead/Left ──STARTUP from D──▶ Up (rejoin)
-//!  Dead ──HBMARTIAN about D──▶ Up (resurrected; a Left node stays Left)
+//!  Dead ──HBMARTIAN about D, or D heard──▶ Up (resurrected; a Left node stays Left)
 //!
 //!  Up ──HBDEAD from a peer not (yet) watching D──▶ Disputed{P} (probe only:
 //!        an edge counts as watching once both ends ACKed it, rule 6)
+//!  Up ──HBDEAD made across a cut──▶ Disputed{P, late} (probe only; an answer
+//!        is expected, no path fault; pairs with nothing)
 //!  Dead (just declared, D a switch representative whose sampled group is
 //!        silent too) ──cut off──▶ Unreachable   (verdict: switch fault)
+//!  Up/Suspect/Disputed ──its switch cut off──▶ Unreachable
 //!  Unreachable ──D heard──▶ Up (reconnected)
-//!  Unreachable ──one of its group heard──▶ Disputed (probe D afresh)
+//!  Unreachable ──one of its group heard (healed)──▶ Unreachable{probe until}
+//!        ──D heard / probe answered──▶ Up;  ──probe deadline──▶ Dead(probe)
 //! ```
 //!
 //! Pure: time is passed in (log time, ms), effects are returned. The window
