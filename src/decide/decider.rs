@@ -546,6 +546,11 @@ pub struct Decider {
     /// Groups with members cut off.
     #[serde(with = "pairs")]
     cut_off: BTreeMap<GroupKey, Vec<NodeId>>,
+    /// Representatives whose death two monitors agreed on while their group
+    /// could not be judged yet: the second monitor, for the verdict at the
+    /// window's end.
+    #[serde(default, with = "pairs")]
+    agreed: BTreeMap<NodeId, NodeId>,
     /// Groups that were cut off and healed: when (log ms); kept one dead
     /// time plus the window (reports made across the cut arrive then).
     #[serde(default, with = "pairs")]
@@ -578,6 +583,7 @@ impl Decider {
             cut_off: BTreeMap::new(),
             recent_suspects: BTreeMap::new(),
             healed: BTreeMap::new(),
+            agreed: BTreeMap::new(),
             martian_repairs: BTreeMap::new(),
             now_ms: 0,
             last_lsn: 0,
@@ -1536,10 +1542,35 @@ impl Decider {
                         _ => self.now_ms,
                     };
                     let healing = matches!(before, Health::Unreachable { .. });
+                    let early = matches!(cause, DeathCause::TwoMonitors { .. })
+                        && self.now_ms < since + self.fcfg.window_ms;
                     if (self.topo.is_rep(d) || healing) && self.group_silent(d, since) {
-                        let e = self.nodes[d as usize].health.on_cut_off(self.now_ms);
+                        // Its group is silent too: cut off, unless the
+                        // group was probed too recently to have answered.
+                        let e = if early {
+                            if let DeathCause::TwoMonitors { second, .. } = cause {
+                                self.agreed.insert(d, second);
+                            }
+                            self.nodes[d as usize].health.on_defer(since, &self.fcfg)
+                        } else {
+                            self.nodes[d as usize].health.on_cut_off(self.now_ms)
+                        };
                         self.apply(d, before, e, out);
                     } else {
+                        // Two monitors had agreed while the group could not
+                        // be judged: they are the cause.
+                        let cause = match (cause, self.agreed.remove(&d)) {
+                            (DeathCause::Probe { reporter }, Some(second))
+                                if second != reporter =>
+                            {
+                                DeathCause::TwoMonitors {
+                                    first: reporter,
+                                    second,
+                                }
+                            }
+                            (c, _) => c,
+                        };
+                        self.nodes[d as usize].health = Health::Dead(cause);
                         let peers = self.topo.peers_of(d);
                         self.remove(d, true);
                         out.push(Effect::Forget {
@@ -1602,6 +1633,9 @@ impl Decider {
         let n = &mut self.nodes[d as usize];
         if !matches!(n.health, Health::Suspect { .. } | Health::Disputed { .. }) {
             n.probe_from = None;
+            if !self.agreed.is_empty() {
+                self.agreed.remove(&d);
+            }
         }
         if let Some(t) = n.health.deadline_ms(&self.fcfg) {
             self.deadlines.insert((t, d));
@@ -2338,10 +2372,9 @@ mod tests {
         t.settle();
     }
 
-    #[test]
-    fn a_representative_reported_with_its_group_silent_is_cut_off_not_dead() {
+    /// Switch a: hosts 1..=4 (two representatives); switch b: 5..=8.
+    fn two_switches() -> T {
         let mut t = T::new();
-        // Switch a: 1..=4 (two representatives); switch b: 5..=8.
         for n in 1..=8u8 {
             t.startup(n, u64::from(n));
             t.settle();
@@ -2359,6 +2392,87 @@ mod tests {
             );
             t.settle();
         }
+        t
+    }
+
+    /// A representative of switch a and its monitors outside it.
+    fn rep_and_outside_monitors(t: &T) -> (u8, Vec<u8>) {
+        let topo = t.d.topology();
+        let rep = (1..=4u8).find(|n| topo.is_rep(t.id(*n))).unwrap();
+        let monitors: Vec<u8> = topo
+            .top()
+            .neighbours(t.id(rep))
+            .iter()
+            .map(|m| host_of(t.d.node(*m).unwrap().addr))
+            .filter(|h| *h > 4)
+            .collect();
+        (rep, monitors)
+    }
+
+    #[test]
+    fn two_monitors_at_once_wait_for_the_group_before_naming_a_switch_fault() {
+        // Both outside monitors report the representative within a
+        // millisecond: its group was probed at the first report and could
+        // not have answered yet.
+        for group_answers in [true, false] {
+            let mut t = two_switches();
+            let (rep, monitors) = rep_and_outside_monitors(&t);
+            assert_eq!(monitors.len(), 2, "a top ring of four");
+            t.now += 30_000;
+            t.report(monitors[0], Message::HbDead { peer: addr(rep) });
+            t.report(monitors[1], Message::HbDead { peer: addr(rep) });
+            assert!(
+                matches!(t.health(rep), Health::Disputed { .. }),
+                "{:?}",
+                t.health(rep)
+            );
+            if group_answers {
+                // The group answers its probes: the switch is up, the
+                // representative is dead, by the two monitors.
+                t.now += 50;
+                let mut all = Vec::new();
+                for n in (1..=4u8).filter(|n| *n != rep) {
+                    let probe =
+                        t.d.node(t.id(n))
+                            .unwrap()
+                            .out
+                            .inflight()
+                            .find(|(_, i)| *i == Instruction::Probe)
+                            .map(|(r, _)| *r);
+                    if let Some(r) = probe {
+                        all.extend(notices(&t.ack(addr(n), r)));
+                    }
+                }
+                let at = t.d.next_deadline_ms().unwrap();
+                all.extend(notices(&t.tick(at)));
+                assert!(
+                    all.iter().any(|n| matches!(
+                        n,
+                        Notice::Dead {
+                            cause: DeathCause::TwoMonitors { .. },
+                            ..
+                        }
+                    )),
+                    "{all:?}"
+                );
+                assert!(!all.iter().any(|n| matches!(n, Notice::SwitchFault { .. })));
+            } else {
+                // Silent through the window: the switch is cut off.
+                let at = t.d.next_deadline_ms().unwrap();
+                let all = notices(&t.tick(at));
+                assert!(
+                    all.iter().any(|n| matches!(n, Notice::SwitchFault { .. })),
+                    "{all:?}"
+                );
+                assert!(!all.iter().any(|n| matches!(n, Notice::Dead { .. })));
+                assert!(matches!(t.health(rep), Health::Unreachable { .. }));
+            }
+        }
+    }
+
+    #[test]
+    fn a_representative_reported_with_its_group_silent_is_cut_off_not_dead() {
+        let mut t = two_switches();
         let topo = t.d.topology();
         let rep = (1..=4u8).find(|n| topo.is_rep(t.id(*n))).unwrap();
         let monitors: Vec<SocketAddr> = topo

@@ -254,6 +254,27 @@ impl Health {
         }
     }
 
+    /// Two monitors agreed, but the node is a switch representative whose
+    /// sampled group has not answered yet and was probed less than the
+    /// window ago: whether the node or its switch failed cannot be told
+    /// yet. The probe sent at the first report decides at the window's end
+    /// (the caller remembers the second monitor, and the group is judged
+    /// then).
+    pub fn on_defer(&mut self, since_ms: u64, cfg: &FailureConfig) -> Result<Vec<Effect>, Ignored> {
+        match *self {
+            Health::Dead(DeathCause::TwoMonitors { first, .. }) => {
+                *self = Health::Disputed {
+                    reporter: first,
+                    since_ms,
+                    until_ms: since_ms + cfg.window_ms,
+                    late: false,
+                };
+                Ok(Vec::new())
+            }
+            _ => Err(Ignored),
+        }
+    }
+
     /// Its switch was found cut off (its representatives reported with
     /// the group silent): every member is unreachable, none dead.
     pub fn on_group_cut(&mut self, reporter: NodeId, now_ms: u64) -> Result<Vec<Effect>, Ignored> {
