@@ -22,5 +22,6 @@ pub mod reliable;
 pub mod ring_buffer;
 pub mod sim;
 pub mod store;
+pub mod text;
 pub mod wal;
 pub mod wal_tools;

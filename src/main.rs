@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 use std::time::Duration;
 
+use cma::text::clean;
+
 use cma::decode::{DecodeInput, run_decode};
 use cma::wal_tools::Verdict;
 
@@ -597,15 +599,16 @@ fn nodes(db: &DbArgs) -> ExitCode {
                 note += &format!("; refused {r}");
             }
             println!(
-                "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:<24} {:>5}  {note}",
+                "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:<24} {:>5}  {}",
                 n.id,
-                n.hostname,
+                clean(&n.hostname),
                 n.addr,
                 n.status,
                 n.updated_utc.as_deref().unwrap_or("-"),
-                n.group.as_deref().unwrap_or("-"),
-                n.switch.as_deref().unwrap_or("-"),
+                clean(n.group.as_deref().unwrap_or("-")),
+                clean(n.switch.as_deref().unwrap_or("-")),
                 n.drift,
+                clean(&note),
             );
         }
     }
@@ -625,14 +628,14 @@ fn stats(db: &DbArgs, node: &str) -> ExitCode {
                     serde_json::json!({"node": node, "time_ms": time_ms, "stats": serde_json::from_str::<serde_json::Value>(&json).unwrap_or(serde_json::Value::String(json))})
                 );
             } else {
-                println!("{node} at log time {time_ms} ms:");
+                println!("{} at log time {time_ms} ms:", clean(node));
                 match serde_json::from_str::<serde_json::Value>(&json) {
                     Ok(serde_json::Value::Object(m)) => {
                         for (k, v) in m {
-                            println!("  {k:<20} {v}");
+                            println!("  {:<20} {v}", clean(&k));
                         }
                     }
-                    _ => println!("  {json}"),
+                    _ => println!("  {}", clean(&json)),
                 }
             }
             ExitCode::SUCCESS
@@ -686,14 +689,15 @@ fn render_rings(v: &cma::store::RingsView) -> String {
         "nodes", "ring", v.as_of_lsn
     );
     for r in &v.rings {
-        let mut names: Vec<&str> = r.members.iter().take(SHOWN).map(|m| m.0.as_str()).collect();
+        let mut names: Vec<std::borrow::Cow<'_, str>> =
+            r.members.iter().take(SHOWN).map(|m| clean(&m.0)).collect();
         if r.members.len() > SHOWN {
-            names.push("...");
+            names.push("...".into());
         }
         out += &format!(
             "{:>6}  {:<32} {}\n",
             r.members.len(),
-            r.group,
+            clean(&r.group),
             names.join(" -> ")
         );
     }
@@ -720,8 +724,8 @@ fn events(db: &DbArgs, after: u64, follow: bool) -> ExitCode {
                     e.utc.as_deref().unwrap_or("-"),
                     e.lsn,
                     e.kind,
-                    e.hostname.as_deref().unwrap_or("-"),
-                    e.detail
+                    clean(e.hostname.as_deref().unwrap_or("-")),
+                    clean(&e.detail)
                 );
             }
             after = after.max(e.lsn as u64);

@@ -45,6 +45,9 @@ const SWITCH_FAULT_SUSPECTS: usize = 3;
 const MARTIAN_REPAIR_EVERY: u64 = 30;
 /// Pairs whose last martian repair is remembered, at most.
 const MARTIAN_PAIRS_MAX: usize = 4096;
+/// A host name longer than this (bytes) is refused: a DNS name has at most
+/// 253 characters, a Linux host name 64.
+pub const HOSTNAME_MAX: usize = 255;
 /// Interfaces per node asked to discover their switch, at most.
 pub const NICS_MAX: usize = 16;
 
@@ -418,6 +421,10 @@ pub struct Counters {
     /// never paired into a death.
     #[serde(default)]
     pub reports_across_cut: u64,
+    /// STARTUPs refused for an empty host name or one over
+    /// [`HOSTNAME_MAX`] bytes.
+    #[serde(default)]
+    pub bad_hostname: u64,
 }
 
 /// A registered node.
@@ -846,13 +853,20 @@ impl Decider {
             self.counters.startup_mismatch += 1;
             return;
         }
-        let netconfig: serde_json::Value =
-            serde_json::from_str(s.netconfig).unwrap_or(serde_json::Value::Null);
-        let subnet = subnet_in(&netconfig, addr.ip());
-        let nics = switch_nics_in(&netconfig);
+        if s.hostname.is_empty() || s.hostname.len() > HOSTNAME_MAX {
+            self.counters.bad_hostname += 1;
+            return;
+        }
         let speaks_hbstate = s
             .features
             .is_some_and(|f| f.split(',').any(|x| x.trim() == "hbstate"));
+        // Parsed only for a node that (re)starts: a repeated or refused
+        // STARTUP costs no JSON parse.
+        let netconfig = |ip: IpAddr| {
+            let v: serde_json::Value =
+                serde_json::from_str(s.netconfig).unwrap_or(serde_json::Value::Null);
+            (subnet_in(&v, ip), switch_nics_in(&v))
+        };
         if let Some(&id) = self.by_host.get(s.hostname) {
             let n = &self.nodes[id as usize];
             if n.incarnation == s.wallclock_us && n.addr == addr {
@@ -870,6 +884,7 @@ impl Decider {
             // A restart: the old incarnation is gone. Close the ring behind
             // it (its peers stop expecting it), forget what was queued for
             // the old process, and place the new one afresh.
+            let (subnet, nics) = netconfig(addr.ip());
             let old_addr = n.addr;
             let was_placed = self.topo.group_of(id).is_some();
             if was_placed {
@@ -914,6 +929,7 @@ impl Decider {
             self.greet_and_place(id, maybe_started, out);
             return;
         }
+        let (subnet, nics) = netconfig(addr.ip());
         let id = self.nodes.len() as NodeId;
         self.nodes.push(Node {
             hostname: s.hostname.to_string(),
@@ -2883,6 +2899,28 @@ mod tests {
             matches!(sends_to(&e, addr(9))[..], [Instruction::SetConfig(_)]),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn an_empty_or_overlong_host_name_is_refused_and_counted() {
+        let mut t = T::new();
+        for host in [String::new(), "h".repeat(HOSTNAME_MAX + 1)] {
+            let e = t.feed(
+                addr(1),
+                None,
+                Message::Startup(Startup {
+                    hostname: &host,
+                    listen: addr(1),
+                    wallclock_us: 1,
+                    netconfig: "{}",
+                    key: None,
+                    features: None,
+                }),
+            );
+            assert!(e.is_empty());
+        }
+        assert_eq!(t.d.counters().bad_hostname, 2);
+        assert!(t.d.nodes().is_empty());
     }
 
     #[test]

@@ -1450,7 +1450,7 @@ fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
     let name = |id: &u32| {
         d.node(*id).map_or_else(
             || format!("node {id}"),
-            |x| format!("{} ({})", x.hostname, x.addr),
+            |x| format!("{} ({})", crate::text::clean(&x.hostname), x.addr),
         )
     };
     match n {
@@ -1482,14 +1482,14 @@ fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
             reported,
         } => format!(
             "switch fault: {} unreachable: {} nodes, none declared dead ({} reported: {})",
-            crate::store::group_key_text(group),
+            crate::text::clean(&crate::store::group_key_text(group)),
             nodes.len(),
             reported.len(),
             reported.iter().map(name).collect::<Vec<_>>().join(", ")
         ),
         N::Healed { group, nodes } => format!(
             "switch healed: {} reachable again; probing its {} unreachable nodes",
-            crate::store::group_key_text(group),
+            crate::text::clean(&crate::store::group_key_text(group)),
             nodes.len()
         ),
         N::CutOff(i) => format!("{} cut off with its switch (not declared dead)", name(i)),
@@ -1502,12 +1502,15 @@ fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> String {
             name(node)
         ),
         N::Refused { node, code, reason } => format!(
-            "{} refused an instruction (code {code}): {reason}",
-            name(node)
+            "{} refused an instruction (code {code}): {}",
+            name(node),
+            crate::text::clean(reason)
         ),
-        N::Degraded { node, reason } => {
-            format!("{} degraded, taken out of the rings: {reason}", name(node))
-        }
+        N::Degraded { node, reason } => format!(
+            "{} degraded, taken out of the rings: {}",
+            name(node),
+            crate::text::clean(reason)
+        ),
         N::Conflict {
             node,
             kept,
