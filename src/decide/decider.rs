@@ -488,6 +488,10 @@ pub struct Node {
     /// incarnation).
     #[serde(default)]
     pub nics: Vec<String>,
+    /// In the decider's dirty list (set between a change and the end of
+    /// the record's handling: never in a checkpoint).
+    #[serde(skip)]
+    dirty: bool,
 }
 
 /// A newcomer claiming a node's host name from another address.
@@ -572,6 +576,8 @@ pub struct Decider {
     now_ms: u64,
     last_lsn: u64,
     counters: Counters,
+    /// Nodes whose queues may have instructions to promote, in the order
+    /// they were touched (each node's `dirty` flag says whether it is here).
     #[serde(skip)]
     dirty: Vec<NodeId>,
 }
@@ -953,6 +959,7 @@ impl Decider {
             contest: None,
             conflict: None,
             nics,
+            dirty: false,
         });
         self.by_host.insert(s.hostname.to_string(), id);
         self.claim_addr(addr, id, out);
@@ -1786,7 +1793,9 @@ impl Decider {
     }
 
     fn mark_dirty(&mut self, id: NodeId) {
-        if !self.dirty.contains(&id) {
+        let n = &mut self.nodes[id as usize];
+        if !n.dirty {
+            n.dirty = true;
             self.dirty.push(id);
         }
     }
@@ -1800,6 +1809,7 @@ impl Decider {
         }
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
+            self.nodes[id as usize].dirty = false;
             for (r, i) in self.nodes[id as usize].out.promote() {
                 out.push(self.send_effect(id, r, i));
             }

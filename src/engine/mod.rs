@@ -1,7 +1,8 @@
 //! The only code with threads and sockets: the io loop (`io`), its
-//! `recvmmsg`/`sendmmsg` wrapper (`mmsg`), and whole-system benchmarks
-//! (`bench_recv`). Later: the WAL sync thread, the decider driver and
-//! outbound delivery.
+//! `recvmmsg`/`sendmmsg` wrapper (`mmsg`), the daemon's threads (`daemon`:
+//! log, sync, decider with outbound delivery, store), its metrics endpoint
+//! (`metrics`), and whole-system benchmarks (`bench_recv`,
+//! `bench_pipeline`).
 
 pub mod bench_pipeline;
 pub mod bench_recv;

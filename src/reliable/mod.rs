@@ -1,7 +1,9 @@
 //! Reliable delivery of sequenced FrameSets (WIRE.md), as pure state
 //! machines: no sockets, no clocks (time is passed in), no allocation per
-//! packet once a connection exists. The CMA's io thread and decider and our
-//! agent all drive the same code.
+//! packet once a connection exists. The CMA's log thread drives
+//! [`Inbound`] for what agents send; our agent drives both halves. (The
+//! CMA's own sending half is the decider's per-agent queue,
+//! `decide::outq`, retransmitted by the daemon.)
 //!
 //! - [`Inbound`]: the receiving half of one connection: delivers strictly in
 //!   order, tells duplicates, replays and gaps apart, and produces the

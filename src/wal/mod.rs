@@ -344,8 +344,11 @@ impl Wal {
             files.push(file);
         }
         let outcome = recovery::scan(segments.len(), |i| {
-            // SAFETY: no writer exists yet and we hold the directory lock.
-            Ok((segments[i].path.clone(), unsafe_whole(&segments[i])))
+            // SAFETY: `Wal::open`, before the writer exists, with the
+            // directory lock held: nothing writes the mapping meanwhile.
+            #[allow(unsafe_code)]
+            let whole = unsafe { segments[i].whole() };
+            Ok((segments[i].path.clone(), whole))
         })
         .map_err(io_err("scan"))?;
         let mut report = RecoveryReport {
@@ -392,12 +395,15 @@ impl Wal {
                 }
             }
             if keep > stop.segment {
-                // SAFETY: recovery: no reader or writer of the segment exists.
-                unsafe_zero_tail(&segments[stop.segment], stop.offset, &files[stop.segment])
-                    .map_err(io_err(format!(
-                        "truncate {}",
-                        segments[stop.segment].path.display()
-                    )))?;
+                // SAFETY: `Wal::open`, before any reader or writer of the
+                // segment exists.
+                #[allow(unsafe_code)]
+                let zeroed =
+                    unsafe { segments[stop.segment].zero_tail(stop.offset, &files[stop.segment]) };
+                zeroed.map_err(io_err(format!(
+                    "truncate {}",
+                    segments[stop.segment].path.display()
+                )))?;
             }
             for seg in &segments[keep..] {
                 if seg.path.exists() {
@@ -1120,18 +1126,4 @@ fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-#[allow(unsafe_code)]
-fn unsafe_whole(seg: &Segment) -> &[u8] {
-    // SAFETY: called by `Wal::open` only, before the writer exists, with
-    // the directory lock held: nothing writes the mapping meanwhile.
-    unsafe { seg.whole() }
-}
-
-#[allow(unsafe_code)]
-fn unsafe_zero_tail(seg: &Segment, from: usize, file: &File) -> io::Result<()> {
-    // SAFETY: called by `Wal::open` only, before any reader or writer of
-    // the segment exists.
-    unsafe { seg.zero_tail(from, file) }
 }

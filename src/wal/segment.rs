@@ -1,4 +1,5 @@
-//! One segment file and its mapping: the only `unsafe` of the log.
+//! One segment file and its mapping: where the log's `unsafe` lives (its
+//! callers in `wal/mod.rs` hold the contracts stated below).
 //!
 //! A segment is created as a *spare* (a temporary file pre-zeroed with real
 //! writes and synced), then *activated* when the writer reaches it: its
