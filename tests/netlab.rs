@@ -188,9 +188,7 @@ impl Lab {
     }
 
     fn events(&self) -> Vec<EventView> {
-        self.store()
-            .and_then(|s| s.events(0, 1_000_000).ok())
-            .unwrap_or_default()
+        common::events(&self.data())
     }
 
     fn events_of(&self, kind: &str) -> Vec<EventView> {
@@ -200,28 +198,8 @@ impl Lab {
             .collect()
     }
 
-    /// `cma rings --json`: (group, host names in ring order).
     fn rings(&self) -> Vec<(String, Vec<String>)> {
-        let out = Command::new(env!("CARGO_BIN_EXE_cma"))
-            .args(["rings", "--json", "--data-dir"])
-            .arg(self.data())
-            .output()
-            .expect("cma rings");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|j| {
-                let hosts = j["members"]
-                    .as_array()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|x| x["host"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (j["group"].as_str().unwrap_or("").to_string(), hosts)
-            })
-            .collect()
+        common::rings(&self.data())
     }
 
     /// Is every switch a ring of exactly its own probes?

@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cma::engine::daemon::db_path;
+use cma::store::{EventView, Store};
+
 /// Says why the test did nothing, on the real stderr: libtest captures
 /// `eprintln!` of a passing test, and this line must be seen.
 pub fn skip(what: &str, why: &str) {
@@ -67,4 +70,37 @@ pub fn is_root() -> bool {
             .and_then(|l| l.split_whitespace().nth(2))
             == Some("0")
     })
+}
+
+/// The events in the CMA's database under `data` (none while it cannot be
+/// read).
+pub fn events(data: &Path) -> Vec<EventView> {
+    Store::open_read_only(&db_path(data))
+        .and_then(|s| s.events(0, 1_000_000))
+        .unwrap_or_default()
+}
+
+/// `cma rings --json` over the CMA's database under `data`: (group, host
+/// names in ring order).
+pub fn rings(data: &Path) -> Vec<(String, Vec<String>)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cma"))
+        .args(["rings", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("cma rings");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|j| {
+            let hosts = j["members"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|x| x["host"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (j["group"].as_str().unwrap_or("").to_string(), hosts)
+        })
+        .collect()
 }

@@ -32,18 +32,26 @@ fn run_fleets(
     small: usize,
     faults: impl Fn(u64) -> Faults + Sync,
 ) -> Vec<(u64, SimReport)> {
+    run_configs(seeds, |seed| {
+        let mut cfg = SimConfig::new(1000, seed);
+        cfg.small_groups = small;
+        cfg.faults = faults(seed);
+        cfg
+    })
+}
+
+/// Runs one fleet per seed, configured by `make`, on both cores; fails
+/// with the first failures any run found.
+fn run_configs(seeds: &[u64], make: impl Fn(u64) -> SimConfig + Sync) -> Vec<(u64, SimReport)> {
     let reports: Mutex<Vec<(u64, SimReport)>> = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     std::thread::scope(|s| {
         for t in 0..threads {
             let reports = &reports;
-            let faults = &faults;
+            let make = &make;
             s.spawn(move || {
                 for seed in seeds.iter().skip(t).step_by(threads) {
-                    let mut cfg = SimConfig::new(1000, *seed);
-                    cfg.small_groups = small;
-                    cfg.faults = faults(*seed);
-                    let mut r = run(cfg);
+                    let mut r = run(make(*seed));
                     r.decider = None;
                     reports.lock().unwrap().push((*seed, r));
                 }
@@ -257,39 +265,16 @@ fn audits_repair_lost_instructions_and_wiped_agents_within_one_interval() {
 #[test]
 fn partitions_that_heal_kill_nobody_and_every_agent_matches_its_rings() {
     let seeds: Vec<u64> = (2001..=2200).collect();
-    let reports: Mutex<Vec<(u64, SimReport)>> = Mutex::new(Vec::new());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let reports = &reports;
-            let seeds = &seeds;
-            s.spawn(move || {
-                for seed in seeds.iter().skip(t).step_by(threads) {
-                    let mut cfg = SimConfig::new(300, *seed);
-                    cfg.switch_size = 20;
-                    cfg.partition_ms = (1000, 600_000);
-                    cfg.faults = Faults {
-                        partition: 2,
-                        ..Faults::default()
-                    };
-                    let mut r = run(cfg);
-                    r.decider = None;
-                    reports.lock().unwrap().push((*seed, r));
-                }
-            });
-        }
+    let reports = run_configs(&seeds, |seed| {
+        let mut cfg = SimConfig::new(300, seed);
+        cfg.switch_size = 20;
+        cfg.partition_ms = (1000, 600_000);
+        cfg.faults = Faults {
+            partition: 2,
+            ..Faults::default()
+        };
+        cfg
     });
-    let reports = reports.into_inner().unwrap();
-    let failures: Vec<String> = reports
-        .iter()
-        .flat_map(|(_, r)| r.failures.iter().cloned())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures[..failures.len().min(20)].join("\n")
-    );
     let false_dead: usize = reports.iter().map(|r| r.1.false_dead).sum();
     let partitions: usize = reports.iter().map(|r| r.1.partitions).sum();
     let named: usize = reports.iter().map(|r| r.1.partitions_named).sum();
