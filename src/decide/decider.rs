@@ -1684,25 +1684,13 @@ impl Decider {
         let n = &mut self.nodes[d as usize];
         let mut peers = peers;
         if remember_peers {
-            // Starts in flight may have been carried out: stopped too if
-            // it comes back (a stop for a peer it does not heartbeat
-            // changes nothing).
-            for (_, i) in n.out.inflight() {
-                if let Instruction::Heartbeat {
-                    start: true,
-                    peers: p,
-                }
-                | Instruction::Half {
-                    start: true,
-                    peers: p,
-                    ..
-                } = i
-                {
-                    for a in p {
-                        if !peers.contains(a) {
-                            peers.push(*a);
-                        }
-                    }
+            // What it was told and never ACKed may or may not have been
+            // carried out (a start it may hold, a stop it may not have
+            // seen): stopped too if it comes back (a stop for a peer it
+            // does not heartbeat changes nothing).
+            for a in n.out.unsettled_peers() {
+                if !peers.contains(&a) {
+                    peers.push(a);
                 }
             }
         }

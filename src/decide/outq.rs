@@ -236,6 +236,36 @@ impl OutQueue {
             })
     }
 
+    /// Every peer named by a heartbeat instruction not yet ACKed (in
+    /// flight or queued, start or stop): what the agent may hold beyond
+    /// what was settled.
+    pub fn unsettled_peers(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        let mut add = |p: &SocketAddr| {
+            if !out.contains(p) {
+                out.push(*p);
+            }
+        };
+        let named = |i: &Instruction| -> Vec<SocketAddr> {
+            match i {
+                Instruction::Heartbeat { peers, .. }
+                | Instruction::Half { peers, .. }
+                | Instruction::StopSending(peers) => peers.clone(),
+                _ => Vec::new(),
+            }
+        };
+        for (_, i) in &self.inflight {
+            named(i).iter().for_each(&mut add);
+        }
+        for p in &self.pending {
+            match p {
+                Pending::Hb(net) => net.iter().for_each(|(a, _)| add(a)),
+                Pending::One(i) => named(i).iter().for_each(&mut add),
+            }
+        }
+        out
+    }
+
     /// Nothing queued or in flight: every instruction sent was ACKed.
     pub fn settled(&self) -> bool {
         self.inflight.is_empty() && self.pending.is_empty()

@@ -64,6 +64,10 @@ pub struct Faults {
     pub link: usize,
     /// Agents that lose their heartbeat state (without a new STARTUP).
     pub wipe: usize,
+    /// Agents frozen (SIGSTOP) for 45-60 s, then continuing with their
+    /// state: declared dead meanwhile, they must be back in their rings
+    /// soon after they resume.
+    pub pause: usize,
 }
 
 impl Faults {
@@ -89,9 +93,10 @@ impl Faults {
                 "partition" => f.partition = v,
                 "link" => f.link = v,
                 "wipe" => f.wipe = v,
+                "pause" => f.pause = v,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (crash, reboot, shutdown, partition, link, wipe)"
+                        "unknown fault `{other}` (crash, reboot, shutdown, partition, link, wipe, pause)"
                     ));
                 }
             }
@@ -100,7 +105,13 @@ impl Faults {
     }
 
     fn total(&self) -> usize {
-        self.crash + self.reboot + self.shutdown + self.partition + self.link + self.wipe
+        self.crash
+            + self.reboot
+            + self.shutdown
+            + self.partition
+            + self.link
+            + self.wipe
+            + self.pause
     }
 }
 
@@ -355,6 +366,13 @@ pub struct SimReport {
     pub partitions: usize,
     /// Of them, named as a switch fault.
     pub partitions_named: usize,
+    /// Agents frozen and resumed.
+    pub pauses: usize,
+    /// Of the frozen agents, declared dead while frozen (rightly).
+    pub paused_dead: usize,
+    /// Per resumed agent: the time until it had ACKed everything and
+    /// matched its rings, ms.
+    pub back_settle_ms: Vec<u64>,
     /// Partitions that healed, and per heal the time until every agent of
     /// the switch had ACKed everything sent to it and matched its rings,
     /// ms.
@@ -533,6 +551,8 @@ struct Agent {
     configured: bool,
     acked_startup: bool,
     leaving: bool,
+    /// Frozen: it neither sends, receives nor acts (SIGSTOP).
+    paused: bool,
     /// Peer agent -> heartbeat senders (a multiset, like a nanoprobe's:
     /// every start adds one) and listeners (a set: a second start replaces
     /// the listener, one stop removes it; the count is always 1).
@@ -561,6 +581,7 @@ impl Agent {
             configured: false,
             acked_startup: false,
             leaving: false,
+            paused: false,
             send: Vec::new(),
             expect: Vec::new(),
             watch: Vec::new(),
@@ -650,6 +671,14 @@ enum Ev {
         sw: u32,
         since: u64,
     },
+    /// An agent freezes for this long.
+    Pause(u32, u32),
+    Unpause(u32),
+    /// Is an agent that resumed settled and as its rings say?
+    BackCheck {
+        a: u32,
+        since: u64,
+    },
     LinkStart(u32, u32),
     LinkEnd(u32, u32),
 }
@@ -666,6 +695,9 @@ enum Fate {
     Crashed(u64),
     Busy,
     Leaving,
+    /// Frozen from this time: its death is right, its return must be
+    /// seen.
+    Paused(u64),
 }
 
 struct Sim {
@@ -896,6 +928,16 @@ impl Sim {
             self.report.faults += 1;
             self.at(t, Ev::Wipe(a));
         }
+        for _ in 0..f.pause {
+            let Some(a) = pick(&mut self.rng, &mut used, &used_sw, &self.agents) else {
+                continue;
+            };
+            let t = from + self.rng.below(span);
+            let len = 45_000 + self.rng.below(15_000);
+            self.report.faults += 1;
+            self.fate[a as usize] = Some(Fate::Paused(t));
+            self.at(t, Ev::Pause(a, len as u32));
+        }
         if self.cfg.state_interval_ms > 0 {
             self.at(from, Ev::Audit);
         }
@@ -955,7 +997,7 @@ impl Sim {
             } => self.at_agent(to, inc, reqid, instr),
             Ev::AckAtAgent { to, inc, seq } => {
                 let ag = &mut self.agents[to as usize];
-                if !ag.alive || ag.incarnation != inc {
+                if !ag.alive || ag.incarnation != inc || ag.paused {
                     return;
                 }
                 let before = ag.outq.len();
@@ -982,14 +1024,14 @@ impl Sim {
             }
             Ev::AgentRetx(a, g) => {
                 let ag = &self.agents[a as usize];
-                if !ag.alive || ag.retx_gen != g || ag.outq.is_empty() {
+                if !ag.alive || ag.retx_gen != g || ag.outq.is_empty() || ag.paused {
                     return;
                 }
                 self.agent_send_head(a);
             }
             Ev::EdgeCheck { a, peer, token } => {
                 let ag = &mut self.agents[a as usize];
-                if !ag.alive {
+                if !ag.alive || ag.paused {
                     return;
                 }
                 let Some(w) = ag
@@ -1006,6 +1048,9 @@ impl Sim {
                 }
             }
             Ev::Martian { a, peer } => {
+                if self.agents[a as usize].paused {
+                    return;
+                }
                 if self.is_martian(a, peer) {
                     let p = self.agents[peer as usize].addr;
                     self.agent_report(a, AgentMsg::HbMartian(p));
@@ -1039,6 +1084,39 @@ impl Sim {
                 self.at(self.now + HEAL_CHECK_MS, Ev::HealCheck { sw, since });
             }
             Ev::HealCheck { sw, since } => self.heal_check(sw, since),
+            Ev::Pause(a, len) => {
+                if self.agents[a as usize].alive {
+                    self.agents[a as usize].paused = true;
+                    // Its heartbeats stop.
+                    for w in self.watchers[a as usize].clone() {
+                        self.refresh(w, a);
+                    }
+                    self.at(self.now + u64::from(len), Ev::Unpause(a));
+                }
+            }
+            Ev::Unpause(a) => {
+                self.agents[a as usize].paused = false;
+                self.report.pauses += 1;
+                // Its heartbeats resume, it sees its peers' again, and its
+                // timers fire: what it queued goes out.
+                for w in self.watchers[a as usize].clone() {
+                    self.refresh(w, a);
+                }
+                // Peers it still heartbeats but that stopped expecting it
+                // (its death closed the ring) see martians.
+                let sends: Vec<u32> = self.agents[a as usize].send.iter().map(|x| x.0).collect();
+                for b in sends {
+                    self.refresh(b, a);
+                }
+                let peers: Vec<u32> = self.agents[a as usize].expect.iter().map(|x| x.0).collect();
+                for b in peers {
+                    self.refresh(a, b);
+                }
+                self.agent_send_head(a);
+                let since = self.now;
+                self.at(self.now + HEAL_CHECK_MS, Ev::BackCheck { a, since });
+            }
+            Ev::BackCheck { a, since } => self.back_check(a, since),
             Ev::LinkStart(a, len) => {
                 // Break the path from one of a's expected peers to a.
                 let ag = &self.agents[a as usize];
@@ -1127,7 +1205,7 @@ impl Sim {
 
     fn delivering(&self, b: u32, a: u32) -> bool {
         let bb = &self.agents[b as usize];
-        bb.alive && count(&bb.send, a) > 0 && self.path_ok(b, a)
+        bb.alive && !bb.paused && count(&bb.send, a) > 0 && self.path_ok(b, a)
     }
 
     fn is_martian(&self, a: u32, b: u32) -> bool {
@@ -1219,6 +1297,9 @@ impl Sim {
 
     fn agent_send_head(&mut self, a: u32) {
         let ag = &mut self.agents[a as usize];
+        if ag.paused {
+            return;
+        }
         let Some((seq, msg)) = ag.outq.front().cloned() else {
             return;
         };
@@ -1376,7 +1457,7 @@ impl Sim {
 
     fn at_agent(&mut self, to: u32, inc: u64, reqid: ReqId, instr: Instruction) {
         let ag = &mut self.agents[to as usize];
-        if !ag.alive || ag.incarnation != inc {
+        if !ag.alive || ag.incarnation != inc || ag.paused {
             return;
         }
         // A nanoprobe's receiving side: the first session it sees is
@@ -1689,6 +1770,10 @@ impl Sim {
                 let a = self.node_agent[*node as usize];
                 let ag = &self.agents[a as usize];
                 match self.fate[a as usize] {
+                    Some(Fate::Paused(t)) if ag.paused => {
+                        self.report.paused_dead += 1;
+                        let _ = t;
+                    }
                     Some(Fate::Crashed(t)) if !ag.alive => {
                         // Were its monitors at the crash alive to report it?
                         let lone = self.crash_monitors[a as usize]
@@ -1835,6 +1920,39 @@ impl Sim {
                 ));
             }
             Some(_) => self.at(self.now + HEAL_CHECK_MS, Ev::HealCheck { sw, since }),
+        }
+    }
+
+    /// After an agent resumed: once the decider has it in service, settled
+    /// and matching its rings, the time is recorded; past
+    /// [`HEAL_SETTLE_MAX_MS`] it is a failure (a wedged agent never gets
+    /// there).
+    fn back_check(&mut self, a: u32, since: u64) {
+        let Some(id) = self.decider.node_at(self.agents[a as usize].addr) else {
+            return;
+        };
+        let n = &self.decider.nodes()[id as usize];
+        let problem = if matches!(n.health, Health::Dead(_) | Health::Left) {
+            Some(format!("still {:?}", n.health))
+        } else if !n.out.settled() {
+            Some("instructions unACKed".to_string())
+        } else {
+            self.ring_mismatch(id)
+        };
+        match problem {
+            None => {
+                self.report.back_settle_ms.push(self.now - since);
+                self.fate[a as usize] = None;
+            }
+            Some(p) if self.now - since > HEAL_SETTLE_MAX_MS => {
+                self.report.back_settle_ms.push(self.now - since);
+                self.fate[a as usize] = None;
+                self.fail(format!(
+                    "h{a} resumed at {since} ms; {} ms later: {p}",
+                    self.now - since
+                ));
+            }
+            Some(_) => self.at(self.now + HEAL_CHECK_MS, Ev::BackCheck { a, since }),
         }
     }
 
