@@ -13,7 +13,11 @@
 //!    logs the same "unexpected heartbeats" twice afterwards;
 //! 4. a probe killed inside switch 1 is confirmed dead by two monitors;
 //! 5. switch 3 loses only its uplink (its members still see one another)
-//!    for a dead time and more: a switch verdict, no death; healed, all up.
+//!    for a dead time and more: a switch verdict, no death; healed, all up;
+//! 6. a probe frozen (SIGSTOP) past the dead time is declared dead; resumed
+//!    (SIGCONT, the same process with the request ids it waits for), it is
+//!    back `up`, nobody logs the same "unexpected heartbeats" twice, and
+//!    killed then, its monitors confirm its death: it was in its ring again.
 //!
 //! Needs root (namespaces), `ip`, `python3`, ../shared/netlab and the
 //! nanoprobe; without them it prints one line saying it was skipped, and
@@ -416,4 +420,39 @@ fn real_nanoprobes_behind_switches_survive_a_switch_reboot_and_an_uplink_cut() {
         "only s1h2 ever dead: {dead:?}\n{}",
         lab.report()
     );
+
+    // 6. s2h3 frozen past the dead time: dead (rightly: silent to all).
+    let frozen = lab
+        .probes
+        .iter()
+        .position(|p| p.name == "s2h3")
+        .expect("s2h3");
+    let pid = nix::unistd::Pid::from_raw(lab.probes[frozen].child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    lab.wait(
+        "s2h3 dead while frozen",
+        DEAD_PLUS_WINDOW + SLACK + SLACK,
+        |l| l.status().get("s2h3").is_some_and(|s| s == "dead"),
+    );
+    let marks = lab.log_len();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    let t = lab.wait("s2h3 up after it resumed", Duration::from_secs(60), |l| {
+        l.all(&live, "up")
+    });
+    eprintln!("netlab: s2h3 frozen, dead, resumed: up again after {t:?}");
+    std::thread::sleep(MARTIAN_WATCH);
+    assert!(lab.all(&live, "up"), "{}", lab.report());
+    let repeated = lab.repeated_martians(&marks);
+    assert!(repeated.is_empty(), "repeated martians: {repeated:?}");
+    // Its monitors watch it again: killed, it is confirmed dead.
+    let _ = lab.probes[frozen].child.kill();
+    let _ = lab.probes[frozen].child.wait();
+    let t = lab.wait("s2h3 dead again", DEAD_PLUS_WINDOW + SLACK, |l| {
+        l.events_of("dead")
+            .iter()
+            .filter(|e| e.hostname.as_deref() == Some("s2h3"))
+            .count()
+            == 2
+    });
+    eprintln!("netlab: s2h3 killed: dead again after {t:?}");
 }
