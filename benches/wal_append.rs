@@ -130,7 +130,7 @@ fn durable(c: &mut Criterion) {
 
     let mut w = wal(
         "batch",
-        SyncPolicy::Batch {
+        SyncPolicy::Inline {
             max_records: 256,
             max_delay_us: 1000,
         },

@@ -77,7 +77,7 @@ fn wal_segments() -> std::io::Result<Vec<Vec<u8>>> {
     let dir = tempfile::tempdir()?;
     let config = WalConfig {
         segment_size: 4096,
-        sync: SyncPolicy::Batch {
+        sync: SyncPolicy::Inline {
             max_records: 4,
             max_delay_us: 1000,
         },

@@ -70,6 +70,54 @@ pub fn decode_datagram(datagram: &[u8], source: &Value) -> Vec<Value> {
     out
 }
 
+/// Decodes a log record of kind CLASSIFIED (a [`classify::Logged`]): the
+/// log thread's verdict, REQID and the frames it logged (verified, inflated).
+pub fn decode_logged(record: &[u8]) -> Value {
+    let l = match classify::Logged::parse(record) {
+        Ok(l) => l,
+        Err(e) => return json!({"error": e.to_string()}),
+    };
+    let mut obj = Map::new();
+    obj.insert("fstype".into(), json!(l.fstype));
+    obj.insert("fstype_name".into(), json!(frameset_type_name(l.fstype)));
+    obj.insert(
+        "sig".into(),
+        json!({"kind": l.digest.name(), "verdict": "ok"}),
+    );
+    obj.insert("compressed".into(), json!(l.compressed));
+    obj.insert("sequenced".into(), json!(l.is_sequenced()));
+    if let Some(r) = l.reqid {
+        obj.insert(
+            "reqid".into(),
+            json!({"session": r.session, "request": r.request, "queue": r.queue}),
+        );
+    }
+    obj.insert("verdict".into(), json!("accepted"));
+    if let Some(m) = l.malformed {
+        obj.insert(
+            "malformed".into(),
+            json!({"reason": m.reason.name(), "offset": m.offset, "inflated": m.inflated}),
+        );
+    }
+    let mut frames = Vec::new();
+    for f in FrameIter::new(l.payload(), 0) {
+        match f {
+            Ok(f) => frames.push(describe_frame(
+                f.ftype,
+                f.value,
+                f.offset,
+                Frame::parse(f.ftype, f.value),
+            )),
+            Err(d) => {
+                frames.push(json!({"error": d.reason.name(), "offset": d.offset}));
+                break;
+            }
+        }
+    }
+    obj.insert("frames".into(), Value::Array(frames));
+    Value::Object(obj)
+}
+
 /// Walks the frames of a FrameSet for display, inflating a COMPRESS frame.
 fn describe_frames(v: FrameSetView<'_>, base: usize, obj: &mut Map<String, Value>) {
     let mut frames = Vec::new();
@@ -633,4 +681,39 @@ pub fn run_decode(
     }
     stats.skipped = skipped;
     Ok(Ok(stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{EncodeOptions, Message, ReqId, classify, encode, write_logged};
+
+    #[test]
+    fn a_classified_log_record_decodes_to_its_type_reqid_and_frames() {
+        let r = ReqId {
+            session: 3,
+            request: 9,
+            queue: 0,
+        };
+        let peer = "10.0.0.2:1984".parse().unwrap();
+        let mut wire = Vec::new();
+        encode(
+            &Message::HbDead { peer },
+            Some(r),
+            &EncodeOptions::default(),
+            &mut wire,
+        )
+        .unwrap();
+        let mut record = Vec::new();
+        write_logged(&classify(&wire).unwrap(), &mut record);
+        let v = decode_logged(&record);
+        assert_eq!(v["fstype_name"], "HBDEAD");
+        assert_eq!(v["reqid"]["request"], 9);
+        let frames = v["frames"].as_array().unwrap();
+        assert!(
+            frames.iter().any(|f| f["value"] == "10.0.0.2:1984"),
+            "{frames:?}"
+        );
+        assert!(decode_logged(&record[..10])["error"].is_string());
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::decode::decode_datagram;
+use crate::decode::{decode_datagram, decode_logged};
 use crate::wal::{self, RecordKind, RecordMeta, ScanOutcome, SyncPolicy, Wal, WalConfig, WalError};
 
 /// Verdict of `cma wal verify`.
@@ -140,6 +140,8 @@ pub fn dump(
         });
         if decode && h.meta.kind == RecordKind::FrameSet {
             v["framesets"] = Value::Array(decode_datagram(rec.payload, &Value::Null));
+        } else if decode && h.meta.kind == RecordKind::Classified {
+            v["framesets"] = Value::Array(vec![decode_logged(rec.payload)]);
         } else {
             v["payload"] = json!(hex::encode(rec.payload));
         }
@@ -166,7 +168,7 @@ pub fn crash_child(
 ) -> Result<(), WalError> {
     let config = WalConfig {
         segment_size,
-        sync: SyncPolicy::Batch {
+        sync: SyncPolicy::Inline {
             max_records: 64,
             max_delay_us: 200,
         },

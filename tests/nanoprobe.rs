@@ -290,14 +290,14 @@ fn real_nanoprobes_join_are_watched_leave_and_survive_a_cma_restart() {
 
     // Their STARTUPs were over 2 KB, and they joined: received whole.
     let dump = Command::new(env!("CARGO_BIN_EXE_cma"))
-        .args(["wal", "dump"])
+        .args(["wal", "dump", "--decode"])
         .arg(lab.data().join("wal"))
         .output()
         .expect("cma wal dump");
     let biggest = String::from_utf8_lossy(&dump.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|j| j["payload"].as_str().is_some_and(|p| p.starts_with("0004")))
+        .filter(|j| j["framesets"][0]["fstype_name"] == "STARTUP")
         .filter_map(|j| j["len"].as_u64())
         .max()
         .unwrap_or(0);

@@ -25,6 +25,7 @@
 mod encode;
 mod error;
 mod frame;
+mod logged;
 mod message;
 pub mod switch;
 mod types;
@@ -41,6 +42,7 @@ pub use frame::{
     ADDR_FAMILY_802, ADDR_FAMILY_IPV4, ADDR_FAMILY_IPV6, AddrFrame, CryptHeader, DigestKind, Frame,
     PeerState, PeerStatus, REQID_LEN, ReqId, ValueKind, parse_int, parse_ipport, parse_str,
 };
+pub use logged::{LOGGED_HEADER_LEN, LOGGED_VERSION, Logged, LoggedError, write_logged};
 pub use message::{
     Discoveries, Discovery, HbParams, HbState, Message, Parsed, PeerIter, PeerStates, Peers,
     Startup, SwDiscover,
@@ -114,7 +116,7 @@ pub struct Classified<'a> {
     /// Payload frames: after REQID, before END.
     payload: Cow<'a, [u8]>,
     /// Offset of the payload in the datagram (or the inflated bytes).
-    payload_offset: usize,
+    pub(crate) payload_offset: usize,
 }
 
 impl Classified<'_> {

@@ -11,17 +11,17 @@
 //! node, and the sending side towards every agent ([`OutQueue`], rule 1) and
 //! the receiving position of every agent (rule 2).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::NodeId;
 use super::failure::{DeathCause, Effect as Fsm, FailureConfig, Health};
 use super::idmap::pairs;
 use super::outq::{Instruction, OutQueue};
 use super::ring::HbInstruction;
 use super::topology::{GroupKey, RingLinks, Topology};
+use super::{Index, IndexHasher, NodeId};
 use crate::classify::switch::parse_switch_frame;
 use crate::classify::{HbState, Message, PeerStatus, ReqId, Startup};
 use crate::reliable::normalize;
@@ -74,6 +74,10 @@ pub struct DeciderConfig {
     /// STATS interval (SETCONFIG's `stats_interval`), ms; 0: never.
     #[serde(default = "default_stats_interval_ms")]
     pub stats_interval_ms: u64,
+    /// The secret of the registry's index hasher ([`IndexHasher`]); 0 in
+    /// logs written before it existed.
+    #[serde(default)]
+    pub index_key: u64,
 }
 
 fn default_stats_interval_ms() -> u64 {
@@ -97,6 +101,7 @@ impl DeciderConfig {
             session,
             state_interval_ms: default_state_interval_ms(),
             stats_interval_ms: default_stats_interval_ms(),
+            index_key: 0,
         }
     }
 
@@ -548,9 +553,9 @@ pub struct Decider {
     nodes: Vec<Node>,
     /// Indexes over `nodes` (rebuilt on import).
     #[serde(skip)]
-    by_addr: HashMap<SocketAddr, NodeId>,
+    by_addr: Index<SocketAddr>,
     #[serde(skip)]
-    by_host: HashMap<String, NodeId>,
+    by_host: Index<String>,
     topo: Topology,
     /// (deadline ms, node): may hold stale entries, checked when due.
     deadlines: BTreeSet<(u64, NodeId)>,
@@ -585,12 +590,13 @@ pub struct Decider {
 impl Decider {
     /// An empty decider.
     pub fn new(cfg: DeciderConfig) -> Decider {
+        let key = IndexHasher(cfg.index_key);
         Decider {
             fcfg: cfg.failure(),
             cfg,
             nodes: Vec::new(),
-            by_addr: HashMap::new(),
-            by_host: HashMap::new(),
+            by_addr: Index::with_hasher(key),
+            by_host: Index::with_hasher(key),
             topo: Topology::default(),
             deadlines: BTreeSet::new(),
             cut_off: BTreeMap::new(),
@@ -680,6 +686,9 @@ impl Decider {
     /// A decider from [`Decider::export`]'s bytes.
     pub fn import(bytes: &[u8]) -> Result<Decider, serde_json::Error> {
         let mut d: Decider = serde_json::from_slice(bytes)?;
+        let key = IndexHasher(d.cfg.index_key);
+        d.by_addr = Index::with_capacity_and_hasher(d.nodes.len(), key);
+        d.by_host = Index::with_capacity_and_hasher(d.nodes.len(), key);
         for (i, n) in d.nodes.iter().enumerate() {
             d.by_addr.insert(n.addr, i as NodeId);
             d.by_host.insert(n.hostname.clone(), i as NodeId);

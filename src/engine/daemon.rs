@@ -33,11 +33,12 @@ use crossbeam_channel::{Receiver, Sender};
 use super::io::{IoConfig, IoHandle, IoLoop, SpillReceiver};
 use super::mmsg::{self, MMSG_BATCH_MAX};
 use crate::classify::{
-    Discoveries, Discovery, EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, classify,
-    encode,
+    Classified, Discoveries, Discovery, EncodeOptions, FrameSetType, HbParams, Logged, Message,
+    Peers, ReqId, classify, encode, write_logged,
 };
 use crate::config::Config;
 use crate::decide::decider::{Decider, DeciderConfig, Effect, Event, Input};
+use crate::decide::input::{Decided, decide_logged};
 use crate::decide::outq::Instruction;
 use crate::reliable::{ConnKey, Inbound, Verdict, normalize};
 use crate::ring_buffer::{self, Consumer};
@@ -111,7 +112,7 @@ fn sync_policy(c: &Config) -> SyncPolicy {
     match c.wal.sync.as_str() {
         "always" => SyncPolicy::Always,
         "none" => SyncPolicy::None,
-        _ => SyncPolicy::Background,
+        _ => SyncPolicy::Batch,
     }
 }
 
@@ -144,72 +145,92 @@ impl WallClock {
     }
 }
 
-/// Feeds one log record to the decider (`None`: a record it does not take,
-/// such as CONFIG, or a FrameSet that no longer classifies).
-fn feed(d: &mut Decider, r: &Record<'_>, out: &mut Vec<Effect>) -> Option<Fed> {
+/// Feeds one log record to the decider (`None`: a record it does not
+/// take, such as CONFIG). A FrameSet is read as the log thread classified
+/// it ([`Logged`]); the decider never classifies. A record this build
+/// cannot read (a newer format) is an error: skipping it would decide
+/// differently from the run that wrote it.
+fn feed(
+    d: &mut Decider,
+    r: &Record<'_>,
+    out: &mut Vec<Effect>,
+) -> Result<Option<Fed>, DaemonError> {
     let h = &r.header;
     let time_ms = h.meta.time_ns / 1_000_000;
     let lsn = h.lsn;
-    let mut ack_from = None;
     let mut wall_mark_ms = None;
-    match h.meta.kind {
-        RecordKind::Tick => d.handle(
-            &Input {
-                lsn,
-                time_ms,
-                event: Event::Tick,
-            },
-            out,
-        ),
+    let event = match h.meta.kind {
+        RecordKind::Tick => Event::Tick,
         RecordKind::Resume => {
             if let Ok(b) = <[u8; 8]>::try_from(r.payload) {
                 wall_mark_ms = Some(u64::from_be_bytes(b));
             }
-            d.handle(
-                &Input {
-                    lsn,
-                    time_ms,
-                    event: Event::Resume,
-                },
-                out,
-            )
+            Event::Resume
         }
-        RecordKind::FrameSet => {
-            let from = h.meta.peer?;
-            let c = classify(r.payload).ok()?;
-            let event = match (&c.malformed, c.message()) {
-                (None, Ok(message)) => {
-                    if matches!(message, Message::Ack) {
-                        ack_from = Some(from);
-                    }
-                    Event::Received {
-                        from,
-                        reqid: c.reqid,
-                        message,
-                    }
-                }
-                _ => Event::Malformed {
-                    from,
-                    reqid: c.reqid?,
-                },
+        RecordKind::Classified | RecordKind::FrameSet => {
+            let mut upgraded = Vec::new();
+            let Some(logged) = logged_of(r, &mut upgraded)? else {
+                return Ok(None);
             };
-            d.handle(
-                &Input {
+            let Some(from) = h.meta.peer else {
+                log::warn!("log record {lsn}: a FrameSet without its source, not decided");
+                return Ok(None);
+            };
+            return Ok(match decide_logged(d, lsn, time_ms, from, &logged, out) {
+                Decided::Skipped => None,
+                decided => Some(Fed {
                     lsn,
                     time_ms,
-                    event,
-                },
-                out,
-            );
+                    ack_from: (decided == Decided::Message { ack: true }).then_some(from),
+                    wall_mark_ms,
+                }),
+            });
         }
-        _ => return None,
-    }
-    Some(Fed {
+        _ => return Ok(None),
+    };
+    d.handle(
+        &Input {
+            lsn,
+            time_ms,
+            event,
+        },
+        out,
+    );
+    Ok(Some(Fed {
         lsn,
         time_ms,
-        ack_from,
+        ack_from: None,
         wall_mark_ms,
-    })
+    }))
+}
+
+/// The classified form of a FrameSet record. One written before the log
+/// held classified records (kind FRAMESET: the datagram as received) is
+/// classified here, explicitly, into `upgraded`; if this build no longer
+/// accepts it, that is said (it was ACKed when written) and the record is
+/// not decided.
+fn logged_of<'a>(
+    r: &Record<'a>,
+    upgraded: &'a mut Vec<u8>,
+) -> Result<Option<Logged<'a>>, DaemonError> {
+    let lsn = r.header.lsn;
+    if r.header.meta.kind == RecordKind::Classified {
+        return Logged::parse(r.payload)
+            .map(Some)
+            .map_err(|e| DaemonError(format!("log record {lsn}: {e}")));
+    }
+    match classify(r.payload) {
+        Ok(c) => write_logged(&c, upgraded),
+        Err(d) => {
+            log::warn!(
+                "log record {lsn} (an older cma's FrameSet record) is not accepted by this cma                  ({d}); it is not decided"
+            );
+            return Ok(None);
+        }
+    }
+    Logged::parse(upgraded)
+        .map(Some)
+        .map_err(|e| DaemonError(format!("log record {lsn} upgraded: {e}")))
 }
 
 fn store_effects(effects: &[Effect]) -> Vec<Effect> {
@@ -313,6 +334,7 @@ impl Daemon {
                     c.retransmit_ms = config.reliable.retransmit_ms;
                     c.state_interval_ms = config.heartbeat.state_interval_ms;
                     c.stats_interval_ms = config.heartbeat.stats_interval_ms;
+                    c.index_key = crate::decide::random_index_key();
                     let payload = serde_json::to_vec(&c).expect("config serialises");
                     let meta = RecordMeta {
                         kind: RecordKind::Config,
@@ -345,7 +367,7 @@ impl Daemon {
             let r = r.map_err(err("log"))?;
             last_time_ms = last_time_ms.max(r.header.meta.time_ns / 1_000_000);
             effects.clear();
-            let Some(fed) = feed(&mut decider, &r, &mut effects) else {
+            let Some(fed) = feed(&mut decider, &r, &mut effects)? else {
                 continue;
             };
             replayed += 1;
@@ -513,7 +535,7 @@ impl Daemon {
             .map_err(err("spawn"))?;
         let decider_unpark = decider_thread.thread().clone();
 
-        let background = matches!(sync_policy(&config), SyncPolicy::Background);
+        let background = matches!(sync_policy(&config), SyncPolicy::Batch);
         let acks: AckQueue = Arc::default();
         let sync_thread = if background {
             let st = SyncThread {
@@ -556,6 +578,7 @@ impl Daemon {
             out: Vec::with_capacity(256),
             spill,
             truncated_from: HashSet::new(),
+            record: Vec::with_capacity(2048),
         };
         let io_stop = io_handle;
         let stop_watch = stop.clone();
@@ -679,6 +702,8 @@ struct LogThread {
     /// Sources already warned about a cut datagram (bounded: warned once
     /// each, up to [`TRUNCATED_WARN_MAX`] sources, counted always).
     truncated_from: HashSet<IpAddr>,
+    /// Scratch for the record being logged.
+    record: Vec<u8>,
 }
 
 /// Sources named in a warning about cut datagrams, at most.
@@ -801,7 +826,7 @@ impl LogThread {
         };
         self.counters.accepted(c.fstype);
         let meta = RecordMeta {
-            kind: RecordKind::FrameSet,
+            kind: RecordKind::Classified,
             time_ns,
             peer: Some(peer),
         };
@@ -814,7 +839,7 @@ impl LogThread {
                 let closes = fstype == FrameSetType::ConnShut.to_wire();
                 match self.inbound.entry(key).or_default().on_frameset(r) {
                     Verdict::Deliver => {
-                        let lsn = self.append(&meta, data)?;
+                        let lsn = self.log_classified(&meta, &c)?;
                         self.pending_acks.push_back((lsn, key, peer, r, closes));
                         if let Some(q) = &self.acks {
                             q.lock()
@@ -842,15 +867,29 @@ impl LogThread {
                 {
                     self.inbound.remove(&ConnKey::new(peer, 0));
                 }
-                if fstype == FrameSetType::Heartbeat.to_wire() {
-                    // Heartbeats are for agents, not for the CMA: counted
-                    // (by type), not logged.
-                    return Ok(());
+                // Heartbeats are for agents, not for the CMA: counted (by
+                // type), not logged.
+                if fstype != FrameSetType::Heartbeat.to_wire() {
+                    self.log_classified(&meta, &c)?;
                 }
-                self.append(&meta, data)?;
             }
         }
         Ok(())
+    }
+
+    /// Logs what classifying a FrameSet found: its verdict and its
+    /// verified, inflated frames. Nobody downstream classifies again.
+    fn log_classified(
+        &mut self,
+        meta: &RecordMeta,
+        c: &Classified<'_>,
+    ) -> Result<u64, DaemonError> {
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
+        write_logged(c, &mut record);
+        let lsn = self.append(meta, &record);
+        self.record = record;
+        lsn
     }
 
     /// A datagram cut to the slot (the spill queue was full): dropped with
@@ -1305,7 +1344,7 @@ impl DeciderThread {
                 let r = r.map_err(err("log read"))?;
                 let recv_ns = r.header.meta.time_ns;
                 effects.clear();
-                let Some(fed) = feed(&mut self.decider, &r, &mut effects) else {
+                let Some(fed) = feed(&mut self.decider, &r, &mut effects)? else {
                     continue;
                 };
                 self.wall.see(&fed);

@@ -281,18 +281,23 @@ pub fn send_batch(fd: RawFd, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
         h.msg_iov = &mut iovs[i];
         h.msg_iovlen = 1;
     }
-    // SAFETY: `hdrs[..n]` point to buffers borrowed from `msgs` (alive for
-    // the call) which sendmmsg only reads despite the `*mut` in its types.
-    let sent =
-        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
-    if sent < 0 {
+    loop {
+        // SAFETY: `hdrs[..n]` point to buffers borrowed from `msgs` (alive
+        // for the call) which sendmmsg only reads despite the `*mut` in its
+        // types.
+        let sent =
+            unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
         let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-            _ => Err(e),
-        };
+        match e.kind() {
+            // A signal before anything was sent: nothing was, try again.
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(e),
+        }
     }
-    Ok(sent as usize)
 }
 
 /// Receives and discards up to `MMSG_BATCH_MAX` datagrams into one scratch

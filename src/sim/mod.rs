@@ -26,10 +26,12 @@ use std::time::Instant;
 
 use crate::classify::switch::lldp_frame;
 use crate::classify::{
-    HbState, Message, PeerState, PeerStates, PeerStatus, Peers, ReqId, Startup, SwDiscover,
+    EncodeOptions, HbState, Logged, Message, PeerState, PeerStates, PeerStatus, Peers, ReqId,
+    Startup, SwDiscover, classify, encode, write_logged,
 };
 use crate::decide::decider::{Decider, DeciderConfig, Effect, Event, Input, Notice};
 use crate::decide::failure::Health;
+use crate::decide::input::decide_logged;
 use crate::decide::outq::Instruction;
 use crate::decide::topology::GroupKey;
 
@@ -197,7 +199,9 @@ impl SimConfig {
     }
 }
 
-/// One decider input, owned (what the log would hold).
+/// One decider input as the log holds it: a TICK, or a FrameSet's
+/// classified record (`classify::Logged`), which replay reads the way the
+/// daemon does.
 #[derive(Clone, Debug)]
 pub struct RecordedInput {
     /// LSN.
@@ -206,30 +210,44 @@ pub struct RecordedInput {
     pub time_ms: u64,
     /// Source (none for TICK).
     pub from: Option<SocketAddr>,
-    /// REQID.
-    pub reqid: Option<ReqId>,
-    /// The message.
-    pub msg: Option<AgentMsg>,
+    /// The classified record (none for TICK).
+    pub record: Option<Vec<u8>>,
 }
 
 impl RecordedInput {
-    /// Feeds it to a decider.
+    /// What the log thread would write for this input: the message
+    /// encoded as an agent sends it, classified, and logged.
+    fn of(
+        lsn: u64,
+        time_ms: u64,
+        from: Option<SocketAddr>,
+        reqid: Option<ReqId>,
+        msg: Option<&AgentMsg>,
+    ) -> RecordedInput {
+        let record = msg.map(|msg| {
+            let mut wire = Vec::new();
+            msg.with_message(|m| encode(&m, reqid, &EncodeOptions::default(), &mut wire))
+                .expect("the simulator's messages fit a datagram");
+            let c = classify(&wire).expect("the simulator's messages are valid FrameSets");
+            let mut record = Vec::new();
+            write_logged(&c, &mut record);
+            record
+        });
+        RecordedInput {
+            lsn,
+            time_ms,
+            from,
+            record,
+        }
+    }
+
+    /// Feeds it to a decider, reading the record as the daemon does.
     pub fn replay(&self, d: &mut Decider, out: &mut Vec<Effect>) {
-        match (&self.from, &self.msg) {
-            (Some(from), Some(msg)) => msg.with_message(|m| {
-                d.handle(
-                    &Input {
-                        lsn: self.lsn,
-                        time_ms: self.time_ms,
-                        event: Event::Received {
-                            from: *from,
-                            reqid: self.reqid,
-                            message: m,
-                        },
-                    },
-                    out,
-                )
-            }),
+        match (self.from, &self.record) {
+            (Some(from), Some(record)) => {
+                let logged = Logged::parse(record).expect("records this build wrote");
+                decide_logged(d, self.lsn, self.time_ms, from, &logged, out);
+            }
             _ => d.handle(
                 &Input {
                     lsn: self.lsn,
@@ -239,6 +257,42 @@ impl RecordedInput {
                 out,
             ),
         }
+    }
+}
+
+/// Feeds one input to a decider directly (the live run: no encoding).
+fn feed_live(
+    d: &mut Decider,
+    lsn: u64,
+    time_ms: u64,
+    from: Option<SocketAddr>,
+    reqid: Option<ReqId>,
+    msg: Option<&AgentMsg>,
+    out: &mut Vec<Effect>,
+) {
+    match (from, msg) {
+        (Some(from), Some(msg)) => msg.with_message(|m| {
+            d.handle(
+                &Input {
+                    lsn,
+                    time_ms,
+                    event: Event::Received {
+                        from,
+                        reqid,
+                        message: m,
+                    },
+                },
+                out,
+            )
+        }),
+        _ => d.handle(
+            &Input {
+                lsn,
+                time_ms,
+                event: Event::Tick,
+            },
+            out,
+        ),
     }
 }
 
@@ -787,7 +841,7 @@ impl Sim {
             named_partitions: Vec::new(),
             report: SimReport::default(),
             effects: Vec::new(),
-            digest: 0xcbf2_9ce4_8422_2325,
+            digest: DIGEST_SEED,
             cfg,
         };
         for (i, (sw, host)) in layout.into_iter().enumerate() {
@@ -1694,21 +1748,23 @@ impl Sim {
     /// One decider input; then its effects.
     fn decide(&mut self, from: Option<SocketAddr>, reqid: Option<ReqId>, msg: Option<AgentMsg>) {
         self.lsn += 1;
-        let rec = RecordedInput {
-            lsn: self.lsn,
-            time_ms: self.now,
-            from,
-            reqid,
-            msg,
-        };
         let mut effects = std::mem::take(&mut self.effects);
         effects.clear();
         let version = self.decider.topology().version();
         let t0 = Instant::now();
-        rec.replay(&mut self.decider, &mut effects);
+        feed_live(
+            &mut self.decider,
+            self.lsn,
+            self.now,
+            from,
+            reqid,
+            msg.as_ref(),
+            &mut effects,
+        );
         self.report.decider_ns += t0.elapsed().as_nanos();
         self.report.decisions += 1;
         if self.cfg.record_inputs {
+            let rec = RecordedInput::of(self.lsn, self.now, from, reqid, msg.as_ref());
             self.report.inputs.push(rec);
         }
         for e in &effects {
@@ -2006,6 +2062,16 @@ fn switch_layout(n: usize, small: usize, size: usize) -> Vec<(u32, u8)> {
         .enumerate()
         .flat_map(|(sw, &c)| (1..=c).map(move |h| (sw as u32, h as u8)))
         .collect()
+}
+
+/// Where [`effects_digest`] starts (the FNV-1a offset basis).
+const DIGEST_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The digest a run reports as `effects_digest`, of these effects in order.
+pub fn effects_digest(effects: &[Effect]) -> u64 {
+    effects
+        .iter()
+        .fold(DIGEST_SEED, |h, e| fnv(h, format!("{e:?}").as_bytes()))
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {

@@ -34,7 +34,9 @@ pub const fn record_size(payload_len: usize) -> usize {
 /// tells readers how to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RecordKind {
-    /// An accepted FrameSet as received (payload: its bytes).
+    /// An accepted FrameSet as received (payload: the datagram's bytes):
+    /// what cma wrote before [`RecordKind::Classified`], read through an
+    /// explicit upgrade (classified again) and never written any more.
     FrameSet,
     /// The log clock advanced (no payload): lets deadlines fire in replay.
     Tick,
@@ -44,6 +46,10 @@ pub enum RecordKind {
     Config,
     /// A decider-internal mark (session id, checkpoints, ...).
     Mark,
+    /// An accepted FrameSet as the log thread classified it (payload: a
+    /// `classify::Logged` record: verdict, REQID, verified and inflated
+    /// frames).
+    Classified,
     /// A kind this version does not know (kept, not interpreted).
     Other(u8),
 }
@@ -57,6 +63,7 @@ impl RecordKind {
             RecordKind::Resume => 3,
             RecordKind::Config => 4,
             RecordKind::Mark => 5,
+            RecordKind::Classified => 6,
             RecordKind::Other(b) => b,
         }
     }
@@ -69,6 +76,7 @@ impl RecordKind {
             3 => RecordKind::Resume,
             4 => RecordKind::Config,
             5 => RecordKind::Mark,
+            6 => RecordKind::Classified,
             other => RecordKind::Other(other),
         }
     }
@@ -81,6 +89,7 @@ impl RecordKind {
             RecordKind::Resume => "resume".into(),
             RecordKind::Config => "config".into(),
             RecordKind::Mark => "mark".into(),
+            RecordKind::Classified => "classified".into(),
             RecordKind::Other(b) => format!("kind{b}"),
         }
     }

@@ -9,7 +9,9 @@
 //!   contiguously.
 //! - Two watermarks: [`Wal::written_lsn`] (readers may read up to it) and
 //!   [`Wal::durable_lsn`] (it is on disk: ACKs may be sent up to it).
-//! - Group commit: [`SyncPolicy::Batch`] syncs every `max_records` records or
+//! - Group commit: [`SyncPolicy::Batch`] on a sync thread ([`Syncer`]), each
+//!   sync covering everything written while the previous one ran; or
+//!   [`SyncPolicy::Inline`] in the writer, every `max_records` records or
 //!   `max_delay_us` after the first unsynced one, whichever comes first.
 //! - A failed `msync` is never retried (Linux marks the pages clean after a
 //!   failed write-back, so a retry would "succeed" without the data): the log
@@ -51,7 +53,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `0x57a1` |
-//! | 2 | 1 | kind: 1 FrameSet, 2 TICK, 3 RESUME, 4 CONFIG, 5 mark; others kept as is |
+//! | 2 | 1 | kind: 1 FrameSet (older logs), 2 TICK, 3 RESUME, 4 CONFIG, 5 mark, 6 classified FrameSet; others kept as is |
 //! | 3 | 1 | peer address family: 0 none, 4 IPv4 (stored IPv4-mapped), 6 IPv6 |
 //! | 4 | 4 | payload length (at most 1 MiB) |
 //! | 8 | 8 | LSN |
@@ -97,9 +99,10 @@ pub const MIN_SEGMENT_SIZE: usize = 4096;
 /// When the log syncs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncPolicy {
-    /// Group commit: sync after `max_records` unsynced records, or once the
-    /// oldest unsynced record is `max_delay_us` old, whichever comes first.
-    Batch {
+    /// Group commit by the writer itself: `append` syncs after
+    /// `max_records` unsynced records, or once the oldest unsynced record is
+    /// `max_delay_us` old, whichever comes first.
+    Inline {
         /// Records per sync at most (1 ..= 1,000,000).
         max_records: u32,
         /// Microseconds an unsynced record may wait at most.
@@ -107,11 +110,12 @@ pub enum SyncPolicy {
     },
     /// Sync after every record (for comparison; slow).
     Always,
-    /// `append` never syncs: another thread does, with a [`Syncer`], each
-    /// sync covering everything written while the previous one ran (group
-    /// commit without a timer). The writer still syncs the segment it
-    /// leaves at rotation, and everything on [`Wal::sync`] and drop.
-    Background,
+    /// Group commit on another thread (the daemon's default, `wal.sync =
+    /// "batch"`): `append` never syncs; a [`Syncer`] does, each sync
+    /// covering everything written while the previous one ran. The writer
+    /// still syncs the segment it leaves at rotation, and everything on
+    /// [`Wal::sync`] and drop.
+    Batch,
     /// Never sync: durable = written. **Unsafe**: a crash of the machine
     /// loses acknowledged records. Only for tmpfs and benchmarks.
     None,
@@ -119,7 +123,7 @@ pub enum SyncPolicy {
 
 impl Default for SyncPolicy {
     fn default() -> Self {
-        SyncPolicy::Batch {
+        SyncPolicy::Inline {
             max_records: 256,
             max_delay_us: 500,
         }
@@ -491,7 +495,7 @@ impl Wal {
     }
 
     /// Appends one record and returns its LSN. With [`SyncPolicy::Always`]
-    /// it is durable on return; with `Batch` it may have triggered a group
+    /// it is durable on return; with `Inline` it may have triggered a group
     /// commit.
     #[allow(unsafe_code)]
     pub fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<u64, WalError> {
@@ -531,7 +535,7 @@ impl Wal {
             SyncPolicy::Always => {
                 self.sync()?;
             }
-            SyncPolicy::Batch { max_records, .. } if self.pending >= max_records => {
+            SyncPolicy::Inline { max_records, .. } if self.pending >= max_records => {
                 self.sync()?;
             }
             _ => {}
@@ -573,10 +577,10 @@ impl Wal {
     /// When the batch policy wants the next sync (`None`: nothing pending).
     pub fn sync_deadline(&self) -> Option<Instant> {
         match self.config.sync {
-            SyncPolicy::Batch { max_delay_us, .. } => self
+            SyncPolicy::Inline { max_delay_us, .. } => self
                 .pending_since
                 .map(|t| t + Duration::from_micros(max_delay_us)),
-            SyncPolicy::Background => None,
+            SyncPolicy::Batch => None,
             _ => self.pending_since,
         }
     }
@@ -609,7 +613,7 @@ impl Wal {
         self.stats
     }
 
-    /// A syncer for another thread ([`SyncPolicy::Background`]), starting
+    /// A syncer for another thread ([`SyncPolicy::Batch`]), starting
     /// from what this writer has synced.
     pub fn syncer(&self) -> Syncer {
         Syncer {
@@ -1014,7 +1018,7 @@ fn check_config(c: &WalConfig) -> Result<(), WalError> {
     if c.first_lsn == 0 {
         return Err(WalError::Config("the first LSN is 1 or more".into()));
     }
-    if let SyncPolicy::Batch { max_records, .. } = c.sync
+    if let SyncPolicy::Inline { max_records, .. } = c.sync
         && !(1..=1_000_000).contains(&max_records)
     {
         return Err(WalError::Config(format!(

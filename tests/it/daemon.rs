@@ -7,11 +7,13 @@ use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cma::classify::{EncodeOptions, FrameSetType, Message, ReqId, Startup, classify, encode};
+use cma::classify::{
+    EncodeOptions, FrameSetType, Logged, Message, ReqId, Startup, classify, encode,
+};
 use cma::config::Config;
 use cma::engine::daemon::{Daemon, DaemonError, StopHandle};
 use cma::store::Store;
-use cma::wal::{RecordKind, for_each_record};
+use cma::wal::{RecordKind, RecordMeta, Wal, WalConfig, for_each_record};
 
 use super::support::encoded;
 
@@ -405,8 +407,8 @@ fn two_monitors_report_a_death_and_the_ring_closes() {
     let mut seen = 0;
     let reporter = agents[monitors[0]].addr();
     for_each_record(&dir.path().join("wal"), 1, |r| {
-        if r.header.meta.kind == RecordKind::FrameSet
-            && let Ok(c) = classify(r.payload)
+        if r.header.meta.kind == RecordKind::Classified
+            && let Ok(c) = Logged::parse(r.payload)
             && c.reqid == Some(r0)
             && r.header.meta.peer == Some(reporter)
         {
@@ -476,6 +478,89 @@ fn a_restart_recovers_state_from_the_log_and_store() {
         .filter(|e| e.kind == "joined")
         .count();
     assert_eq!(joined, 3, "events applied once");
+}
+
+/// Appends records to a stopped daemon's log, as an older cma (or a
+/// newer one) would have written them.
+fn append_records(data: &Path, records: &[(RecordKind, SocketAddr, Vec<u8>)]) {
+    let config = WalConfig {
+        segment_size: 1 << 20,
+        ..WalConfig::new(data.join("wal"))
+    };
+    let mut time_ns = 0;
+    for_each_record(&data.join("wal"), 1, |r| {
+        time_ns = time_ns.max(r.header.meta.time_ns);
+        Ok(())
+    })
+    .unwrap();
+    time_ns += 1_000_000;
+    let (mut wal, _) = Wal::open(config).unwrap();
+    for (kind, peer, payload) in records {
+        let meta = RecordMeta {
+            kind: *kind,
+            time_ns,
+            peer: Some(*peer),
+        };
+        wal.append(&meta, payload).unwrap();
+        time_ns += 1_000_000;
+    }
+    wal.sync().unwrap();
+}
+
+fn startup_of(name: &str, at: SocketAddr) -> Vec<u8> {
+    let net = r#"{"data":{"lo":{"ipaddrs":{"127.0.0.1/8":{}}}}}"#;
+    let m = Message::Startup(Startup {
+        hostname: name,
+        listen: at,
+        wallclock_us: 1,
+        netconfig: net,
+        key: None,
+        features: None,
+    });
+    encoded(&m, None)
+}
+
+#[test]
+fn an_older_log_of_raw_datagrams_is_replayed_through_the_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    start(dir.path()).finish();
+    // Two STARTUPs as cma wrote them before the classified record: the
+    // datagram's bytes under kind FRAMESET; and one the classifier refuses.
+    let a: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:50002".parse().unwrap();
+    let mut bad = startup_of("mangled", b);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    append_records(
+        dir.path(),
+        &[
+            (RecordKind::FrameSet, a, startup_of("old-a", a)),
+            (RecordKind::FrameSet, b, bad),
+            (RecordKind::FrameSet, b, startup_of("old-b", b)),
+        ],
+    );
+    start(dir.path()).finish();
+    let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
+    let mut names: Vec<String> = s.nodes().unwrap().into_iter().map(|n| n.hostname).collect();
+    names.sort();
+    assert_eq!(names, ["old-a", "old-b"]);
+}
+
+#[test]
+fn a_record_of_a_newer_format_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    start(dir.path()).finish();
+    let a: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+    let wire = startup_of("new", a);
+    let c = classify(&wire).unwrap();
+    let mut record = Vec::new();
+    cma::classify::write_logged(&c, &mut record);
+    record[0] = cma::classify::LOGGED_VERSION + 1;
+    append_records(dir.path(), &[(RecordKind::Classified, a, record)]);
+    let e = Daemon::start(config(dir.path()), false)
+        .err()
+        .expect("refuses to start");
+    assert!(e.0.contains("newer cma"), "{e}");
 }
 
 /// A `cma run` child process on loopback.
@@ -616,8 +701,8 @@ fn sigkill_under_load_loses_nothing_acked_and_repeats_nothing() {
         let mut logged: BTreeMap<(SocketAddr, u64), usize> = BTreeMap::new();
         let mut late_records = 0;
         for_each_record(&data.join("wal"), 1, |r| {
-            if r.header.meta.kind == RecordKind::FrameSet
-                && let Ok(c) = classify(r.payload)
+            if r.header.meta.kind == RecordKind::Classified
+                && let Ok(c) = Logged::parse(r.payload)
                 && c.fstype == FrameSetType::HbLate.to_wire()
                 && let (Some(p), Some(q)) = (r.header.meta.peer, c.reqid)
             {

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use cma::decide::decider::Decider;
-use cma::sim::{Faults, SimConfig, SimReport, run};
+use cma::sim::{Faults, SimConfig, SimReport, effects_digest, run};
 
 /// Faults drawn from the seed, so that seeds differ in what they break.
 fn faults_for(seed: u64) -> Faults {
@@ -194,9 +194,11 @@ fn the_same_seed_gives_the_same_run() {
     assert_ne!(a.effects_digest, c.effects_digest);
 }
 
-/// Replays a recorded run through fresh deciders: straight through, and
+/// Replays a recorded run through fresh deciders from the log's record
+/// format (each input encoded, classified and logged as the log thread
+/// does; the live run fed messages directly): straight through, and
 /// through an export/import in the middle. Both must end in the state the
-/// run ended in, with the same effects on the way.
+/// run ended in, with the live run's effects on the way.
 #[test]
 fn replay_and_checkpoint_reproduce_the_run() {
     let mut cfg = SimConfig::new(400, 11);
@@ -214,6 +216,11 @@ fn replay_and_checkpoint_reproduce_the_run() {
         rec.replay(&mut straight, &mut effects_a);
     }
     assert!(straight == *end, "replay ends in another state");
+    assert_eq!(
+        effects_digest(&effects_a),
+        r.effects_digest,
+        "replay from the records has other effects than the live run"
+    );
 
     let half = r.inputs.len() / 2;
     let mut first = Decider::new(cfgd);

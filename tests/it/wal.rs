@@ -13,7 +13,7 @@ const SEG: usize = 16 * 1024;
 fn config(dir: &Path) -> WalConfig {
     WalConfig {
         segment_size: SEG,
-        sync: SyncPolicy::Batch {
+        sync: SyncPolicy::Inline {
             max_records: 8,
             max_delay_us: 1_000_000,
         },
@@ -138,7 +138,7 @@ fn always_mode_syncs_every_record() {
 fn a_background_syncer_makes_everything_durable_across_rotations() {
     let dir = tempfile::tempdir().unwrap();
     let c = WalConfig {
-        sync: SyncPolicy::Background,
+        sync: SyncPolicy::Batch,
         ..config(dir.path())
     };
     let (mut wal, _) = Wal::open(c.clone()).unwrap();
