@@ -257,6 +257,12 @@ enum BenchCommand {
         /// and decider threads).
         #[arg(long)]
         spin: bool,
+        /// Percent of STARTUPs in the mix (the rest: JSDISCOVERY, HBDEAD).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+        startup_pct: u32,
+        /// Percent of 1 KiB JSDISCOVERYs in the mix (0 and 0: HBDEAD only).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+        jsdiscovery_pct: u32,
     },
     /// A sendmmsg generator against (a) a bare recvmmsg discard loop and
     /// (b) the io loop + ring buffer + classify, in one run.
@@ -828,11 +834,18 @@ fn bench(command: BenchCommand) -> ExitCode {
             json,
             svg,
             spin,
+            startup_pct,
+            jsdiscovery_pct,
         } => {
             use cma::engine::bench_pipeline as bp;
-            if agents == 0 || min_rate == 0 || max_rate <= min_rate || seconds <= 0.0 {
+            if agents == 0
+                || min_rate == 0
+                || max_rate <= min_rate
+                || seconds <= 0.0
+                || startup_pct + jsdiscovery_pct > 100
+            {
                 eprintln!(
-                    "cma bench pipeline: need agents > 0, seconds > 0, 0 < min-rate < max-rate"
+                    "cma bench pipeline: need agents > 0, seconds > 0, 0 < min-rate < max-rate, startup-pct + jsdiscovery-pct <= 100"
                 );
                 return ExitCode::from(2);
             }
@@ -845,7 +858,8 @@ fn bench(command: BenchCommand) -> ExitCode {
                 json,
                 svg,
                 spin,
-                ..bp::PipelineConfig::default()
+                startup_pct,
+                jsdiscovery_pct,
             };
             match bp::run(&cfg) {
                 Ok(r) => {

@@ -100,6 +100,10 @@ pub struct Point {
     /// The generator could not keep the schedule (finished sending more
     /// than 5 % late): the rate was not offered.
     pub generator_behind: bool,
+    /// CPU time of the system's own threads (the daemon's `cma-*`, or the
+    /// reference loop) from the first send to the last answer, per
+    /// datagram sent, ns.
+    pub cpu_ns_per_datagram: f64,
 }
 
 impl Point {
@@ -122,10 +126,49 @@ pub struct PipelineResult {
     pub reference_points: Vec<Point>,
     /// The daemon's points.
     pub daemon_points: Vec<Point>,
-    /// The daemon at 50 % and 90 % of its zero-loss rate.
+    /// The daemon at 10 % (a real fleet's load), 50 % and 90 % of its
+    /// zero-loss rate.
+    pub at_10: Option<Point>,
+    /// At 50 %.
     pub at_50: Option<Point>,
     /// At 90 %.
     pub at_90: Option<Point>,
+    /// The reference at the same 10 % and 50 % rates (for CPU per datagram).
+    pub reference_at: Vec<Point>,
+}
+
+/// CPU time (ns) so far of this process's threads whose name starts with
+/// `prefix` (from /proc/self/task/*/schedstat; 0 where unreadable).
+fn threads_cpu_ns(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let named = std::fs::read_to_string(dir.join("comm"))
+            .is_ok_and(|c| c.trim_end().starts_with(prefix));
+        if !named {
+            continue;
+        }
+        if let Ok(st) = std::fs::read_to_string(dir.join("schedstat"))
+            && let Some(ns) = st
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+        {
+            total += ns;
+        }
+    }
+    total
+}
+
+/// The threads whose CPU counts for a target.
+fn cpu_prefix(target: Target) -> &'static str {
+    match target {
+        Target::Reference => "ref-loop",
+        Target::Daemon => "cma-",
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -257,6 +300,7 @@ fn point(
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let answered = Arc::new(AtomicU64::new(0));
+    let cpu0 = threads_cpu_ns(cpu_prefix(target));
     let t0 = Instant::now();
     let receiver = {
         let socks: Vec<UdpSocket> = conns
@@ -365,6 +409,7 @@ fn point(
         }
         thread::sleep(Duration::from_millis(10));
     }
+    let cpu_ns = threads_cpu_ns(cpu_prefix(target)).saturating_sub(cpu0);
     stop.store(true, Ordering::Release);
     let h = receiver.join().expect("receiver");
     let hist = if target == Target::Reference {
@@ -399,6 +444,7 @@ fn point(
             .map(|pc| (*pc, hist.value_at_percentile(*pc)))
             .collect(),
         generator_behind,
+        cpu_ns_per_datagram: cpu_ns as f64 / sent.max(1) as f64,
         ..Point::default()
     };
     match (target, daemon) {
@@ -430,7 +476,11 @@ fn daemon_point(rate: u64, cfg: &PipelineConfig) -> Result<Point, String> {
     let to = d.local_addrs()[0];
     let stop = d.stop_handle();
     let metrics = d.counters();
-    let h = thread::spawn(move || d.run());
+    // The log thread is the one that runs the daemon: named like the others.
+    let h = thread::Builder::new()
+        .name("cma-log".into())
+        .spawn(move || d.run())
+        .map_err(|e| format!("spawn the daemon: {e}"))?;
     let p = point(Target::Daemon, to, rate, cfg, Some(&metrics));
     // Let the decider publish its figures once more before stopping.
     thread::sleep(Duration::from_millis(600));
@@ -473,7 +523,10 @@ fn reference_point(rate: u64, cfg: &PipelineConfig) -> Point {
     let to = bound_addr(&sock);
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
-    let h = thread::spawn(move || reference_loop(sock, s2));
+    let h = thread::Builder::new()
+        .name("ref-loop".into())
+        .spawn(move || reference_loop(sock, s2))
+        .expect("spawn the reference loop");
     let p = point(Target::Reference, to, rate, cfg, None);
     stop.store(true, Ordering::Release);
     let _ = h.join();
@@ -515,8 +568,12 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineResult, String> {
         ..PipelineResult::default()
     };
     if daemon_rate > 0 {
+        res.at_10 = Some(daemon_point(daemon_rate / 10, cfg)?);
         res.at_50 = Some(daemon_point(daemon_rate / 2, cfg)?);
         res.at_90 = Some(daemon_point(daemon_rate * 9 / 10, cfg)?);
+        for rate in [daemon_rate / 10, daemon_rate / 2] {
+            res.reference_at.push(reference_point(rate, cfg));
+        }
     }
     Ok(res)
 }
@@ -551,10 +608,26 @@ pub fn render(cfg: &PipelineConfig, r: &PipelineResult) -> String {
             r.daemon_rate as f64 / r.reference_rate as f64
         }
     );
-    for (name, p) in [("50%", &r.at_50), ("90%", &r.at_90)] {
+    for (name, p) in [("10%", &r.at_10), ("50%", &r.at_50), ("90%", &r.at_90)] {
         if let Some(p) = p {
             let d = p.decided_us.unwrap_or_default();
             let b = p.batch.unwrap_or_default();
+            let reference =
+                r.reference_at
+                    .iter()
+                    .find(|x| x.rate == p.rate)
+                    .map_or(String::new(), |x| {
+                        format!(
+                            " (reference {:.0} ns, ratio {:.1})",
+                            x.cpu_ns_per_datagram,
+                            p.cpu_ns_per_datagram / x.cpu_ns_per_datagram.max(1.0)
+                        )
+                    });
+            let _ = writeln!(
+                s,
+                "at {name} ({}/s): CPU per datagram {:.0} ns{reference}",
+                p.rate, p.cpu_ns_per_datagram
+            );
             let _ = writeln!(
                 s,
                 "at {name} ({}/s, {} sent, {} ACKs): recv->ACK from intended send p50 {} us p99 {} us p99.9 {} us max {} us; recv->decided p50 {} p99 {} p99.9 {} max {} us; group commit mean {:.1} max {}",
@@ -587,6 +660,7 @@ pub fn to_json(cfg: &PipelineConfig, r: &PipelineResult) -> serde_json::Value {
             "decided_us": p.decided_us.map(|d| serde_json::json!({"p50": d[0], "p99": d[1], "p999": d[2], "max": d[3]})),
             "group_commit": p.batch.map(|b| serde_json::json!({"mean": b.0, "max": b.1})),
             "curve": p.curve,
+            "cpu_ns_per_datagram": p.cpu_ns_per_datagram,
         })
     };
     serde_json::json!({
@@ -599,7 +673,9 @@ pub fn to_json(cfg: &PipelineConfig, r: &PipelineResult) -> serde_json::Value {
         "ratio": if r.reference_rate == 0 { 0.0 } else { r.daemon_rate as f64 / r.reference_rate as f64 },
         "reference_points": r.reference_points.iter().map(pt).collect::<Vec<_>>(),
         "daemon_points": r.daemon_points.iter().map(pt).collect::<Vec<_>>(),
+        "at_10": r.at_10.as_ref().map(pt),
         "at_50": r.at_50.as_ref().map(pt),
+        "reference_at": r.reference_at.iter().map(pt).collect::<Vec<_>>(),
         "at_90": r.at_90.as_ref().map(pt),
     })
 }
