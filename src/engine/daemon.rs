@@ -46,8 +46,50 @@ use crate::store::{Applied, DB_FILE, Store};
 use crate::wal::{Record, RecordKind, RecordMeta, SyncPolicy, Syncer, Wal, WalConfig, WalReader};
 use std::os::fd::AsRawFd;
 
-/// ACKs waiting for their record to be durable: (LSN, peer, REQID).
-type AckQueue = Arc<std::sync::Mutex<VecDeque<(u64, SocketAddr, ReqId)>>>;
+/// A delivered sequenced FrameSet whose ACK waits for its record to be
+/// durable.
+#[derive(Clone, Copy)]
+struct Delivered {
+    lsn: u64,
+    key: ConnKey,
+    peer: SocketAddr,
+    reqid: ReqId,
+    /// A CONNSHUT: the connection is forgotten once it is ACKed (rule 2).
+    closes: bool,
+}
+
+/// Every delivered FrameSet, queued once in LSN order. Whoever syncs (the
+/// sync thread, or the log thread without one) sends the ACKs of what
+/// became durable and advances `acked_lsn`; the log thread then pops what
+/// is at or below it and moves the receiving positions (for re-ACKs).
+#[derive(Default)]
+struct AckQueue {
+    delivered: std::sync::Mutex<VecDeque<Delivered>>,
+    /// Every ACK up to this LSN was sent.
+    acked_lsn: AtomicU64,
+}
+
+impl AckQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Delivered>> {
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The (peer, REQID) of every ACK in (acked_lsn, durable], into
+    /// `ready`; then everything up to `durable` counts as ACKed.
+    fn take_durable(&self, durable: u64, ready: &mut Vec<(SocketAddr, ReqId)>) {
+        let from = self.acked_lsn.load(Ordering::Acquire);
+        if durable <= from {
+            return;
+        }
+        {
+            let q = self.lock();
+            let start = q.partition_point(|d| d.lsn <= from);
+            let end = q.partition_point(|d| d.lsn <= durable);
+            ready.extend(q.range(start..end).map(|d| (d.peer, d.reqid)));
+        }
+        self.acked_lsn.store(durable, Ordering::Release);
+    }
+}
 
 /// Why the daemon could not run.
 #[derive(Debug)]
@@ -536,7 +578,7 @@ impl Daemon {
         let decider_unpark = decider_thread.thread().clone();
 
         let background = matches!(sync_policy(&config), SyncPolicy::Batch);
-        let acks: AckQueue = Arc::default();
+        let acks: Arc<AckQueue> = Arc::default();
         let sync_thread = if background {
             let st = SyncThread {
                 syncer: wal.syncer(),
@@ -560,13 +602,13 @@ impl Daemon {
             consumer.set_spin_limit(100_000);
         }
         let mut log = LogThread {
-            acks: background.then_some(acks),
+            acks,
+            sync_thread: background,
             syncer: sync_thread.as_ref().map(|t| t.thread().clone()),
             incarnations,
             wal,
             inbound,
             send,
-            pending_acks: VecDeque::new(),
             counters: counters.clone(),
             next_deadline,
             release_lsn,
@@ -579,6 +621,7 @@ impl Daemon {
             spill,
             truncated_from: HashSet::new(),
             record: Vec::with_capacity(2048),
+            ready: Vec::new(),
         };
         let io_stop = io_handle;
         let stop_watch = stop.clone();
@@ -677,15 +720,15 @@ struct LogThread {
     wal: Wal,
     /// The WALLCLOCK of each agent's last STARTUP.
     incarnations: HashMap<SocketAddr, u64>,
-    /// With a sync thread: where ACKs go to be sent once durable.
-    acks: Option<AckQueue>,
+    /// Delivered FrameSets waiting for their ACK (sent by the sync thread
+    /// when there is one, else by this thread).
+    acks: Arc<AckQueue>,
+    /// A sync thread syncs and sends the ACKs.
+    sync_thread: bool,
     /// The sync thread, woken after appends.
     syncer: Option<thread::Thread>,
     inbound: HashMap<ConnKey, Inbound>,
     send: SendSockets,
-    /// Delivered and waiting to be durable: (LSN, connection, peer,
-    /// request, whether it closes the connection).
-    pending_acks: VecDeque<(u64, ConnKey, SocketAddr, ReqId, bool)>,
     counters: Arc<Counters>,
     next_deadline: Arc<AtomicU64>,
     release_lsn: Arc<AtomicU64>,
@@ -704,6 +747,8 @@ struct LogThread {
     truncated_from: HashSet<IpAddr>,
     /// Scratch for the record being logged.
     record: Vec<u8>,
+    /// Scratch for ACKs to send.
+    ready: Vec<(SocketAddr, ReqId)>,
 }
 
 /// Sources named in a warning about cut datagrams, at most.
@@ -801,7 +846,7 @@ impl LogThread {
             .store(i.ring_full_drops.load(Ordering::Relaxed), Ordering::Relaxed);
         c.spilled
             .store(i.spilled.load(Ordering::Relaxed), Ordering::Relaxed);
-        if self.acks.is_none() {
+        if !self.sync_thread {
             let w = self.wal.stats();
             c.syncs.store(w.syncs, Ordering::Relaxed);
             c.synced_records.store(w.synced_records, Ordering::Relaxed);
@@ -840,12 +885,13 @@ impl LogThread {
                 match self.inbound.entry(key).or_default().on_frameset(r) {
                     Verdict::Deliver => {
                         let lsn = self.log_classified(&meta, &c)?;
-                        self.pending_acks.push_back((lsn, key, peer, r, closes));
-                        if let Some(q) = &self.acks {
-                            q.lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push_back((lsn, peer, r));
-                        }
+                        self.acks.lock().push_back(Delivered {
+                            lsn,
+                            key,
+                            peer,
+                            reqid: r,
+                            closes,
+                        });
                     }
                     Verdict::Duplicate { reack } => {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -925,26 +971,27 @@ impl LogThread {
         Ok(())
     }
 
+    /// Without a sync thread, sends the ACKs of what became durable; then
+    /// moves the receiving positions past everything ACKed.
     fn send_durable_acks(&mut self) {
-        let durable = self.wal.durable_lsn();
-        while let Some(&(lsn, key, peer, r, closes)) = self.pending_acks.front() {
-            if lsn > durable {
-                break;
+        if !self.sync_thread {
+            let mut ready = std::mem::take(&mut self.ready);
+            self.acks.take_durable(self.wal.durable_lsn(), &mut ready);
+            for &(peer, r) in &ready {
+                self.send_ack(peer, r);
             }
-            self.pending_acks.pop_front();
-            let ack = match self.inbound.get_mut(&key) {
-                Some(i) => i.on_durable(r),
-                None => Some(r),
-            };
-            // With a sync thread, it sent the ACK already; here only the
-            // receiving position learns what was ACKed (for re-ACKs).
-            if let Some(a) = ack
-                && self.acks.is_none()
-            {
-                self.send_ack(peer, a);
+            ready.clear();
+            self.ready = ready;
+        }
+        let acked = self.acks.acked_lsn.load(Ordering::Acquire);
+        let mut q = self.acks.lock();
+        while q.front().is_some_and(|d| d.lsn <= acked) {
+            let d = q.pop_front().expect("front exists");
+            if let Some(i) = self.inbound.get_mut(&d.key) {
+                i.on_durable(d.reqid);
             }
-            if closes {
-                self.inbound.remove(&key);
+            if d.closes {
+                self.inbound.remove(&d.key);
             }
         }
     }
@@ -970,7 +1017,7 @@ impl LogThread {
 /// and the decider may release effects.
 struct SyncThread {
     syncer: Syncer,
-    acks: AckQueue,
+    acks: Arc<AckQueue>,
     send: SendSockets,
     counters: Arc<Counters>,
     decider: thread::Thread,
@@ -994,23 +1041,13 @@ impl SyncThread {
             } else {
                 self.syncer.sync().map_err(err("log sync"))?
             };
-            {
-                let mut q = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-                while q.front().is_some_and(|a| a.0 <= durable) {
-                    let (_, peer, r) = q.pop_front().expect("front exists");
-                    ready.push((peer, r));
-                }
-            }
+            self.acks.take_durable(durable, &mut ready);
             if !ready.is_empty() {
                 self.decider.unpark();
                 self.send_acks(&mut ready, &mut out);
             }
-            let empty = self
-                .acks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty();
-            if done && !self.syncer.pending() && empty {
+            let all_acked = self.acks.acked_lsn.load(Ordering::Acquire) >= durable;
+            if done && !self.syncer.pending() && all_acked {
                 return Ok(());
             }
             if !self.syncer.pending() {

@@ -352,6 +352,28 @@ fn with_spinning_threads_agents_join_and_the_daemon_stops_cleanly() {
     assert_eq!(s.nodes().unwrap().len(), 3);
 }
 
+/// Without a sync thread (`wal.sync = "always"`), the log thread sends the
+/// ACKs itself from the same queue: each report ACKed once durable, a
+/// duplicate re-ACKed, and the daemon stops cleanly.
+#[test]
+fn with_inline_syncs_reports_are_acked_and_duplicates_re_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.wal.sync = "always".into();
+    let d = start_with(c);
+    let mut agents = join_all(d.addr, 3);
+    let peer = agents[1].addr();
+    let m = Message::HbLate {
+        peer,
+        elapsed_us: 7,
+    };
+    let r = agents[0].report(&m);
+    until(&mut agents, "the ACK", |a| a[0].acks_for(r) == 1);
+    agents[0].resend(&m, r);
+    until(&mut agents, "the re-ACK", |a| a[0].acks_for(r) == 2);
+    d.finish();
+}
+
 #[test]
 fn two_monitors_report_a_death_and_the_ring_closes() {
     let dir = tempfile::tempdir().unwrap();
