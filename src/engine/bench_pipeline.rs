@@ -104,6 +104,8 @@ pub struct Point {
     /// reference loop) from the first send to the last answer, per
     /// datagram sent, ns.
     pub cpu_ns_per_datagram: f64,
+    /// The same by thread name.
+    pub cpu_by_thread: Vec<(String, f64)>,
 }
 
 impl Point {
@@ -138,17 +140,20 @@ pub struct PipelineResult {
 }
 
 /// CPU time (ns) so far of this process's threads whose name starts with
-/// `prefix` (from /proc/self/task/*/schedstat; 0 where unreadable).
-fn threads_cpu_ns(prefix: &str) -> u64 {
+/// `prefix`, by thread name (from /proc/self/task/*/schedstat; threads
+/// whose files cannot be read are left out).
+fn threads_cpu_ns(prefix: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return by_name;
     };
-    let mut total = 0;
     for t in tasks.flatten() {
         let dir = t.path();
-        let named = std::fs::read_to_string(dir.join("comm"))
-            .is_ok_and(|c| c.trim_end().starts_with(prefix));
-        if !named {
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let name = comm.trim_end();
+        if !name.starts_with(prefix) {
             continue;
         }
         if let Ok(st) = std::fs::read_to_string(dir.join("schedstat"))
@@ -157,10 +162,10 @@ fn threads_cpu_ns(prefix: &str) -> u64 {
                 .next()
                 .and_then(|f| f.parse::<u64>().ok())
         {
-            total += ns;
+            *by_name.entry(name.to_string()).or_default() += ns;
         }
     }
-    total
+    by_name
 }
 
 /// The threads whose CPU counts for a target.
@@ -409,7 +414,17 @@ fn point(
         }
         thread::sleep(Duration::from_millis(10));
     }
-    let cpu_ns = threads_cpu_ns(cpu_prefix(target)).saturating_sub(cpu0);
+    let cpu1 = threads_cpu_ns(cpu_prefix(target));
+    let per = |ns: u64| ns as f64 / sent.max(1) as f64;
+    let cpu_by_thread: Vec<(String, f64)> = cpu1
+        .iter()
+        .map(|(name, ns)| {
+            (
+                name.clone(),
+                per(ns.saturating_sub(*cpu0.get(name).unwrap_or(&0))),
+            )
+        })
+        .collect();
     stop.store(true, Ordering::Release);
     let h = receiver.join().expect("receiver");
     let hist = if target == Target::Reference {
@@ -444,7 +459,8 @@ fn point(
             .map(|pc| (*pc, hist.value_at_percentile(*pc)))
             .collect(),
         generator_behind,
-        cpu_ns_per_datagram: cpu_ns as f64 / sent.max(1) as f64,
+        cpu_ns_per_datagram: cpu_by_thread.iter().map(|x| x.1).sum(),
+        cpu_by_thread,
         ..Point::default()
     };
     match (target, daemon) {
@@ -623,10 +639,17 @@ pub fn render(cfg: &PipelineConfig, r: &PipelineResult) -> String {
                             p.cpu_ns_per_datagram / x.cpu_ns_per_datagram.max(1.0)
                         )
                     });
+            let threads: Vec<String> = p
+                .cpu_by_thread
+                .iter()
+                .map(|(t, ns)| format!("{t} {ns:.0}"))
+                .collect();
             let _ = writeln!(
                 s,
-                "at {name} ({}/s): CPU per datagram {:.0} ns{reference}",
-                p.rate, p.cpu_ns_per_datagram
+                "at {name} ({}/s): CPU per datagram {:.0} ns{reference}; by thread: {}",
+                p.rate,
+                p.cpu_ns_per_datagram,
+                threads.join(", ")
             );
             let _ = writeln!(
                 s,
@@ -661,6 +684,7 @@ pub fn to_json(cfg: &PipelineConfig, r: &PipelineResult) -> serde_json::Value {
             "group_commit": p.batch.map(|b| serde_json::json!({"mean": b.0, "max": b.1})),
             "curve": p.curve,
             "cpu_ns_per_datagram": p.cpu_ns_per_datagram,
+            "cpu_ns_per_datagram_by_thread": p.cpu_by_thread,
         })
     };
     serde_json::json!({
