@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cma::engine::bench_recv::pin_to;
+use cma::bench::recv::pin_to;
 use cma::ring_buffer::{self, SlotMeta};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 

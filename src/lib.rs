@@ -12,6 +12,7 @@
 )]
 
 pub mod agent;
+pub mod bench;
 pub mod classify;
 pub mod config;
 pub mod decide;

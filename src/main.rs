@@ -837,7 +837,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             startup_pct,
             jsdiscovery_pct,
         } => {
-            use cma::engine::bench_pipeline as bp;
+            use cma::bench::pipeline as bp;
             if agents == 0
                 || min_rate == 0
                 || max_rate <= min_rate
@@ -894,7 +894,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             large_size,
             json,
         } => {
-            let config = cma::engine::bench_recv::RecvBenchConfig {
+            let config = cma::bench::recv::RecvBenchConfig {
                 seconds,
                 rate,
                 size,
@@ -904,13 +904,13 @@ fn bench(command: BenchCommand) -> ExitCode {
                 large_size,
                 ..Default::default()
             };
-            match cma::engine::bench_recv::run(&config) {
+            match cma::bench::recv::run(&config) {
                 Ok(r) if json => {
-                    println!("{}", cma::engine::bench_recv::to_json(&config, &r));
+                    println!("{}", cma::bench::recv::to_json(&config, &r));
                     ExitCode::SUCCESS
                 }
                 Ok(r) => {
-                    print!("{}", cma::engine::bench_recv::render(&config, &r));
+                    print!("{}", cma::bench::recv::render(&config, &r));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -1,12 +1,18 @@
-//! The only code with threads and sockets: the io loop (`io`), its
-//! `recvmmsg`/`sendmmsg` wrapper (`mmsg`), the daemon's threads (`daemon`:
-//! log, sync, decider with outbound delivery, store), its metrics endpoint
-//! (`metrics`), and whole-system benchmarks (`bench_recv`,
-//! `bench_pipeline`).
+//! The only code with threads and sockets, one room per thread as
+//! DESIGN.md draws them: the io loop (`io`, with its `recvmmsg`/`sendmmsg`
+//! wrapper `mmsg`), the log thread (`log_thread`), the sync thread
+//! (`sync_thread`), the decider thread (`decide_thread`, fed by `feed`,
+//! sending through `send`), the store thread (`store_thread`); `daemon`
+//! starts them (recovery first) and stops them; `metrics` serves the
+//! counters. The whole-system benchmarks live in `crate::bench`.
 
-pub mod bench_pipeline;
-pub mod bench_recv;
 pub mod daemon;
+mod decide_thread;
+mod feed;
 pub mod io;
+mod log_thread;
 pub mod metrics;
 pub mod mmsg;
+mod send;
+mod store_thread;
+mod sync_thread;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::io::{IoConfig, IoLoop, open_socket};
-use super::mmsg::{self, MMSG_BATCH_MAX, Outgoing, encode_sockaddr};
 use crate::classify::{DigestKind, Frame, ReqId, classify, seal};
+use crate::engine::io::{IoConfig, IoLoop, open_socket};
+use crate::engine::mmsg::{self, MMSG_BATCH_MAX, Outgoing, encode_sockaddr};
 use crate::ring_buffer::{self, SLOT_ADDR_LEN};
 
 /// What to run.

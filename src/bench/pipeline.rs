@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::daemon::Daemon;
-use super::mmsg::{self, MMSG_BATCH_MAX, Outgoing};
 use crate::classify::{EncodeOptions, Message, ReqId, Startup, classify, encode};
 use crate::config::Config;
+use crate::engine::daemon::Daemon;
+use crate::engine::mmsg::{self, MMSG_BATCH_MAX, Outgoing};
 use crate::ring_buffer::{SLOT_ADDR_LEN, SlotMeta};
 
 /// Settings.
@@ -266,7 +266,7 @@ fn point(
     to: SocketAddr,
     rate: u64,
     cfg: &PipelineConfig,
-    daemon: Option<&Arc<super::metrics::Metrics>>,
+    daemon: Option<&Arc<crate::engine::metrics::Metrics>>,
 ) -> Point {
     let conns: Vec<UdpSocket> = (0..cfg.conns)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind generator"))

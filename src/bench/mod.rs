@@ -1,0 +1,6 @@
+//! Whole-system benchmarks run by `cma bench`: each measures the daemon's
+//! pieces against a bare reference on the same machine in one run
+//! (shared/BENCH.md). Micro-benchmarks are in `benches/` (criterion).
+
+pub mod pipeline;
+pub mod recv;

@@ -1,0 +1,393 @@
+//! The log thread: classifies each datagram once, applies the receiving
+//! half of reliable delivery, appends what it accepts to the write-ahead
+//! log, appends TICKs when the decider has a deadline due, and (without a
+//! sync thread) syncs and ACKs what became durable.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::daemon::{DaemonError, StopHandle, err};
+use super::io::{IoHandle, SpillReceiver};
+use super::metrics::Metrics as Counters;
+use super::mmsg::{self};
+use super::send::{SendSockets, send_to};
+use crate::classify::{
+    Classified, EncodeOptions, FrameSetType, Message, ReqId, classify, encode, write_logged,
+};
+use crate::reliable::{ConnKey, Inbound, Verdict, normalize};
+use crate::ring_buffer::Consumer;
+use crate::wal::{RecordKind, RecordMeta, Wal};
+
+/// A delivered sequenced FrameSet whose ACK waits for its record to be
+/// durable.
+#[derive(Clone, Copy)]
+pub(super) struct Delivered {
+    pub(super) lsn: u64,
+    pub(super) key: ConnKey,
+    pub(super) peer: SocketAddr,
+    pub(super) reqid: ReqId,
+    /// A CONNSHUT: the connection is forgotten once it is ACKed (rule 2).
+    pub(super) closes: bool,
+}
+
+/// Every delivered FrameSet, queued once in LSN order. Whoever syncs (the
+/// sync thread, or the log thread without one) sends the ACKs of what
+/// became durable and advances `acked_lsn`; the log thread then pops what
+/// is at or below it and moves the receiving positions (for re-ACKs).
+#[derive(Default)]
+pub(super) struct AckQueue {
+    pub(super) delivered: std::sync::Mutex<VecDeque<Delivered>>,
+    /// Every ACK up to this LSN was sent.
+    pub(super) acked_lsn: AtomicU64,
+}
+
+impl AckQueue {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Delivered>> {
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The (peer, REQID) of every ACK in (acked_lsn, durable], into
+    /// `ready`; then everything up to `durable` counts as ACKed.
+    pub(super) fn take_durable(&self, durable: u64, ready: &mut Vec<(SocketAddr, ReqId)>) {
+        let from = self.acked_lsn.load(Ordering::Acquire);
+        if durable <= from {
+            return;
+        }
+        {
+            let q = self.lock();
+            let start = q.partition_point(|d| d.lsn <= from);
+            let end = q.partition_point(|d| d.lsn <= durable);
+            ready.extend(q.range(start..end).map(|d| (d.peer, d.reqid)));
+        }
+        self.acked_lsn.store(durable, Ordering::Release);
+    }
+}
+
+/// The log clock: ms, continuing from the last record of the log, advanced
+/// by this process's monotonic clock.
+#[derive(Clone)]
+pub(super) struct LogClock {
+    pub(super) base_ms: u64,
+    /// The io loop's clock origin (slot times are ns since it).
+    pub(super) origin: Instant,
+}
+
+impl LogClock {
+    pub(super) fn now_ms(&self) -> u64 {
+        self.base_ms + self.origin.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn now_ns(&self) -> u64 {
+        self.base_ms * 1_000_000 + self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// A slot's receive time on the log clock, ns.
+    pub(super) fn slot_ns(&self, recv_ns: u64) -> u64 {
+        self.base_ms * 1_000_000 + recv_ns
+    }
+}
+
+pub(super) struct LogThread {
+    pub(super) wal: Wal,
+    /// The WALLCLOCK of each agent's last STARTUP.
+    pub(super) incarnations: HashMap<SocketAddr, u64>,
+    /// Delivered FrameSets waiting for their ACK (sent by the sync thread
+    /// when there is one, else by this thread).
+    pub(super) acks: Arc<AckQueue>,
+    /// A sync thread syncs and sends the ACKs.
+    pub(super) sync_thread: bool,
+    /// The sync thread, woken after appends.
+    pub(super) syncer: Option<thread::Thread>,
+    pub(super) inbound: HashMap<ConnKey, Inbound>,
+    pub(super) send: SendSockets,
+    pub(super) counters: Arc<Counters>,
+    pub(super) next_deadline: Arc<AtomicU64>,
+    pub(super) release_lsn: Arc<AtomicU64>,
+    pub(super) clock: LogClock,
+    pub(super) tick_ms: u64,
+    pub(super) last_tick_ms: u64,
+    /// Busy-poll the ring instead of parking.
+    pub(super) spin: bool,
+    pub(super) decider: thread::Thread,
+    pub(super) out: Vec<u8>,
+    /// Whole datagrams longer than a ring slot, one per slot flagged
+    /// `SLOT_SPILLED`, in slot order.
+    pub(super) spill: SpillReceiver,
+    /// Sources already warned about a cut datagram (bounded: warned once
+    /// each, up to [`TRUNCATED_WARN_MAX`] sources, counted always).
+    pub(super) truncated_from: HashSet<IpAddr>,
+    /// Scratch for the record being logged.
+    pub(super) record: Vec<u8>,
+    /// Scratch for ACKs to send.
+    pub(super) ready: Vec<(SocketAddr, ReqId)>,
+}
+
+/// Sources named in a warning about cut datagrams, at most.
+pub(super) const TRUNCATED_WARN_MAX: usize = 1024;
+
+impl LogThread {
+    pub(super) fn run(
+        &mut self,
+        consumer: &mut Consumer,
+        stop: &StopHandle,
+        io: &IoHandle,
+    ) -> Result<(), DaemonError> {
+        let mut released = 0u64;
+        loop {
+            if stop.stopping() {
+                io.stop();
+            }
+            let got = if self.spin {
+                // Poll a while, never park: a wake-up costs ~40 us.
+                consumer.wait(Some(Duration::ZERO))
+            } else {
+                consumer.wait(Some(Duration::from_millis(5)))
+            };
+            let mut n = 0;
+            if got {
+                let batch = consumer.read_batch(256);
+                n = batch.len();
+                for i in 0..n {
+                    let (data, meta) = batch.get(i);
+                    // A long datagram's whole bytes wait in the spill
+                    // queue (sent before the slot was committed); take
+                    // them even when the slot is dropped, to stay in step.
+                    let whole = (meta.flags & mmsg::SLOT_SPILLED != 0)
+                        .then(|| self.spill.try_recv().ok())
+                        .flatten();
+                    let Some(peer) = mmsg::slot_addr(meta) else {
+                        continue;
+                    };
+                    let peer = normalize(peer);
+                    if meta.flags & mmsg::SLOT_TRUNCATED != 0 {
+                        self.on_truncated(peer, meta.len);
+                        continue;
+                    }
+                    let data = whole.as_deref().unwrap_or(data);
+                    let time_ns = self.clock.slot_ns(meta.recv_ns);
+                    self.accept(data, peer, time_ns)?;
+                }
+                batch.release();
+                // The decider reads records as they are written (it holds
+                // their effects until they are durable): wake it before
+                // the group commit, not after.
+                if n > 0 {
+                    self.decider.unpark();
+                    if let Some(s) = &self.syncer {
+                        s.unpark();
+                    }
+                }
+            }
+            self.maybe_tick()?;
+            self.publish(io);
+            let now = Instant::now();
+            self.wal.sync_if_due(now).map_err(err("log sync"))?;
+            self.send_durable_acks();
+            if n > 0 {
+                // And again: its held effects can leave now.
+                self.decider.unpark();
+            }
+            let rel = self.release_lsn.load(Ordering::Acquire);
+            if rel > released {
+                match self.wal.release_through(rel) {
+                    Ok(k) if k > 0 => log::debug!("released {k} log segments through LSN {rel}"),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("log segments not released: {e}"),
+                }
+                released = rel;
+            }
+            if !got && consumer.is_finished() {
+                break;
+            }
+        }
+        self.wal.sync().map_err(err("log sync"))?;
+        self.send_durable_acks();
+        self.decider.unpark();
+        Ok(())
+    }
+
+    pub(super) fn publish(&self, io: &IoHandle) {
+        let c = &self.counters;
+        let i = io.counters();
+        c.received
+            .store(i.received.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.kernel_drops
+            .store(i.kernel_drops.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.ring_full_drops
+            .store(i.ring_full_drops.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.spilled
+            .store(i.spilled.load(Ordering::Relaxed), Ordering::Relaxed);
+        if !self.sync_thread {
+            let w = self.wal.stats();
+            c.syncs.store(w.syncs, Ordering::Relaxed);
+            c.synced_records.store(w.synced_records, Ordering::Relaxed);
+            c.max_batch.store(u64::from(w.max_batch), Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<u64, DaemonError> {
+        let lsn = self.wal.append(meta, payload).map_err(err("log append"))?;
+        self.counters.appended.fetch_add(1, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    pub(super) fn accept(
+        &mut self,
+        data: &[u8],
+        peer: SocketAddr,
+        time_ns: u64,
+    ) -> Result<(), DaemonError> {
+        let c = match classify(data) {
+            Ok(c) => c,
+            Err(d) => {
+                log::debug!("dropped a datagram from {peer}: {:?}", d.reason);
+                self.counters.dropped(d.reason);
+                return Ok(());
+            }
+        };
+        self.counters.accepted(c.fstype);
+        let meta = RecordMeta {
+            kind: RecordKind::Classified,
+            time_ns,
+            peer: Some(peer),
+        };
+        let fstype = c.fstype;
+        match c.reqid {
+            Some(r) if c.is_sequenced() && fstype != FrameSetType::Ack.to_wire() => {
+                let key = ConnKey::new(peer, r.queue);
+                // A CONNSHUT is logged and ACKed like any other, then the
+                // connection is forgotten (rule 2).
+                let closes = fstype == FrameSetType::ConnShut.to_wire();
+                match self.inbound.entry(key).or_default().on_frameset(r) {
+                    Verdict::Deliver => {
+                        let lsn = self.log_classified(&meta, &c)?;
+                        self.acks.lock().push_back(Delivered {
+                            lsn,
+                            key,
+                            peer,
+                            reqid: r,
+                            closes,
+                        });
+                    }
+                    Verdict::Duplicate { reack } => {
+                        self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        if let Some(a) = reack {
+                            self.send_ack(peer, a);
+                        }
+                    }
+                    Verdict::StaleSession | Verdict::Gap { .. } => {
+                        self.counters.out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => {
+                // A STARTUP with a new WALLCLOCK is a new process: its
+                // requests start afresh, whatever its session (rule 2).
+                if fstype == FrameSetType::Startup.to_wire()
+                    && let Ok(Message::Startup(st)) = c.message()
+                    && self.incarnations.insert(peer, st.wallclock_us) != Some(st.wallclock_us)
+                {
+                    self.inbound.remove(&ConnKey::new(peer, 0));
+                }
+                // Heartbeats are for agents, not for the CMA: counted (by
+                // type), not logged.
+                if fstype != FrameSetType::Heartbeat.to_wire() {
+                    self.log_classified(&meta, &c)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs what classifying a FrameSet found: its verdict and its
+    /// verified, inflated frames. Nobody downstream classifies again.
+    pub(super) fn log_classified(
+        &mut self,
+        meta: &RecordMeta,
+        c: &Classified<'_>,
+    ) -> Result<u64, DaemonError> {
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
+        write_logged(c, &mut record);
+        let lsn = self.append(meta, &record);
+        self.record = record;
+        lsn
+    }
+
+    /// A datagram cut to the slot (the spill queue was full): dropped with
+    /// its own count, warned once per source. A sequenced one is resent
+    /// by its agent and taken whole then.
+    pub(super) fn on_truncated(&mut self, peer: SocketAddr, len: u32) {
+        self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+        if self.truncated_from.len() < TRUNCATED_WARN_MAX && self.truncated_from.insert(peer.ip()) {
+            log::warn!(
+                "a datagram from {peer} longer than a ring slot was cut to {len} bytes and dropped (the spill queue was full); raise io.slot_bytes if this repeats"
+            );
+        }
+    }
+
+    pub(super) fn maybe_tick(&mut self) -> Result<(), DaemonError> {
+        let due = self.next_deadline.load(Ordering::Acquire);
+        let now = self.clock.now_ms();
+        if due != u64::MAX && now >= due && now >= self.last_tick_ms + self.tick_ms {
+            let meta = RecordMeta {
+                kind: RecordKind::Tick,
+                time_ns: now * 1_000_000,
+                peer: None,
+            };
+            self.append(&meta, &[])?;
+            self.last_tick_ms = now;
+            // The decider will publish its next deadline after this one.
+            self.next_deadline.store(u64::MAX, Ordering::Release);
+            self.decider.unpark();
+            if let Some(s) = &self.syncer {
+                s.unpark();
+            }
+        }
+        Ok(())
+    }
+
+    /// Without a sync thread, sends the ACKs of what became durable; then
+    /// moves the receiving positions past everything ACKed.
+    pub(super) fn send_durable_acks(&mut self) {
+        if !self.sync_thread {
+            let mut ready = std::mem::take(&mut self.ready);
+            self.acks.take_durable(self.wal.durable_lsn(), &mut ready);
+            for &(peer, r) in &ready {
+                self.send_ack(peer, r);
+            }
+            ready.clear();
+            self.ready = ready;
+        }
+        let acked = self.acks.acked_lsn.load(Ordering::Acquire);
+        let mut q = self.acks.lock();
+        while q.front().is_some_and(|d| d.lsn <= acked) {
+            let d = q.pop_front().expect("front exists");
+            if let Some(i) = self.inbound.get_mut(&d.key) {
+                i.on_durable(d.reqid);
+            }
+            if d.closes {
+                self.inbound.remove(&d.key);
+            }
+        }
+    }
+
+    pub(super) fn send_ack(&mut self, peer: SocketAddr, r: ReqId) {
+        self.out.clear();
+        if encode(
+            &Message::Ack,
+            Some(r),
+            &EncodeOptions::default(),
+            &mut self.out,
+        )
+        .is_ok()
+        {
+            send_to(&self.send, &self.out, peer, &self.counters);
+            self.counters.acks_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

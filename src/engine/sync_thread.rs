@@ -1,0 +1,115 @@
+//! The sync thread: group commit (each sync covers everything written
+//! while the previous one ran), then the ACKs of what became durable.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use super::daemon::{DaemonError, err};
+use super::log_thread::AckQueue;
+use super::metrics::Metrics as Counters;
+use super::mmsg::{self, MMSG_BATCH_MAX};
+use super::send::SendSockets;
+use crate::classify::{EncodeOptions, Message, ReqId, encode};
+use crate::wal::Syncer;
+
+/// Group commit on its own thread: each sync covers everything written
+/// while the previous one ran; then the ACKs of what became durable go out
+/// and the decider may release effects.
+pub(super) struct SyncThread {
+    pub(super) syncer: Syncer,
+    pub(super) acks: Arc<AckQueue>,
+    pub(super) send: SendSockets,
+    pub(super) counters: Arc<Counters>,
+    pub(super) decider: thread::Thread,
+    pub(super) log_done: Arc<AtomicBool>,
+}
+
+impl SyncThread {
+    pub(super) fn run(mut self) -> Result<(), DaemonError> {
+        let mut out = Vec::with_capacity(128 * MMSG_BATCH_MAX);
+        let mut ready: Vec<(SocketAddr, ReqId)> = Vec::new();
+        loop {
+            let done = self.log_done.load(Ordering::Acquire);
+            let durable = if self.syncer.pending() {
+                let d = self.syncer.sync().map_err(err("log sync"))?;
+                let (syncs, records, max) = self.syncer.stats();
+                let c = &self.counters;
+                c.syncs.store(syncs, Ordering::Relaxed);
+                c.synced_records.store(records, Ordering::Relaxed);
+                c.max_batch.store(max, Ordering::Relaxed);
+                d
+            } else {
+                self.syncer.sync().map_err(err("log sync"))?
+            };
+            self.acks.take_durable(durable, &mut ready);
+            if !ready.is_empty() {
+                self.decider.unpark();
+                self.send_acks(&mut ready, &mut out);
+            }
+            let all_acked = self.acks.acked_lsn.load(Ordering::Acquire) >= durable;
+            if done && !self.syncer.pending() && all_acked {
+                return Ok(());
+            }
+            if !self.syncer.pending() {
+                thread::park_timeout(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+impl SyncThread {
+    /// Sends the ACKs with `sendmmsg`, a batch per socket family.
+    pub(super) fn send_acks(&self, ready: &mut Vec<(SocketAddr, ReqId)>, out: &mut Vec<u8>) {
+        for v4 in [true, false] {
+            let Some(sock) = self.send.for_family(v4) else {
+                return;
+            };
+            let fd = sock.as_raw_fd();
+            let mine: Vec<&(SocketAddr, ReqId)> =
+                ready.iter().filter(|(p, _)| p.is_ipv4() == v4).collect();
+            for chunk in mine.chunks(MMSG_BATCH_MAX) {
+                out.clear();
+                let mut spans = Vec::with_capacity(chunk.len());
+                let mut addrs = Vec::with_capacity(chunk.len());
+                for (peer, r) in chunk {
+                    let start = out.len();
+                    if encode(&Message::Ack, Some(*r), &EncodeOptions::default(), out).is_ok() {
+                        spans.push(start..out.len());
+                        let mut a = [0u8; crate::ring_buffer::SLOT_ADDR_LEN];
+                        let len = mmsg::encode_sockaddr(peer, &mut a);
+                        addrs.push((a, len));
+                    }
+                }
+                let msgs: Vec<mmsg::Outgoing<'_>> = spans
+                    .iter()
+                    .zip(&addrs)
+                    .map(|(sp, (a, len))| mmsg::Outgoing {
+                        data: &out[sp.clone()],
+                        addr: a,
+                        addr_len: *len,
+                    })
+                    .collect();
+                let mut sent = 0;
+                while sent < msgs.len() {
+                    match mmsg::send_batch(fd, &msgs[sent..]) {
+                        Ok(0) | Err(_) => {
+                            self.counters
+                                .send_errors
+                                .fetch_add((msgs.len() - sent) as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(n) => sent += n,
+                    }
+                }
+                self.counters
+                    .acks_sent
+                    .fetch_add(sent as u64, Ordering::Relaxed);
+            }
+        }
+        ready.clear();
+    }
+}
