@@ -1,0 +1,338 @@
+//! The registry: STARTUP (join, restart, move, clone and name contests),
+//! the netconfig and switch facts that place a node, and placing it.
+
+use super::*;
+
+impl Decider {
+    /// A later netconfig discovery: interfaces that appeared since are
+    /// asked to discover their switch too.
+    pub(super) fn on_netconfig(&mut self, id: NodeId, json: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+            return;
+        };
+        if v.get("discovertype").and_then(|t| t.as_str()) != Some("netconfig") {
+            return;
+        }
+        let n = &mut self.nodes[id as usize];
+        if !n.in_service() {
+            return;
+        }
+        let new: Vec<String> = switch_nics_in(&v)
+            .into_iter()
+            .filter(|x| !n.nics.contains(x))
+            .take(NICS_MAX.saturating_sub(n.nics.len()))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        n.nics.extend(new.iter().cloned());
+        n.out.push(Instruction::SwitchDiscovery(new));
+        self.mark_dirty(id);
+    }
+
+    pub(super) fn on_startup(&mut self, from: SocketAddr, s: &Startup<'_>, out: &mut Vec<Effect>) {
+        let addr = if s.listen.ip().is_unspecified() {
+            SocketAddr::new(from.ip(), s.listen.port())
+        } else {
+            normalize(s.listen)
+        };
+        if addr.ip() != from.ip() {
+            self.counters.startup_mismatch += 1;
+            return;
+        }
+        if s.hostname.is_empty() || s.hostname.len() > HOSTNAME_MAX {
+            self.counters.bad_hostname += 1;
+            return;
+        }
+        let speaks_hbstate = s
+            .features
+            .is_some_and(|f| f.split(',').any(|x| x.trim() == "hbstate"));
+        // Parsed only for a node that (re)starts: a repeated or refused
+        // STARTUP costs no JSON parse.
+        let netconfig = |ip: IpAddr| {
+            let v: serde_json::Value =
+                serde_json::from_str(s.netconfig).unwrap_or(serde_json::Value::Null);
+            (subnet_in(&v, ip), switch_nics_in(&v))
+        };
+        if let Some(&id) = self.by_host.get(s.hostname) {
+            let n = &self.nodes[id as usize];
+            if n.incarnation == s.wallclock_us && n.addr == addr {
+                self.counters.duplicate_startup += 1;
+                if !n.out.holds(&Instruction::AckStartup) {
+                    self.nodes[id as usize].out.push(Instruction::AckStartup);
+                    self.mark_dirty(id);
+                }
+                return;
+            }
+            if n.addr != addr && n.in_service() && !self.contested(id, addr) {
+                return;
+            }
+            let n = &self.nodes[id as usize];
+            // A restart: the old incarnation is gone. Close the ring behind
+            // it (its peers stop expecting it), forget what was queued for
+            // the old process, and place the new one afresh.
+            let (subnet, nics) = netconfig(addr.ip());
+            let old_addr = n.addr;
+            let was_placed = self.topo.group_of(id).is_some();
+            if was_placed {
+                let i = self.topo.leave(id);
+                self.apply_hb(&i);
+            }
+            out.push(Effect::Forget { to: old_addr });
+            self.by_addr.remove(&old_addr);
+            self.claim_addr(addr, id, out);
+            let n = &mut self.nodes[id as usize];
+            // Heartbeat starts in flight to the old process may have
+            // reached the new one at the same address (it accepts any first
+            // request id): stop them once more. A STOP for a peer it does
+            // not heartbeat changes nothing, so this is right either way.
+            let mut maybe_started = Vec::new();
+            if old_addr == addr {
+                for (_, i) in n.out.inflight() {
+                    if let Instruction::Heartbeat { start: true, peers } = i {
+                        maybe_started.extend(peers.iter().copied());
+                    }
+                }
+            }
+            n.addr = addr;
+            n.incarnation = s.wallclock_us;
+            n.subnet = subnet;
+            n.out.reset();
+            n.inbound = None;
+            n.probe_from = None;
+            n.stale_peers.clear();
+            n.speaks_hbstate = speaks_hbstate;
+            n.last_state = None;
+            n.refused = None;
+            n.naks = 0;
+            n.nak_retry_at = None;
+            n.degraded = None;
+            n.contest = None;
+            n.conflict = None;
+            n.nics = nics;
+            n.health = Health::Up;
+            n.last_heard_ms = self.now_ms;
+            out.push(Effect::Notice(Notice::Restarted(id)));
+            self.greet_and_place(id, maybe_started, out);
+            return;
+        }
+        let (subnet, nics) = netconfig(addr.ip());
+        let id = self.nodes.len() as NodeId;
+        self.nodes.push(Node {
+            hostname: s.hostname.to_string(),
+            addr,
+            incarnation: s.wallclock_us,
+            health: Health::Up,
+            subnet,
+            switch: None,
+            last_heard_ms: self.now_ms,
+            out: OutQueue::default(),
+            inbound: None,
+            probe_from: None,
+            stale_peers: Vec::new(),
+            speaks_hbstate,
+            last_state: None,
+            drift: 0,
+            refused: None,
+            naks: 0,
+            nak_retry_at: None,
+            degraded: None,
+            contest: None,
+            conflict: None,
+            nics,
+            dirty: false,
+        });
+        self.by_host.insert(s.hostname.to_string(), id);
+        self.claim_addr(addr, id, out);
+        out.push(Effect::Notice(Notice::Joined(id)));
+        self.greet_and_place(id, Vec::new(), out);
+    }
+
+    /// `addr` now belongs to `id`; a node that had it is gone (its host was
+    /// renamed or the address reused).
+    pub(super) fn claim_addr(&mut self, addr: SocketAddr, id: NodeId, out: &mut Vec<Effect>) {
+        if let Some(old) = self.by_addr.insert(addr, id)
+            && old != id
+        {
+            // The old node departs; it keeps its name, not the address.
+            let h = self.nodes[old as usize].health;
+            let e = self.nodes[old as usize].health.on_shutdown();
+            self.apply(old, h, e, out);
+            // Park it on an address no agent uses (`::N`, port 0), unique
+            // per id.
+            let parked = SocketAddr::new(IpAddr::from((u128::from(old) + 1).to_be_bytes()), 0);
+            self.nodes[old as usize].addr = parked;
+            self.by_addr.insert(parked, old);
+        }
+    }
+
+    /// A STARTUP names node `id`'s host from `addr` while the node is in
+    /// service elsewhere (a cloned machine, or a host that moved): may the
+    /// newcomer take the node? Only once the node, probed when the claim
+    /// first came, stayed silent for the confirmation window; a node heard
+    /// from in that time keeps its place and the newcomer is refused (see
+    /// [`Decider::heard`]) for as long as the node is in service. No
+    /// flapping: the node moves at most once per silence.
+    pub(super) fn contested(&mut self, id: NodeId, addr: SocketAddr) -> bool {
+        let now = self.now_ms;
+        let window = self.fcfg.window_ms;
+        let n = &mut self.nodes[id as usize];
+        if n.conflict == Some(addr) {
+            self.counters.name_conflicts += 1;
+            return false;
+        }
+        match n.contest {
+            Some(c) if c.addr == addr && now >= c.until_ms => true,
+            Some(c) if c.addr == addr => false,
+            _ => {
+                n.contest = Some(Contest {
+                    addr,
+                    until_ms: now + window,
+                });
+                self.counters.name_contests += 1;
+                self.probe(id);
+                false
+            }
+        }
+    }
+
+    pub(super) fn greet_and_place(
+        &mut self,
+        id: NodeId,
+        undo: Vec<SocketAddr>,
+        out: &mut Vec<Effect>,
+    ) {
+        let n = &mut self.nodes[id as usize];
+        let json = if n.speaks_hbstate {
+            self.cfg.config_json_extended()
+        } else {
+            self.cfg.config_json()
+        };
+        n.out.push(Instruction::SetConfig(json));
+        n.out.push(Instruction::AckStartup);
+        if !n.nics.is_empty() {
+            // Its switch, as the original CMA learnt it: the agent listens
+            // for LLDP/CDP on each NIC and reports with SWDISCOVER.
+            n.out.push(Instruction::SwitchDiscovery(n.nics.clone()));
+        }
+        if !undo.is_empty() {
+            // Not coalesced with the starts that follow: it must go first.
+            n.out.push(Instruction::Heartbeat {
+                start: false,
+                peers: undo,
+            });
+        }
+        self.mark_dirty(id);
+        self.place(id);
+        out.push(Effect::Row(Box::new(self.row(id))));
+    }
+
+    pub(super) fn place(&mut self, id: NodeId) {
+        if self.nodes[id as usize].degraded.is_some() {
+            // Out of the rings until it starts again.
+            return;
+        }
+        let key = self.nodes[id as usize].group_key();
+        let i = self.topo.join(id, key);
+        self.apply_hb(&i);
+    }
+
+    pub(super) fn set_switch(
+        &mut self,
+        id: NodeId,
+        sw: (String, Option<String>),
+        out: &mut Vec<Effect>,
+    ) {
+        let n = &mut self.nodes[id as usize];
+        if n.switch.as_ref() == Some(&sw) {
+            return;
+        }
+        let moved = n.switch.as_ref().map(|s| &s.0) != Some(&sw.0);
+        n.switch = Some(sw);
+        if moved && self.topo.group_of(id).is_some() {
+            self.place(id);
+            out.push(Effect::Notice(Notice::Moved(id)));
+        }
+        out.push(Effect::Row(Box::new(self.row(id))));
+    }
+}
+
+/// The subnet (`network/prefix`) of the interface address in a netconfig
+/// JSON that equals `ip`, if any.
+pub fn subnet_of(netconfig: &str, ip: IpAddr) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(netconfig).ok()?;
+    subnet_in(&v, ip)
+}
+
+fn subnet_in(v: &serde_json::Value, ip: IpAddr) -> Option<String> {
+    for (_, iface) in v.get("data")?.as_object()? {
+        let Some(addrs) = iface.get("ipaddrs").and_then(|a| a.as_object()) else {
+            continue;
+        };
+        for cidr in addrs.keys() {
+            let Some((a, p)) = cidr.split_once('/') else {
+                continue;
+            };
+            let (Ok(a), Ok(p)) = (a.parse::<IpAddr>(), p.parse::<u8>()) else {
+                continue;
+            };
+            if a != ip {
+                continue;
+            }
+            return match a {
+                IpAddr::V4(v4) if p <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+                    let net = std::net::Ipv4Addr::from(u32::from(v4) & mask);
+                    Some(format!("{net}/{p}"))
+                }
+                IpAddr::V6(v6) if p <= 128 => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(p)).unwrap_or(0);
+                    let net = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+                    Some(format!("{net}/{p}"))
+                }
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// The interfaces of a netconfig JSON that may hang off a switch: not
+/// loopback (`lo`, or of type 772), carrier up (`true` or `1`, as the nanoprobe's script and ours
+/// write it), a name a kernel could have given (at most 15 bytes, no `/`);
+/// at most [`NICS_MAX`], sorted.
+pub fn switch_nics_of(netconfig: &str) -> Vec<String> {
+    serde_json::from_str::<serde_json::Value>(netconfig)
+        .map(|v| switch_nics_in(&v))
+        .unwrap_or_default()
+}
+
+fn switch_nics_in(v: &serde_json::Value) -> Vec<String> {
+    let Some(data) = v.get("data").and_then(|d| d.as_object()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, iface) in data {
+        let carrier = match iface.get("carrier") {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::Number(n)) => n.as_u64() == Some(1),
+            _ => false,
+        };
+        // ARPHRD_LOOPBACK is 772 (`type` in /sys/class/net, which both the
+        // nanoprobe's netconfig and ours copy).
+        let loopback = name == "lo" || iface.get("type").and_then(|t| t.as_u64()) == Some(772);
+        let sane = !name.is_empty()
+            && name.len() <= 15
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'"');
+        if carrier && !loopback && sane {
+            out.push(name.clone());
+            if out.len() == NICS_MAX {
+                break;
+            }
+        }
+    }
+    out.sort();
+    out
+}
