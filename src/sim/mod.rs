@@ -64,6 +64,8 @@ const HEAL_CHECK_MS: u64 = 100;
 pub const HEAL_SETTLE_MAX_MS: u64 = 5 * RETRANSMIT_MS;
 /// How often a simulated switch sends LLDP.
 const LLDP_PERIOD_MS: u64 = 5000;
+/// Fleets up to this size get the decider's whole check after every step.
+const FULL_CHECK_NODES_MAX: usize = 100;
 /// STARTUP resend interval.
 const STARTUP_RESEND_MS: u64 = 5000;
 

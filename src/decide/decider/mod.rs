@@ -664,7 +664,12 @@ impl Decider {
     }
 
     /// Handles one record, appending its effects to `out`.
+    ///
+    /// Its cheap invariants (O(nodes changed)) are asserted after every
+    /// record, in release builds too: a decider that broke one must stop
+    /// the daemon rather than act on a corrupt state (its log is intact).
     pub fn handle(&mut self, input: &Input<'_>, out: &mut Vec<Effect>) {
+        let first_effect = out.len();
         self.counters.records += 1;
         self.last_lsn = input.lsn;
         self.now_ms = self.now_ms.max(input.time_ms);
@@ -685,27 +690,54 @@ impl Decider {
             } => self.on_message(normalize(from), reqid, &message, out),
         }
         self.flush(out);
+        if let Err(e) = self.check_changed(&out[first_effect..]) {
+            panic!("decider invariant broken at LSN {}: {e}", input.lsn);
+        }
+    }
+
+    /// The invariants that cost O(1) per node changed by a record (those
+    /// with a row among `effects`): the indexes cover the registry, and a
+    /// changed node is placed exactly when it is in service, in its group.
+    pub fn check_changed(&self, effects: &[Effect]) -> Result<(), String> {
+        if self.by_addr.len() != self.nodes.len() || self.by_host.len() != self.nodes.len() {
+            return Err("the indexes and the registry differ in size".into());
+        }
+        for e in effects {
+            if let Effect::Row(r) = e {
+                self.check_node(r.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One node's invariants.
+    fn check_node(&self, id: NodeId) -> Result<(), String> {
+        let n = self
+            .nodes
+            .get(id as usize)
+            .ok_or_else(|| format!("a row for node {id}, which does not exist"))?;
+        let group = self.topo.group_of(id);
+        let placed = group.is_some();
+        if (n.in_service() && n.degraded.is_none()) != placed {
+            return Err(format!(
+                "node {id} ({}) is {:?} but placed={placed}",
+                n.hostname, n.health
+            ));
+        }
+        if group.is_some_and(|k| !n.is_in(k)) {
+            return Err(format!("node {id} is in the wrong group"));
+        }
+        if self.by_addr.get(&n.addr) != Some(&id) || self.by_host.get(&n.hostname) != Some(&id) {
+            return Err(format!("node {id} is missing from an index"));
+        }
+        Ok(())
     }
 
     /// Checks the invariants of DESIGN.md over the whole state.
     pub fn check(&self) -> Result<(), String> {
         self.topo.check()?;
-        for (i, n) in self.nodes.iter().enumerate() {
-            let id = i as NodeId;
-            let placed = self.topo.group_of(id).is_some();
-            if (n.in_service() && n.degraded.is_none()) != placed {
-                return Err(format!(
-                    "node {id} ({}) is {:?} but placed={placed}",
-                    n.hostname, n.health
-                ));
-            }
-            if placed && !self.topo.group_of(id).is_some_and(|k| n.is_in(k)) {
-                return Err(format!("node {id} is in the wrong group"));
-            }
-            if self.by_addr.get(&n.addr) != Some(&id) || self.by_host.get(&n.hostname) != Some(&id)
-            {
-                return Err(format!("node {id} is missing from an index"));
-            }
+        for id in 0..self.nodes.len() {
+            self.check_node(id as NodeId)?;
         }
         if self.by_addr.len() != self.nodes.len() || self.by_host.len() != self.nodes.len() {
             return Err("indexes hold unknown nodes".into());

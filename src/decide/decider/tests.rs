@@ -1035,6 +1035,37 @@ fn export_import_round_trip() {
     assert!(Decider::import(b"{not json").is_err());
 }
 
+#[test]
+fn the_cheap_invariants_see_a_broken_node_and_handle_stops_on_it() {
+    let mut t = fleet(4);
+    assert_eq!(t.d.check_changed(&[]), Ok(()));
+    let row = Effect::Row(Box::new(t.d.row(2)));
+    assert_eq!(t.d.check_changed(std::slice::from_ref(&row)), Ok(()));
+    // Node 2 taken out of its ring while in service.
+    let key = t.d.topo.group_of(2).cloned().unwrap();
+    let _ = t.d.topo.leave(2);
+    assert!(t.d.check_changed(std::slice::from_ref(&row)).is_err());
+    let _ = t.d.topo.join(2, key);
+    assert_eq!(t.d.check_changed(std::slice::from_ref(&row)), Ok(()));
+    // An index that lost a node.
+    let a = t.d.nodes[2].addr;
+    t.d.by_addr.remove(&a);
+    assert!(t.d.check_changed(&[]).is_err());
+    let d = t.d.clone();
+    let stopped = std::panic::catch_unwind(move || {
+        let mut d = d;
+        d.handle(
+            &Input {
+                lsn: 1000,
+                time_ms: 1,
+                event: Event::Tick,
+            },
+            &mut Vec::new(),
+        );
+    });
+    assert!(stopped.is_err(), "handle went on with a broken index");
+}
+
 /// Node n's HBSTATE as its agent would send it, having applied every
 /// instruction sent to it (`applied`: the last request id).
 fn hbstate(
