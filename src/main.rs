@@ -754,6 +754,10 @@ fn status(db: &DbArgs) -> ExitCode {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c.map_or(0, |c| c.0)),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
     };
+    let daemon = match daemon_health(&db.data_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     if db.json {
         let by: serde_json::Map<String, serde_json::Value> = counts
             .iter()
@@ -761,9 +765,10 @@ fn status(db: &DbArgs) -> ExitCode {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"nodes": by, "applied_lsn": applied, "checkpoint_lsn": cp})
+            serde_json::json!({"daemon": daemon.1, "nodes": by, "applied_lsn": applied, "checkpoint_lsn": cp})
         );
     } else {
+        println!("daemon: {}", daemon.0);
         let total: i64 = counts.iter().map(|c| c.1).sum();
         println!("nodes: {total}");
         for (k, v) in counts {
@@ -772,6 +777,37 @@ fn status(db: &DbArgs) -> ExitCode {
         println!("database reflects the log through LSN {applied}; checkpoint at LSN {cp}");
     }
     ExitCode::SUCCESS
+}
+
+/// The daemon's health as its health file says (checked against the
+/// process table): a line for people and a JSON value.
+fn daemon_health(data_dir: &std::path::Path) -> Result<(String, serde_json::Value), String> {
+    use cma::engine::fatal::read_health;
+    let Some(h) = read_health(data_dir)? else {
+        return Ok((
+            "never ran here".into(),
+            serde_json::json!({"state": "never ran"}),
+        ));
+    };
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid as i32), None).is_ok();
+    let state = match h.state.as_str() {
+        "running" if !alive => {
+            "not running (it did not stop cleanly: killed or crashed)".to_string()
+        }
+        "running" => format!("running (pid {})", h.pid),
+        "failed" => format!(
+            "failed: {}",
+            cma::text::clean(h.reason.as_deref().unwrap_or("(no reason recorded)"))
+        ),
+        other => cma::text::clean(other).into_owned(),
+    };
+    let json = serde_json::json!({
+        "state": if h.state == "running" && !alive { "dead" } else { h.state.as_str() },
+        "pid": h.pid,
+        "since_unix_ms": h.since_unix_ms,
+        "reason": h.reason,
+    });
+    Ok((state, json))
 }
 
 fn simulate(

@@ -37,6 +37,7 @@ use crate::store::{Applied, DB_FILE, Store};
 use crate::wal::{RecordKind, RecordMeta, SyncPolicy, Wal, WalConfig};
 
 use super::decide_thread::{DeciderThread, StoreMsg};
+use super::fatal::Fatal;
 use super::feed::{WallClock, feed, store_effects};
 use super::log_thread::{AckQueue, LogClock, LogThread};
 use super::send::{SendSockets, Transport};
@@ -360,18 +361,26 @@ impl Daemon {
         let log_done = Arc::new(AtomicBool::new(false));
         let watermarks = wal.watermarks();
         let reader = wal.reader(decider.last_lsn() + 1).map_err(err("log"))?;
+        let fatal = Arc::new(Fatal::new(stop.clone(), counters.clone(), &config.data_dir));
+        fatal.write_health("running", None);
 
+        let guard = fatal.clone();
         let io_thread = thread::Builder::new()
             .name("cma-io".into())
-            .spawn(move || io.run())
+            .spawn(move || guard.guard("io", || io.run().map_err(err("io"))))
             .map_err(err("spawn"))?;
 
         let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreMsg>(1024);
         let store_counters = counters.clone();
         let store_release = release_lsn.clone();
+        let guard = fatal.clone();
         let store_thread = thread::Builder::new()
             .name("cma-store".into())
-            .spawn(move || store_loop(store, store_rx, &store_counters, &store_release))
+            .spawn(move || {
+                guard.guard("store", || {
+                    store_loop(store, store_rx, &store_counters, &store_release)
+                })
+            })
             .map_err(err("spawn"))?;
 
         let dctx = DeciderThread {
@@ -390,9 +399,10 @@ impl Daemon {
             cpu: usize::try_from(config.decider.cpu).ok(),
             spin: config.decider.spin,
         };
+        let guard = fatal.clone();
         let decider_thread = thread::Builder::new()
             .name("cma-decide".into())
-            .spawn(move || dctx.run())
+            .spawn(move || guard.guard("decider", || dctx.run()))
             .map_err(err("spawn"))?;
         let decider_unpark = decider_thread.thread().clone();
 
@@ -407,10 +417,11 @@ impl Daemon {
                 decider: decider_unpark.clone(),
                 log_done: log_done.clone(),
             };
+            let guard = fatal.clone();
             Some(
                 thread::Builder::new()
                     .name("cma-sync".into())
-                    .spawn(move || st.run())
+                    .spawn(move || guard.guard("sync", || st.run()))
                     .map_err(err("spawn"))?,
             )
         } else {
@@ -444,32 +455,37 @@ impl Daemon {
         };
         let io_stop = io_handle;
         let stop_watch = stop.clone();
-        let log_result = log.run(&mut consumer, &stop_watch, &io_stop);
+        let log_result = fatal.guard("log", || log.run(&mut consumer, &stop_watch, &io_stop));
         io_stop.stop();
         let io_result = io_thread.join();
         // The writer's final sync happened in `run`; the sync thread sends
         // the last ACKs and ends.
         log_done.store(true, Ordering::Release);
+        let joined = |r: thread::Result<Result<(), DaemonError>>, name: &str| {
+            r.unwrap_or_else(|_| Err(DaemonError(format!("{name} thread panicked"))))
+        };
         let sync_result = match sync_thread {
             Some(t) => {
                 t.thread().unpark();
-                t.join()
-                    .map_err(|_| DaemonError("sync thread panicked".into()))?
+                joined(t.join(), "sync")
             }
             None => Ok(()),
         };
         log.decider.unpark();
-        let decide_result = decider_thread.join();
-        let store_result = store_thread.join();
+        let decide_result = joined(decider_thread.join(), "decider");
+        let store_result = joined(store_thread.join(), "store");
+        let io_result = io_result
+            .unwrap_or_else(|_| Err(DaemonError("io thread panicked".into())))
+            .map(|_| ());
+        if let Some(why) = fatal.failure() {
+            return Err(DaemonError(why));
+        }
         log_result?;
         sync_result?;
-        match io_result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(DaemonError(format!("io thread: {e}"))),
-            Err(_) => return Err(DaemonError("io thread panicked".into())),
-        }
-        decide_result.map_err(|_| DaemonError("decider thread panicked".into()))??;
-        store_result.map_err(|_| DaemonError("store thread panicked".into()))??;
+        io_result?;
+        decide_result?;
+        store_result?;
+        fatal.write_health("stopped", None);
         log::info!("stopped cleanly");
         Ok(())
     }

@@ -377,6 +377,12 @@ impl LogThread {
     }
 
     pub(super) fn send_ack(&mut self, peer: SocketAddr, r: ReqId) {
+        if self.counters.failed.load(Ordering::Acquire) != 0 {
+            // A thread failed: nothing more is ACKed (the report might
+            // never be decided); the agent keeps it and resends.
+            self.counters.acks_withheld.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.out.clear();
         if encode(
             &Message::Ack,

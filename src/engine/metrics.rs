@@ -68,6 +68,10 @@ pub struct Metrics {
     pub send_errors: AtomicU64,
     /// LSN the store reflects.
     pub stored_lsn: AtomicU64,
+    /// 1 once a thread failed (the daemon stops; no more ACKs).
+    pub failed: AtomicU64,
+    /// ACKs not sent because a thread had failed.
+    pub acks_withheld: AtomicU64,
     /// The decider's figures.
     pub decider: Mutex<DeciderFigures>,
 }
@@ -94,6 +98,8 @@ impl Default for Metrics {
             retransmits: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             stored_lsn: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            acks_withheld: AtomicU64::new(0),
             decider: Mutex::new(DeciderFigures::default()),
         }
     }
@@ -132,6 +138,13 @@ impl Metrics {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
             name.to_string()
         }
+        let n = family(
+            &mut s,
+            "cma_healthy",
+            "gauge",
+            "1 while every daemon thread runs; 0 once one failed (the daemon stops, no more ACKs).",
+        );
+        let _ = writeln!(s, "{n} {}", 1 - get(&self.failed).min(1));
         let n = family(
             &mut s,
             "cma_datagrams_total",
@@ -211,6 +224,11 @@ impl Metrics {
                 "cma_acks_sent_total",
                 "ACKs sent (each after its FrameSet was durable).",
                 get(&self.acks_sent),
+            ),
+            (
+                "cma_acks_withheld_total",
+                "ACKs not sent because a daemon thread had failed.",
+                get(&self.acks_withheld),
             ),
             (
                 "cma_decided_total",

@@ -4,10 +4,12 @@
 //! (`sync_thread`), the decider thread (`decide_thread`, fed by `feed`,
 //! sending through `send`), the store thread (`store_thread`); `daemon`
 //! starts them (recovery first) and stops them; `metrics` serves the
-//! counters. The whole-system benchmarks live in `crate::bench`.
+//! counters; `fatal` makes any thread's failure stop the daemon loudly.
+//! The whole-system benchmarks live in `crate::bench`.
 
 pub mod daemon;
 mod decide_thread;
+pub mod fatal;
 mod feed;
 pub mod io;
 mod log_thread;

@@ -64,6 +64,14 @@ impl SyncThread {
 impl SyncThread {
     /// Sends the ACKs with `sendmmsg`, a batch per socket family.
     pub(super) fn send_acks(&self, ready: &mut Vec<(SocketAddr, ReqId)>, out: &mut Vec<u8>) {
+        if self.counters.failed.load(Ordering::Acquire) != 0 {
+            // A thread failed: nothing more is ACKed (see `fatal`).
+            self.counters
+                .acks_withheld
+                .fetch_add(ready.len() as u64, Ordering::Relaxed);
+            ready.clear();
+            return;
+        }
         for v4 in [true, false] {
             let Some(sock) = self.send.for_family(v4) else {
                 return;

@@ -352,6 +352,42 @@ fn with_spinning_threads_agents_join_and_the_daemon_stops_cleanly() {
     assert_eq!(s.nodes().unwrap().len(), 3);
 }
 
+/// A store that cannot write stops the daemon loudly: `run` returns the
+/// store thread's failure, the health file says so, and the metric drops.
+#[test]
+fn a_store_that_cannot_write_stops_the_daemon_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let metrics = d.metrics.unwrap();
+    let mut agents = join_all(d.addr, 2);
+    assert!(http_get(metrics, "/metrics").contains("cma_healthy 1"));
+    // Another writer holds the database's write lock.
+    let other = rusqlite::Connection::open(dir.path().join("cma.sqlite")).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // A newcomer's row must be written: the store fails.
+    let mut late = Agent::new(d.addr, "late");
+    late.startup();
+    let t0 = Instant::now();
+    while !d.thread.is_finished() {
+        assert!(t0.elapsed() < DEADLINE, "the daemon did not stop");
+        late.pump_now();
+        agents[0].pump_now();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let e = d
+        .thread
+        .join()
+        .unwrap()
+        .expect_err("run reports the failure");
+    assert!(e.0.contains("the store thread failed"), "{e}");
+    let h = cma::engine::fatal::read_health(dir.path())
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.state, "failed");
+    assert!(h.reason.unwrap().contains("store"));
+    drop(other);
+}
+
 /// Without a sync thread (`wal.sync = "always"`), the log thread sends the
 /// ACKs itself from the same queue: each report ACKed once durable, a
 /// duplicate re-ACKed, and the daemon stops cleanly.
