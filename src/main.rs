@@ -750,8 +750,8 @@ fn status(db: &DbArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let (counts, applied, cp) = match (s.status_counts(), s.applied_lsn(), s.checkpoint()) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c.map_or(0, |c| c.0)),
+    let (counts, applied, cp) = match (s.status_counts(), s.applied_lsn(), s.checkpoint_lsn()) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
     };
     let daemon = match daemon_health(&db.data_dir) {

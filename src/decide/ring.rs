@@ -41,6 +41,12 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// A ring from its parts (a checkpoint's rows): each member's
+    /// (predecessor, successor), and the first member.
+    pub fn from_parts(links: IdMap<(NodeId, NodeId)>, head: Option<NodeId>) -> Ring {
+        Ring { links, head }
+    }
+
     /// The members in ring order, from the first.
     pub fn members(&self) -> Vec<NodeId> {
         let mut out = Vec::with_capacity(self.links.len());

@@ -69,6 +69,20 @@ pub struct Topology {
     /// [`Topology::take_touched`] (empty between records).
     #[serde(skip)]
     touched: Vec<NodeId>,
+    /// Groups whose representatives or first member may have changed (or
+    /// that were created or removed) since the last
+    /// [`Topology::take_touched_groups`] (empty between records).
+    #[serde(skip)]
+    touched_groups: Vec<GroupKey>,
+}
+
+/// What a checkpoint row holds of a group besides its members' links.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupParts {
+    /// The ring's first member.
+    pub head: Option<NodeId>,
+    /// The members also in the top ring.
+    pub reps: Vec<NodeId>,
 }
 
 impl Topology {
@@ -80,6 +94,7 @@ impl Topology {
         }
         self.version += 1;
         self.touched.push(n);
+        self.touched_groups.push(group.clone());
         // A move: the node lives on, so besides closing the gap behind it,
         // it must stop heartbeating its old peers itself.
         let mut raw = self.detach(n, true);
@@ -139,6 +154,68 @@ impl Topology {
         t.sort_unstable();
         t.dedup();
         t
+    }
+
+    /// The groups whose parts may have changed since the last call (each
+    /// once, in key order).
+    pub fn take_touched_groups(&mut self) -> Vec<GroupKey> {
+        let mut t = std::mem::take(&mut self.touched_groups);
+        t.sort_unstable();
+        t.dedup();
+        t
+    }
+
+    /// A group's parts for a checkpoint row (`None`: no such group).
+    pub fn group_parts(&self, key: &GroupKey) -> Option<GroupParts> {
+        self.groups.get(key).map(|g| GroupParts {
+            head: g.ring.first(),
+            reps: g.reps.clone(),
+        })
+    }
+
+    /// The top ring's first member.
+    pub fn top_head(&self) -> Option<NodeId> {
+        self.top.first()
+    }
+
+    /// Rebuilds the rings from a checkpoint's rows: every placed node's
+    /// links, every group's parts, the top ring's first member and the
+    /// version.
+    pub fn from_parts(
+        version: u64,
+        top_head: Option<NodeId>,
+        groups: Vec<(GroupKey, GroupParts)>,
+        links: impl IntoIterator<Item = (NodeId, RingLinks)>,
+    ) -> Topology {
+        let mut rings: BTreeMap<GroupKey, IdMap<(NodeId, NodeId)>> = BTreeMap::new();
+        let mut top = IdMap::default();
+        let mut group_of = IdMap::default();
+        for (n, l) in links {
+            rings.entry(l.group.clone()).or_default().insert(n, l.links);
+            if let Some(t) = l.top {
+                top.insert(n, t);
+            }
+            group_of.insert(n, l.group);
+        }
+        let groups = groups
+            .into_iter()
+            .map(|(key, parts)| {
+                let links = rings.remove(&key).unwrap_or_default();
+                let g = Group {
+                    ring: Ring::from_parts(links, parts.head),
+                    reps: parts.reps,
+                };
+                (key, g)
+            })
+            .collect();
+        Topology {
+            groups,
+            top: Ring::from_parts(top, top_head),
+            group_of,
+            version,
+            touched: Vec::new(),
+            touched_groups: Vec::new(),
+        }
     }
 
     /// Where `n` sits: its group, its (predecessor, successor) there, and
@@ -266,6 +343,7 @@ impl Topology {
         let Some(key) = self.group_of.remove(&n) else {
             return Vec::new();
         };
+        self.touched_groups.push(key.clone());
         let alone = self.groups.len() <= 1;
         let mut raw = Vec::new();
         if let Some(g) = self.groups.get_mut(&key)
@@ -367,6 +445,7 @@ impl Topology {
     /// group neighbours (a group of four or more has such a member), and a
     /// pair that became neighbours through a leave between them is mended.
     fn rebalance(&mut self, key: &GroupKey) -> Vec<HbInstruction> {
+        self.touched_groups.push(key.clone());
         let mut out = Vec::new();
         let groups = self.groups.len();
         let Some(g) = self.groups.get_mut(key) else {

@@ -119,8 +119,18 @@ impl Daemon {
         std::fs::create_dir_all(data)
             .map_err(|e| DaemonError(format!("cannot create {}: {e}", data.display())))?;
         let mut store = Store::open(&data.join(DB_FILE)).map_err(err("store"))?;
-        let checkpoint = store.checkpoint().map_err(err("store"))?;
-        let cp_lsn = checkpoint.as_ref().map_or(0, |c| c.0);
+        // The checkpoint: incremental rows, or the whole state an older
+        // file kept (read once; its next checkpoint writes every row).
+        let rows = store.checkpoint_rows().map_err(err("store"))?;
+        let whole = match rows {
+            Some(_) => None,
+            None => store.checkpoint().map_err(err("store"))?,
+        };
+        let cp_lsn = match (&rows, &whole) {
+            (Some(r), _) => r.lsn,
+            (None, Some((lsn, _))) => *lsn,
+            (None, None) => 0,
+        };
         let wal_config = WalConfig {
             segment_size: config.wal.segment_mib << 20,
             sync: sync_policy(&config),
@@ -180,10 +190,17 @@ impl Daemon {
 
         // The decider: from the checkpoint, or from the log's CONFIG
         // record, or new (with a new session, logged in a CONFIG record).
-        let mut decider = match &checkpoint {
-            Some((_, state)) => Decider::import(state)
+        let mut decider = match (&rows, &whole) {
+            (Some(r), _) => Decider::from_rows(r)
                 .map_err(|e| DaemonError(format!("checkpoint does not load: {e}")))?,
-            None => match first_config(&wal)? {
+            (None, Some((_, state))) => {
+                let mut d = Decider::import(state)
+                    .map_err(|e| DaemonError(format!("checkpoint does not load: {e}")))?;
+                log::info!("a whole-state checkpoint: the next one writes it as rows");
+                d.mark_all_unsaved();
+                d
+            }
+            (None, None) => match first_config(&wal)? {
                 Some(c) => Decider::new(c),
                 None => {
                     let wall_s = std::time::SystemTime::now()

@@ -21,7 +21,7 @@ use crate::wal::WalReader;
 
 pub(super) enum StoreMsg {
     Apply(Applied),
-    Checkpoint(u64, Vec<u8>),
+    Checkpoint(crate::decide::decider::CheckpointDelta),
 }
 
 pub(super) struct DeciderThread {
@@ -130,12 +130,8 @@ impl DeciderThread {
                 && last > checkpointed
                 && (done || last_checkpoint.elapsed() >= self.checkpoint_every)
             {
-                let state = self.decider.export();
-                if self
-                    .store_tx
-                    .send(StoreMsg::Checkpoint(last, state))
-                    .is_err()
-                {
+                let delta = self.decider.take_checkpoint();
+                if self.store_tx.send(StoreMsg::Checkpoint(delta)).is_err() {
                     return Err(DaemonError("store thread is gone".into()));
                 }
                 checkpointed = last;

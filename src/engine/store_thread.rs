@@ -28,11 +28,13 @@ pub(super) fn store_loop(
         for m in msgs {
             match m {
                 StoreMsg::Apply(a) => batch.push(a),
-                StoreMsg::Checkpoint(lsn, state) => {
-                    let applied = store.apply(&batch).map_err(err("store"))?;
+                StoreMsg::Checkpoint(delta) => {
+                    let lsn = delta.lsn;
+                    let applied = store
+                        .apply_and_checkpoint(&batch, &delta)
+                        .map_err(err("store"))?;
                     batch.clear();
                     counters.stored_lsn.store(applied, Ordering::Release);
-                    store.write_checkpoint(lsn, &state).map_err(err("store"))?;
                     // Segments wholly below the checkpoint may go (rule 4).
                     release.store(lsn, Ordering::Release);
                 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::decide::decider::{Effect, NodeRow, Notice};
+use crate::decide::decider::{CheckpointDelta, CheckpointRows, Effect, NodeRow, Notice};
 use crate::decide::failure::Health;
 
 /// The database file's name inside the data directory.
@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS ring_links (
     top_prev INTEGER,
     top_next INTEGER
 );
+CREATE TABLE IF NOT EXISTS ck_nodes (id INTEGER PRIMARY KEY, row BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS ck_groups (key TEXT PRIMARY KEY, row BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS discovery (
     node INTEGER NOT NULL,
     lsn INTEGER NOT NULL,
@@ -110,6 +112,134 @@ CREATE TABLE IF NOT EXISTS discovery (
     PRIMARY KEY (node, lsn)
 );
 ";
+
+/// Applies the effects of `batch` above `applied` inside `tx`; returns
+/// the applied LSN.
+fn apply_in(
+    tx: &rusqlite::Transaction<'_>,
+    applied: u64,
+    batch: &[Applied],
+) -> Result<u64, StoreError> {
+    let mut last = applied;
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO nodes (id, hostname, addr, incarnation, grp, status, switch, updated_lsn, updated_ms, updated_wall_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(id) DO UPDATE SET hostname = ?2, addr = ?3, incarnation = ?4, grp = ?5,
+                 status = ?6, switch = ?7, updated_lsn = ?8, updated_ms = ?9, updated_wall_ms = ?10",
+        )?;
+        let mut event = tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (lsn, seq, time_ms, kind, node, detail, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut disc = tx.prepare_cached(
+            "INSERT OR REPLACE INTO discovery (node, lsn, json) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut state = tx.prepare_cached(
+            "INSERT OR REPLACE INTO node_state (id, state, drift, refused) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut stats = tx.prepare_cached(
+            "INSERT OR REPLACE INTO stats (node, lsn, time_ms, json) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut link = tx.prepare_cached(
+            "INSERT OR REPLACE INTO ring_links (node, grp, prev, next, top_prev, top_next)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut unlink = tx.prepare_cached("DELETE FROM ring_links WHERE node = ?1")?;
+        for a in batch {
+            if a.lsn <= applied {
+                continue;
+            }
+            last = last.max(a.lsn);
+            let mut seq = 0i64;
+            for e in &a.effects {
+                match e {
+                    Effect::Row(r) => {
+                        let switch = r.switch.as_ref().map(|(c, p)| match p {
+                            Some(p) => format!("{c} port {p}"),
+                            None => c.clone(),
+                        });
+                        upsert.execute(params![
+                            r.id,
+                            r.hostname,
+                            r.addr.to_string(),
+                            r.incarnation as i64,
+                            group_text(r),
+                            status_name(&r.health),
+                            switch,
+                            a.lsn as i64,
+                            a.time_ms as i64,
+                            a.wall_ms.map(|w| w as i64)
+                        ])?;
+                        let summary = r.state.as_ref().map(|x| {
+                            format!(
+                                "sending {} expecting {} late {} dead {} at {} ms",
+                                x.sending, x.expecting, x.late, x.dead, x.time_ms
+                            )
+                        });
+                        let refused = match (&r.degraded, r.conflict, &r.refused) {
+                            (Some(d), _, _) => Some(format!("degraded: {d}")),
+                            (None, Some(a), _) => Some(format!(
+                                "conflict: another live host with this name at {a}, refused"
+                            )),
+                            (None, None, Some((c, why))) => Some(format!("code {c}: {why}")),
+                            _ => None,
+                        };
+                        state.execute(params![r.id, summary, r.drift as i64, refused])?;
+                    }
+                    Effect::Ring { node, links } => match links {
+                        Some(l) => {
+                            link.execute(params![
+                                node,
+                                group_key_text(&l.group),
+                                l.links.0,
+                                l.links.1,
+                                l.top.map(|t| t.0),
+                                l.top.map(|t| t.1)
+                            ])?;
+                        }
+                        None => {
+                            unlink.execute([node])?;
+                        }
+                    },
+                    Effect::Stats { node, json } => {
+                        stats.execute(params![node, a.lsn as i64, a.time_ms as i64, json])?;
+                    }
+                    Effect::Notice(n) => {
+                        let (kind, node) = notice_kind(n);
+                        let detail = serde_json::to_string(n).unwrap_or_default();
+                        event.execute(params![
+                            a.lsn as i64,
+                            seq,
+                            a.time_ms as i64,
+                            kind,
+                            node,
+                            detail,
+                            a.wall_ms.map(|w| w as i64)
+                        ])?;
+                        seq += 1;
+                    }
+                    Effect::Discovery { node, json } => {
+                        disc.execute(params![node, a.lsn as i64, json])?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('applied_lsn', ?1)",
+        [last as i64],
+    )?;
+    if let Some(a) = batch.iter().rev().find(|a| a.lsn > applied)
+        && let Some(w) = a.wall_ms
+    {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('wall_offset_ms', ?1)",
+            [w as i64 - a.time_ms as i64],
+        )?;
+    }
+    Ok(last)
+}
 
 /// A node as `cma nodes` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -273,7 +403,46 @@ impl Store {
         self.meta_u64("applied_lsn")
     }
 
-    /// The checkpoint: (LSN, decider state), if one was written.
+    /// The LSN of the last checkpoint (0: none).
+    pub fn checkpoint_lsn(&self) -> Result<u64, StoreError> {
+        self.meta_u64("checkpoint_lsn")
+    }
+
+    /// The incremental checkpoint's rows, if one was written.
+    pub fn checkpoint_rows(&self) -> Result<Option<CheckpointRows>, StoreError> {
+        let globals: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'ck_globals'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(globals) = globals else {
+            return Ok(None);
+        };
+        let mut st = self
+            .conn
+            .prepare("SELECT id, row FROM ck_nodes ORDER BY id")?;
+        let nodes = st
+            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut st = self
+            .conn
+            .prepare("SELECT key, row FROM ck_groups ORDER BY key")?;
+        let groups = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(CheckpointRows {
+            lsn: self.checkpoint_lsn()?,
+            globals,
+            nodes,
+            groups,
+        }))
+    }
+
+    /// The whole-state checkpoint of files from before incremental rows:
+    /// (LSN, decider state), if one is there (read once, to upgrade).
     pub fn checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let lsn = self.meta_u64("checkpoint_lsn")?;
         let state: Option<Vec<u8>> = self
@@ -333,124 +502,48 @@ impl Store {
     pub fn apply(&mut self, batch: &[Applied]) -> Result<u64, StoreError> {
         let applied = self.applied_lsn()?;
         let tx = self.conn.transaction()?;
-        let mut last = applied;
+        let last = apply_in(&tx, applied, batch)?;
+        tx.commit()?;
+        Ok(last)
+    }
+
+    /// Applies `batch` and writes the checkpoint `delta` (whose LSN the
+    /// batch must reach) in one transaction: the rows that changed, the
+    /// globals, the LSN. Returns the applied LSN.
+    pub fn apply_and_checkpoint(
+        &mut self,
+        batch: &[Applied],
+        delta: &CheckpointDelta,
+    ) -> Result<u64, StoreError> {
+        let applied = self.applied_lsn()?;
+        let tx = self.conn.transaction()?;
+        let last = apply_in(&tx, applied, batch)?;
         {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO nodes (id, hostname, addr, incarnation, grp, status, switch, updated_lsn, updated_ms, updated_wall_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT(id) DO UPDATE SET hostname = ?2, addr = ?3, incarnation = ?4, grp = ?5,
-                     status = ?6, switch = ?7, updated_lsn = ?8, updated_ms = ?9, updated_wall_ms = ?10",
-            )?;
-            let mut event = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (lsn, seq, time_ms, kind, node, detail, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut disc = tx.prepare_cached(
-                "INSERT OR REPLACE INTO discovery (node, lsn, json) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut state = tx.prepare_cached(
-                "INSERT OR REPLACE INTO node_state (id, state, drift, refused) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut stats = tx.prepare_cached(
-                "INSERT OR REPLACE INTO stats (node, lsn, time_ms, json) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut link = tx.prepare_cached(
-                "INSERT OR REPLACE INTO ring_links (node, grp, prev, next, top_prev, top_next)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut unlink = tx.prepare_cached("DELETE FROM ring_links WHERE node = ?1")?;
-            for a in batch {
-                if a.lsn <= applied {
-                    continue;
-                }
-                last = last.max(a.lsn);
-                let mut seq = 0i64;
-                for e in &a.effects {
-                    match e {
-                        Effect::Row(r) => {
-                            let switch = r.switch.as_ref().map(|(c, p)| match p {
-                                Some(p) => format!("{c} port {p}"),
-                                None => c.clone(),
-                            });
-                            upsert.execute(params![
-                                r.id,
-                                r.hostname,
-                                r.addr.to_string(),
-                                r.incarnation as i64,
-                                group_text(r),
-                                status_name(&r.health),
-                                switch,
-                                a.lsn as i64,
-                                a.time_ms as i64,
-                                a.wall_ms.map(|w| w as i64)
-                            ])?;
-                            let summary = r.state.as_ref().map(|x| {
-                                format!(
-                                    "sending {} expecting {} late {} dead {} at {} ms",
-                                    x.sending, x.expecting, x.late, x.dead, x.time_ms
-                                )
-                            });
-                            let refused = match (&r.degraded, r.conflict, &r.refused) {
-                                (Some(d), _, _) => Some(format!("degraded: {d}")),
-                                (None, Some(a), _) => Some(format!(
-                                    "conflict: another live host with this name at {a}, refused"
-                                )),
-                                (None, None, Some((c, why))) => Some(format!("code {c}: {why}")),
-                                _ => None,
-                            };
-                            state.execute(params![r.id, summary, r.drift as i64, refused])?;
-                        }
-                        Effect::Ring { node, links } => match links {
-                            Some(l) => {
-                                link.execute(params![
-                                    node,
-                                    group_key_text(&l.group),
-                                    l.links.0,
-                                    l.links.1,
-                                    l.top.map(|t| t.0),
-                                    l.top.map(|t| t.1)
-                                ])?;
-                            }
-                            None => {
-                                unlink.execute([node])?;
-                            }
-                        },
-                        Effect::Stats { node, json } => {
-                            stats.execute(params![node, a.lsn as i64, a.time_ms as i64, json])?;
-                        }
-                        Effect::Notice(n) => {
-                            let (kind, node) = notice_kind(n);
-                            let detail = serde_json::to_string(n).unwrap_or_default();
-                            event.execute(params![
-                                a.lsn as i64,
-                                seq,
-                                a.time_ms as i64,
-                                kind,
-                                node,
-                                detail,
-                                a.wall_ms.map(|w| w as i64)
-                            ])?;
-                            seq += 1;
-                        }
-                        Effect::Discovery { node, json } => {
-                            disc.execute(params![node, a.lsn as i64, json])?;
-                        }
-                        _ => {}
-                    }
-                }
+            let mut node =
+                tx.prepare_cached("INSERT OR REPLACE INTO ck_nodes (id, row) VALUES (?1, ?2)")?;
+            for (id, row) in &delta.nodes {
+                node.execute(params![id, row])?;
+            }
+            let mut group =
+                tx.prepare_cached("INSERT OR REPLACE INTO ck_groups (key, row) VALUES (?1, ?2)")?;
+            let mut gone = tx.prepare_cached("DELETE FROM ck_groups WHERE key = ?1")?;
+            for (key, row) in &delta.groups {
+                match row {
+                    Some(r) => group.execute(params![key, r])?,
+                    None => gone.execute([key])?,
+                };
             }
         }
         tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('applied_lsn', ?1)",
-            [last as i64],
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('ck_globals', ?1)",
+            [&delta.globals],
         )?;
-        if let Some(a) = batch.iter().rev().find(|a| a.lsn > applied)
-            && let Some(w) = a.wall_ms
-        {
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('wall_offset_ms', ?1)",
-                [w as i64 - a.time_ms as i64],
-            )?;
-        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('checkpoint_lsn', ?1)",
+            [delta.lsn as i64],
+        )?;
+        // A whole-state checkpoint of an older file is superseded.
+        tx.execute("DELETE FROM meta WHERE key = 'checkpoint'", [])?;
         tx.commit()?;
         Ok(last)
     }

@@ -621,6 +621,51 @@ fn a_record_of_a_newer_format_stops_the_start_with_a_clear_error() {
     assert!(e.0.contains("newer cma"), "{e}");
 }
 
+/// A file from before incremental checkpoints (the whole decider state in
+/// one blob) is read, and its next checkpoint is written as rows.
+#[test]
+fn a_whole_state_checkpoint_is_upgraded_to_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 3);
+    d.finish();
+    let db = dir.path().join("cma.sqlite");
+    {
+        let mut s = Store::open(&db).unwrap();
+        let rows = s.checkpoint_rows().unwrap().expect("rows");
+        let state = cma::decide::decider::Decider::from_rows(&rows)
+            .unwrap()
+            .export();
+        s.write_checkpoint(rows.lsn, &state).unwrap();
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "DELETE FROM ck_nodes; DELETE FROM ck_groups; DELETE FROM meta WHERE key = 'ck_globals';",
+        )
+        .unwrap();
+        assert!(s.checkpoint_rows().unwrap().is_none());
+    }
+    let d = start(dir.path());
+    for a in agents.iter_mut() {
+        a.cma = d.addr;
+    }
+    // Known from the old checkpoint: a repeated STARTUP is only re-ACKed.
+    agents[0].startup();
+    until(&mut agents, "ACKSTARTUP after restart", |a| {
+        a[0].got
+            .iter()
+            .filter(|g| g.fstype == FrameSetType::AckStartup.to_wire())
+            .count()
+            == 2
+    });
+    d.finish();
+    let s = Store::open_read_only(&db).unwrap();
+    let rows = s.checkpoint_rows().unwrap().expect("rows written");
+    assert_eq!(rows.nodes.len(), 3);
+    assert!(s.checkpoint().unwrap().is_none(), "the old blob is gone");
+    let back = cma::decide::decider::Decider::from_rows(&rows).unwrap();
+    assert_eq!(back.nodes().len(), 3);
+}
+
 /// A `cma run` child process on loopback.
 struct Child {
     child: std::process::Child,
@@ -796,8 +841,8 @@ fn sigkill_under_load_loses_nothing_acked_and_repeats_nothing() {
             "seed {seed}"
         );
         // The agents heartbeat what the stored rings say.
-        let (_, state) = s.checkpoint().unwrap().expect("a checkpoint");
-        let dcd = cma::decide::decider::Decider::import(&state).unwrap();
+        let rows = s.checkpoint_rows().unwrap().expect("a checkpoint");
+        let dcd = cma::decide::decider::Decider::from_rows(&rows).unwrap();
         for a in &agents {
             let id = dcd.node_at(a.addr()).expect("known");
             // With multiplicity: a representative whose group neighbour is

@@ -10,7 +10,7 @@ impl Decider {
     /// difference is repaired.
     pub(super) fn on_hbstate(&mut self, id: NodeId, h: &HbState<'_>, out: &mut Vec<Effect>) {
         let now = self.now_ms;
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         if h.wallclock_us != n.incarnation || !n.in_service() {
             self.counters.audits_deferred += 1;
             return;
@@ -93,12 +93,12 @@ impl Decider {
         }
         let repairs = (both_start.len() + both_stop.len() + half.len()) as u32;
         if repairs == 0 {
-            self.nodes[id as usize].naks = 0;
+            self.nodes.get_mut(id as usize).naks = 0;
             out.push(Effect::Row(Box::new(self.row(id))));
             return;
         }
         self.counters.drift += 1;
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         n.drift += 1;
         if !both_stop.is_empty() {
             n.out.push_hb(false, &both_stop);
@@ -126,7 +126,7 @@ impl Decider {
         self.counters.naks += 1;
         let now = self.now_ms;
         let retransmit = self.cfg.retransmit_ms.max(1);
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         n.refused = Some((code, reason.to_string()));
         n.naks += 1;
         out.push(Effect::Notice(Notice::Refused {
@@ -162,7 +162,7 @@ impl Decider {
     /// asked for it; audits repair what drifted while we were away.
     pub(super) fn on_resume(&mut self) {
         for i in 0..self.nodes.len() {
-            let n = &mut self.nodes[i];
+            let n = self.nodes.get_mut(i);
             if n.speaks_hbstate && n.in_service() && !n.out.holds(&Instruction::StateRequest) {
                 n.out.push(Instruction::StateRequest);
                 self.mark_dirty(i as NodeId);

@@ -18,7 +18,7 @@ impl Decider {
         let now = self.now_ms;
         let late = self.across_cut(reporter, d);
         let before = self.nodes[d as usize].health;
-        let h = &mut self.nodes[d as usize].health;
+        let h = &mut self.nodes.get_mut(d as usize).health;
         let e = if late {
             self.counters.reports_across_cut += 1;
             h.on_late_report(reporter, now, &self.fcfg)
@@ -75,7 +75,11 @@ impl Decider {
         });
         if !can_report {
             let before = self.nodes[d as usize].health;
-            let e = self.nodes[d as usize].health.on_lone_report(&self.fcfg);
+            let e = self
+                .nodes
+                .get_mut(d as usize)
+                .health
+                .on_lone_report(&self.fcfg);
             self.apply(d, before, e, out);
         }
     }
@@ -88,13 +92,14 @@ impl Decider {
         let before = self.nodes[m as usize].health;
         match before {
             Health::Dead(_) => {
-                let e = self.nodes[m as usize].health.on_martian();
+                let e = self.nodes.get_mut(m as usize).health.on_martian();
                 self.apply(m, before, e, out);
             }
             Health::Left => {
                 // It left cleanly yet heartbeats `reporter`: tell it to stop.
                 let to = self.nodes[reporter as usize].addr;
-                self.nodes[m as usize]
+                self.nodes
+                    .get_mut(m as usize)
                     .out
                     .push(Instruction::StopSending(vec![to]));
                 self.mark_dirty(m);
@@ -157,7 +162,7 @@ impl Decider {
         } else {
             Instruction::StopSending(vec![a_addr])
         };
-        let n = &mut self.nodes[told as usize];
+        let n = self.nodes.get_mut(told as usize);
         n.drift += 1;
         n.out.push(instruction);
         self.mark_dirty(told);
@@ -189,7 +194,11 @@ impl Decider {
                 continue;
             }
             let before = self.nodes[m as usize].health;
-            let e = self.nodes[m as usize].health.on_group_cut(reporter, now);
+            let e = self
+                .nodes
+                .get_mut(m as usize)
+                .health
+                .on_group_cut(reporter, now);
             if e.is_ok() {
                 nodes.push(m);
                 if matches!(
@@ -213,7 +222,7 @@ impl Decider {
     /// `probe`); its group is reachable.
     pub(super) fn heard(&mut self, id: NodeId, probe: bool, out: &mut Vec<Effect>) {
         let now = self.now_ms;
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         n.last_heard_ms = now;
         if let Some(c) = n.contest.take() {
             // The node where it is answers: the newcomer is another host
@@ -243,14 +252,16 @@ impl Decider {
             for c in cut {
                 if c != id {
                     let before = self.nodes[c as usize].health;
-                    let e = self.nodes[c as usize]
+                    let e = self
+                        .nodes
+                        .get_mut(c as usize)
                         .health
                         .on_group_heard(now, &self.fcfg);
                     self.apply(c, before, e, out);
                 }
             }
         }
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         let before = n.health;
         if matches!(
             before,
@@ -324,9 +335,15 @@ impl Decider {
                             if let DeathCause::TwoMonitors { second, .. } = cause {
                                 self.agreed.insert(d, second);
                             }
-                            self.nodes[d as usize].health.on_defer(since, &self.fcfg)
+                            self.nodes
+                                .get_mut(d as usize)
+                                .health
+                                .on_defer(since, &self.fcfg)
                         } else {
-                            self.nodes[d as usize].health.on_cut_off(self.now_ms)
+                            self.nodes
+                                .get_mut(d as usize)
+                                .health
+                                .on_cut_off(self.now_ms)
                         };
                         self.apply(d, before, e, out);
                     } else {
@@ -343,7 +360,7 @@ impl Decider {
                             }
                             (c, _) => c,
                         };
-                        self.nodes[d as usize].health = Health::Dead(cause);
+                        self.nodes.get_mut(d as usize).health = Health::Dead(cause);
                         let peers = self.topo.peers_of(d);
                         self.remove(d, true);
                         out.push(Effect::Forget {
@@ -367,14 +384,17 @@ impl Decider {
                 Fsm::Resurrected => {
                     // It still heartbeats the peers it had: stop those
                     // first, then place it again (rule 1: STOP then SEND).
-                    let stale = std::mem::take(&mut self.nodes[d as usize].stale_peers);
+                    let stale = std::mem::take(&mut self.nodes.get_mut(d as usize).stale_peers);
                     if !stale.is_empty() {
                         // Whole, not netted against the starts that follow:
                         // what it does now is unknown (rule 1).
-                        self.nodes[d as usize].out.push(Instruction::Heartbeat {
-                            start: false,
-                            peers: stale,
-                        });
+                        self.nodes
+                            .get_mut(d as usize)
+                            .out
+                            .push(Instruction::Heartbeat {
+                                start: false,
+                                peers: stale,
+                            });
                         self.mark_dirty(d);
                     }
                     self.place(d);
@@ -403,7 +423,7 @@ impl Decider {
                 }
             }
         }
-        let n = &mut self.nodes[d as usize];
+        let n = self.nodes.get_mut(d as usize);
         if !matches!(n.health, Health::Suspect { .. } | Health::Disputed { .. }) {
             n.probe_from = None;
             if !self.agreed.is_empty() {
@@ -431,7 +451,7 @@ impl Decider {
         };
         let i = self.topo.leave(d);
         self.apply_hb(&i);
-        let n = &mut self.nodes[d as usize];
+        let n = self.nodes.get_mut(d as usize);
         let mut peers = peers;
         if remember_peers {
             // What it was told and never ACKed may or may not have been
@@ -449,7 +469,7 @@ impl Decider {
     }
 
     pub(super) fn probe(&mut self, id: NodeId) {
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         if !n.in_service() {
             return;
         }

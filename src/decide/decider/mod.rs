@@ -556,7 +556,7 @@ impl Node {
 pub struct Decider {
     cfg: DeciderConfig,
     fcfg: FailureConfig,
-    nodes: Vec<Node>,
+    nodes: Nodes,
     /// Indexes over `nodes` (rebuilt on import).
     #[serde(skip)]
     by_addr: Index<SocketAddr>,
@@ -591,6 +591,9 @@ pub struct Decider {
     /// they were touched (each node's `dirty` flag says whether it is here).
     #[serde(skip)]
     dirty: Vec<NodeId>,
+    /// Groups changed since the last incremental checkpoint.
+    #[serde(skip)]
+    unsaved_groups: checkpoint::UnsavedGroups,
 }
 
 impl Decider {
@@ -600,7 +603,7 @@ impl Decider {
         Decider {
             fcfg: cfg.failure(),
             cfg,
-            nodes: Vec::new(),
+            nodes: Nodes::default(),
             by_addr: Index::with_hasher(key),
             by_host: Index::with_hasher(key),
             topo: Topology::default(),
@@ -614,6 +617,7 @@ impl Decider {
             last_lsn: 0,
             counters: Counters::default(),
             dirty: Vec::new(),
+            unsaved_groups: checkpoint::UnsavedGroups::default(),
         }
     }
 
@@ -679,7 +683,7 @@ impl Decider {
             Event::Malformed { from, reqid } => {
                 self.counters.malformed += 1;
                 if let Some(&id) = self.by_addr.get(&normalize(from)) {
-                    self.nodes[id as usize].inbound = Some((reqid.session, reqid.request));
+                    self.nodes.get_mut(id as usize).inbound = Some((reqid.session, reqid.request));
                     self.heard(id, false, out);
                 }
             }
@@ -763,7 +767,7 @@ impl Decider {
         let mut probe_answered = false;
         if let Some(r) = reqid {
             if matches!(message, Message::Ack) {
-                let n = &mut self.nodes[id as usize];
+                let n = self.nodes.get_mut(id as usize);
                 if r.session == n.out.session(self.cfg.session) && n.out.on_ack(r.request) {
                     probe_answered = n.probe_from.is_some_and(|p| r.request >= p);
                     self.mark_dirty(id);
@@ -771,7 +775,7 @@ impl Decider {
                     self.counters.stray_ack += 1;
                 }
             } else {
-                self.nodes[id as usize].inbound = Some((r.session, r.request));
+                self.nodes.get_mut(id as usize).inbound = Some((r.session, r.request));
             }
         }
         self.heard(id, probe_answered, out);
@@ -779,7 +783,7 @@ impl Decider {
             Message::HbDead { peer } => self.on_hbdead(id, peer, out),
             Message::HbShutdown { .. } => {
                 let h = self.nodes[id as usize].health;
-                let e = self.nodes[id as usize].health.on_shutdown();
+                let e = self.nodes.get_mut(id as usize).health.on_shutdown();
                 self.apply(id, h, e, out);
             }
             Message::HbLate { peer, .. } => match self.by_addr.get(&normalize(peer)) {
@@ -792,7 +796,7 @@ impl Decider {
             Message::HbBackAlive { peer, .. } => match self.by_addr.get(&normalize(peer)) {
                 Some(&d) => {
                     let h = self.nodes[d as usize].health;
-                    let e = self.nodes[d as usize].health.on_alive(false);
+                    let e = self.nodes.get_mut(d as usize).health.on_alive(false);
                     self.apply(d, h, e, out);
                 }
                 None => self.counters.unknown_peer += 1,
@@ -821,7 +825,7 @@ impl Decider {
                 // Its receiving position starts afresh (rule 2); ours
                 // answers with a sequenced CONNSHUT after what is in
                 // flight.
-                let n = &mut self.nodes[id as usize];
+                let n = self.nodes.get_mut(id as usize);
                 n.inbound = None;
                 n.out.close();
                 self.mark_dirty(id);
@@ -837,7 +841,7 @@ impl Decider {
                 break;
             }
             self.deadlines.pop_first();
-            let n = &mut self.nodes[id as usize];
+            let n = self.nodes.get_mut(id as usize);
             if n.nak_retry_at == Some(t) {
                 n.nak_retry_at = None;
                 if n.in_service() && !n.out.holds(&Instruction::StateRequest) {
@@ -845,7 +849,7 @@ impl Decider {
                     self.mark_dirty(id);
                 }
             }
-            let n = &mut self.nodes[id as usize];
+            let n = self.nodes.get_mut(id as usize);
             if n.health.deadline_ms(&self.fcfg) != Some(t) {
                 continue;
             }
@@ -862,13 +866,16 @@ impl Decider {
                 .iter()
                 .map(|p| self.nodes[*p as usize].addr)
                 .collect();
-            self.nodes[i.to as usize].out.push_hb(i.start, &peers);
+            self.nodes
+                .get_mut(i.to as usize)
+                .out
+                .push_hb(i.start, &peers);
             self.mark_dirty(i.to);
         }
     }
 
     fn mark_dirty(&mut self, id: NodeId) {
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         if !n.dirty {
             n.dirty = true;
             self.dirty.push(id);
@@ -876,7 +883,11 @@ impl Decider {
     }
 
     fn flush(&mut self, out: &mut Vec<Effect>) {
+        for key in self.topo.take_touched_groups() {
+            self.unsaved_groups.0.insert(key);
+        }
         for node in self.topo.take_touched() {
+            self.nodes.mark(node as usize);
             out.push(Effect::Ring {
                 node,
                 links: self.topo.links_of(node).map(Box::new),
@@ -884,8 +895,8 @@ impl Decider {
         }
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
-            self.nodes[id as usize].dirty = false;
-            for (r, i) in self.nodes[id as usize].out.promote() {
+            self.nodes.get_mut(id as usize).dirty = false;
+            for (r, i) in self.nodes.get_mut(id as usize).out.promote() {
                 out.push(self.send_effect(id, r, i));
             }
         }
@@ -927,8 +938,11 @@ impl Decider {
 mod audit;
 mod checkpoint;
 mod health;
+mod nodes;
 mod registry;
 #[cfg(test)]
 mod tests;
 
+pub use checkpoint::{CheckpointDelta, CheckpointRows, group_row_key};
+use nodes::Nodes;
 pub use registry::{subnet_of, switch_nics_of};

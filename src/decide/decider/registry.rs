@@ -13,7 +13,7 @@ impl Decider {
         if v.get("discovertype").and_then(|t| t.as_str()) != Some("netconfig") {
             return;
         }
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         if !n.in_service() {
             return;
         }
@@ -59,7 +59,10 @@ impl Decider {
             if n.incarnation == s.wallclock_us && n.addr == addr {
                 self.counters.duplicate_startup += 1;
                 if !n.out.holds(&Instruction::AckStartup) {
-                    self.nodes[id as usize].out.push(Instruction::AckStartup);
+                    self.nodes
+                        .get_mut(id as usize)
+                        .out
+                        .push(Instruction::AckStartup);
                     self.mark_dirty(id);
                 }
                 return;
@@ -81,7 +84,7 @@ impl Decider {
             out.push(Effect::Forget { to: old_addr });
             self.by_addr.remove(&old_addr);
             self.claim_addr(addr, id, out);
-            let n = &mut self.nodes[id as usize];
+            let n = self.nodes.get_mut(id as usize);
             // Heartbeat starts in flight to the old process may have
             // reached the new one at the same address (it accepts any first
             // request id): stop them once more. A STOP for a peer it does
@@ -156,12 +159,12 @@ impl Decider {
         {
             // The old node departs; it keeps its name, not the address.
             let h = self.nodes[old as usize].health;
-            let e = self.nodes[old as usize].health.on_shutdown();
+            let e = self.nodes.get_mut(old as usize).health.on_shutdown();
             self.apply(old, h, e, out);
             // Park it on an address no agent uses (`::N`, port 0), unique
             // per id.
             let parked = SocketAddr::new(IpAddr::from((u128::from(old) + 1).to_be_bytes()), 0);
-            self.nodes[old as usize].addr = parked;
+            self.nodes.get_mut(old as usize).addr = parked;
             self.by_addr.insert(parked, old);
         }
     }
@@ -176,7 +179,7 @@ impl Decider {
     pub(super) fn contested(&mut self, id: NodeId, addr: SocketAddr) -> bool {
         let now = self.now_ms;
         let window = self.fcfg.window_ms;
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         if n.conflict == Some(addr) {
             self.counters.name_conflicts += 1;
             return false;
@@ -202,7 +205,7 @@ impl Decider {
         undo: Vec<SocketAddr>,
         out: &mut Vec<Effect>,
     ) {
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         let json = if n.speaks_hbstate {
             self.cfg.config_json_extended()
         } else {
@@ -243,7 +246,7 @@ impl Decider {
         sw: (String, Option<String>),
         out: &mut Vec<Effect>,
     ) {
-        let n = &mut self.nodes[id as usize];
+        let n = self.nodes.get_mut(id as usize);
         if n.switch.as_ref() == Some(&sw) {
             return;
         }
