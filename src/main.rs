@@ -264,6 +264,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
         jsdiscovery_pct: u32,
     },
+    /// What a checkpoint costs the decider thread: the whole state against
+    /// the rows changed in an interval, for a simulated registry.
+    Checkpoint {
+        /// Registry size.
+        #[arg(long, default_value_t = 100_000)]
+        nodes: usize,
+        /// Reports in the interval between two checkpoints.
+        #[arg(long, default_value_t = 50)]
+        reports: usize,
+        /// Write the result as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// A sendmmsg generator against (a) a bare recvmmsg discard loop and
     /// (b) the io loop + ring buffer + classify, in one run.
     Recv {
@@ -919,6 +932,26 @@ fn bench(command: BenchCommand) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        BenchCommand::Checkpoint {
+            nodes,
+            reports,
+            json,
+        } => {
+            use cma::bench::checkpoint as bc;
+            if nodes == 0 || nodes > 16_000_000 {
+                eprintln!("cma bench checkpoint: need 0 < nodes <= 16000000");
+                return ExitCode::from(2);
+            }
+            let r = bc::run(&bc::CheckpointBenchConfig { nodes, reports });
+            print!("{}", bc::render(&r));
+            if let Some(p) = &json
+                && let Err(e) = std::fs::write(p, bc::to_json(&r).to_string())
+            {
+                eprintln!("cma bench checkpoint: {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
         }
         BenchCommand::Recv {
             seconds,

@@ -2,5 +2,6 @@
 //! pieces against a bare reference on the same machine in one run
 //! (shared/BENCH.md). Micro-benchmarks are in `benches/` (criterion).
 
+pub mod checkpoint;
 pub mod pipeline;
 pub mod recv;
