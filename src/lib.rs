@@ -24,5 +24,6 @@ pub mod ring_buffer;
 pub mod sim;
 pub mod store;
 pub mod text;
+pub mod views;
 pub mod wal;
 pub mod wal_tools;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use cma::text::clean;
+use cma::views;
 
 use cma::decode::{DecodeInput, run_decode};
 use cma::wal_tools::Verdict;
@@ -599,37 +600,10 @@ fn nodes(db: &DbArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let list = match s.nodes() {
-        Ok(l) => l,
+    match s.nodes() {
+        Ok(list) if db.json => print!("{}", views::nodes_json(&list)),
+        Ok(list) => print!("{}", views::nodes_table(&list)),
         Err(e) => return fail(e),
-    };
-    if db.json {
-        for n in &list {
-            println!("{}", serde_json::to_string(n).unwrap_or_default());
-        }
-    } else {
-        println!(
-            "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:<24} {:>5}  last state / refusal",
-            "id", "host", "address", "status", "since (UTC)", "group", "switch", "drift"
-        );
-        for n in &list {
-            let mut note = n.state.clone().unwrap_or_else(|| "-".into());
-            if let Some(r) = &n.refused {
-                note += &format!("; refused {r}");
-            }
-            println!(
-                "{:>6}  {:<24} {:<24} {:<12} {:<24} {:<24} {:<24} {:>5}  {}",
-                n.id,
-                clean(&n.hostname),
-                n.addr,
-                n.status,
-                n.updated_utc.as_deref().unwrap_or("-"),
-                clean(n.group.as_deref().unwrap_or("-")),
-                clean(n.switch.as_deref().unwrap_or("-")),
-                n.drift,
-                clean(&note),
-            );
-        }
     }
     ExitCode::SUCCESS
 }
@@ -640,30 +614,19 @@ fn stats(db: &DbArgs, node: &str) -> ExitCode {
         Err(c) => return c,
     };
     match s.stats(node) {
-        Ok(Some((time_ms, json))) => {
-            if db.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"node": node, "time_ms": time_ms, "stats": serde_json::from_str::<serde_json::Value>(&json).unwrap_or(serde_json::Value::String(json))})
-                );
-            } else {
-                println!("{} at log time {time_ms} ms:", clean(node));
-                match serde_json::from_str::<serde_json::Value>(&json) {
-                    Ok(serde_json::Value::Object(m)) => {
-                        for (k, v) in m {
-                            println!("  {:<20} {v}", clean(&k));
-                        }
-                    }
-                    _ => println!("  {}", clean(&json)),
-                }
-            }
-            ExitCode::SUCCESS
+        Ok(Some((time_ms, json))) if db.json => {
+            print!("{}", views::stats_json(node, time_ms, &json))
         }
-        Ok(None) => fail(format!(
-            "no statistics from {node} (unknown host, or an agent that does not send STATS)"
-        )),
-        Err(e) => fail(e),
+        Ok(Some((time_ms, json))) => print!("{}", views::stats_text(node, time_ms, &json)),
+        Ok(None) => {
+            return fail(format!(
+                "no statistics from {} (unknown host, or an agent that does not send STATS)",
+                clean(node)
+            ));
+        }
+        Err(e) => return fail(e),
     }
+    ExitCode::SUCCESS
 }
 
 fn rings(db: &DbArgs) -> ExitCode {
@@ -671,56 +634,13 @@ fn rings(db: &DbArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let v = match s.rings() {
-        Ok(Some(v)) => v,
+    match s.rings() {
+        Ok(Some(v)) if db.json => print!("{}", views::rings_json(&v)),
+        Ok(Some(v)) => print!("{}", views::rings_table(&v)),
         Ok(None) => return fail("no rings yet: no node has joined"),
         Err(e) => return fail(e),
-    };
-    if db.json {
-        for r in &v.rings {
-            let members: Vec<_> = r
-                .members
-                .iter()
-                .map(|(h, a)| serde_json::json!({"host": h, "addr": a}))
-                .collect();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "group": r.group,
-                    "nodes": r.members.len(),
-                    "members": members,
-                    "as_of_lsn": v.as_of_lsn,
-                })
-            );
-        }
-        return ExitCode::SUCCESS;
     }
-    print!("{}", render_rings(&v));
     ExitCode::SUCCESS
-}
-
-/// `cma rings` as a table: a header, one line per ring (group rings in key
-/// order, then the top ring), members in ring order (the first eight).
-fn render_rings(v: &cma::store::RingsView) -> String {
-    const SHOWN: usize = 8;
-    let mut out = format!(
-        "{:>6}  {:<32} members in ring order (as of LSN {})\n",
-        "nodes", "ring", v.as_of_lsn
-    );
-    for r in &v.rings {
-        let mut names: Vec<std::borrow::Cow<'_, str>> =
-            r.members.iter().take(SHOWN).map(|m| clean(&m.0)).collect();
-        if r.members.len() > SHOWN {
-            names.push("...".into());
-        }
-        out += &format!(
-            "{:>6}  {:<32} {}\n",
-            r.members.len(),
-            clean(&r.group),
-            names.join(" -> ")
-        );
-    }
-    out
 }
 
 fn events(db: &DbArgs, after: u64, follow: bool) -> ExitCode {
@@ -736,16 +656,9 @@ fn events(db: &DbArgs, after: u64, follow: bool) -> ExitCode {
         };
         for e in &list {
             if db.json {
-                println!("{}", serde_json::to_string(e).unwrap_or_default());
+                print!("{}", views::event_json(e));
             } else {
-                println!(
-                    "{:<24}  lsn {:<10} {:<14} {:<24} {}",
-                    e.utc.as_deref().unwrap_or("-"),
-                    e.lsn,
-                    e.kind,
-                    clean(e.hostname.as_deref().unwrap_or("-")),
-                    clean(&e.detail)
-                );
+                print!("{}", views::event_line(e));
             }
             after = after.max(e.lsn as u64);
         }
@@ -767,60 +680,20 @@ fn status(db: &DbArgs) -> ExitCode {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(e),
     };
-    let daemon = match daemon_health(&db.data_dir) {
-        Ok(d) => d,
+    let health = match cma::engine::fatal::read_health(&db.data_dir) {
+        Ok(h) => h,
         Err(e) => return fail(e),
     };
+    let alive = health.as_ref().is_some_and(|h| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid as i32), None).is_ok()
+    });
+    let (line, value) = views::describe_health(health.as_ref(), alive);
     if db.json {
-        let by: serde_json::Map<String, serde_json::Value> = counts
-            .iter()
-            .map(|(k, v)| (k.clone(), (*v).into()))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"daemon": daemon.1, "nodes": by, "applied_lsn": applied, "checkpoint_lsn": cp})
-        );
+        print!("{}", views::status_json(&value, &counts, applied, cp));
     } else {
-        println!("daemon: {}", daemon.0);
-        let total: i64 = counts.iter().map(|c| c.1).sum();
-        println!("nodes: {total}");
-        for (k, v) in counts {
-            println!("  {k:<12} {v}");
-        }
-        println!("database reflects the log through LSN {applied}; checkpoint at LSN {cp}");
+        print!("{}", views::status_text(&line, &counts, applied, cp));
     }
     ExitCode::SUCCESS
-}
-
-/// The daemon's health as its health file says (checked against the
-/// process table): a line for people and a JSON value.
-fn daemon_health(data_dir: &std::path::Path) -> Result<(String, serde_json::Value), String> {
-    use cma::engine::fatal::read_health;
-    let Some(h) = read_health(data_dir)? else {
-        return Ok((
-            "never ran here".into(),
-            serde_json::json!({"state": "never ran"}),
-        ));
-    };
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid as i32), None).is_ok();
-    let state = match h.state.as_str() {
-        "running" if !alive => {
-            "not running (it did not stop cleanly: killed or crashed)".to_string()
-        }
-        "running" => format!("running (pid {})", h.pid),
-        "failed" => format!(
-            "failed: {}",
-            cma::text::clean(h.reason.as_deref().unwrap_or("(no reason recorded)"))
-        ),
-        other => cma::text::clean(other).into_owned(),
-    };
-    let json = serde_json::json!({
-        "state": if h.state == "running" && !alive { "dead" } else { h.state.as_str() },
-        "pid": h.pid,
-        "since_unix_ms": h.since_unix_ms,
-        "reason": h.reason,
-    });
-    Ok((state, json))
 }
 
 fn simulate(
