@@ -412,16 +412,16 @@ fn main() -> ExitCode {
             json,
         } => {
             let mut faults = Vec::new();
-            let mut parse = |list: &[String], make: fn(usize, u64) -> cma::agent::fleet::Fault| {
+            let mut parse = |list: &[String], make: fn(usize, u64) -> cma::fleet::Fault| {
                 for s in list {
-                    match cma::agent::fleet::parse_at(s) {
+                    match cma::fleet::parse_at(s) {
                         Ok((n, t)) => faults.push(make(n, t)),
                         Err(e) => return Err(e),
                     }
                 }
                 Ok(())
             };
-            use cma::agent::fleet::Fault;
+            use cma::fleet::Fault;
             let parsed = parse(&kill, |count, at_ms| Fault::Kill { count, at_ms })
                 .and_then(|()| parse(&restart, |count, at_ms| Fault::Restart { count, at_ms }))
                 .and_then(|()| parse(&shutdown, |count, at_ms| Fault::Shutdown { count, at_ms }))
@@ -446,14 +446,14 @@ fn main() -> ExitCode {
                 eprintln!("cma fleet: --loss must be in [0, 1)");
                 return ExitCode::from(2);
             }
-            let mut cfg = cma::agent::fleet::FleetConfig::new(nodes, cma);
+            let mut cfg = cma::fleet::FleetConfig::new(nodes, cma);
             cfg.switches = switches.max(1);
             cfg.base = base;
             cfg.port = port;
             cfg.loss = loss;
             cfg.seed = seed;
             cfg.join_rate = join_rate.max(1);
-            let opts = cma::agent::fleet::RunOptions {
+            let opts = cma::fleet::RunOptions {
                 faults,
                 duration: duration.map(Duration::from_secs_f64),
                 data_dir: (!data_dir.as_os_str().is_empty()).then_some(data_dir),
@@ -492,18 +492,18 @@ fn agent(opts: cma::agent::run::AgentOptions, level: log::LevelFilter) -> ExitCo
     }
 }
 
-fn fleet(cfg: cma::agent::fleet::FleetConfig, opts: cma::agent::fleet::RunOptions) -> ExitCode {
+fn fleet(cfg: cma::fleet::FleetConfig, opts: cma::fleet::RunOptions) -> ExitCode {
     let stop = match stop_flag("fleet") {
         Ok(s) => s,
         Err(c) => return c,
     };
     let json = opts.json;
-    match cma::agent::fleet::run(cfg, opts, stop) {
+    match cma::fleet::run(cfg, opts, stop) {
         Ok(r) => {
             if json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
-                let _ = cma::agent::fleet::print_report(&r, &mut std::io::stdout());
+                let _ = cma::fleet::print_report(&r, &mut std::io::stdout());
             }
             ExitCode::SUCCESS
         }
@@ -584,7 +584,7 @@ fn config_cmd(default: bool, check: Option<PathBuf>) -> ExitCode {
 }
 
 fn open_db(db: &DbArgs) -> Result<cma::store::Store, ExitCode> {
-    cma::store::Store::open_read_only(&cma::engine::daemon::db_path(&db.data_dir)).map_err(|e| {
+    cma::store::Store::open_read_only(&cma::store::db_path(&db.data_dir)).map_err(|e| {
         eprintln!("cma: {e}");
         ExitCode::FAILURE
     })

@@ -18,10 +18,11 @@ use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cma::agent::fleet::{Fate, Fleet, FleetConfig};
 use cma::config::Config;
-use cma::engine::daemon::{Daemon, DaemonError, StopHandle, db_path};
+use cma::engine::daemon::{Daemon, DaemonError, StopHandle};
+use cma::fleet::{Fate, Fleet, FleetConfig};
 use cma::store::Store;
+use cma::store::db_path;
 
 /// Dead time (3 s) + the second monitor's window, max(2 heartbeats,
 /// retransmit + 1 s) = 2 s (DESIGN.md rule 6), + 1 s for the database

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use cma::engine::daemon::db_path;
+use cma::store::db_path;
 use cma::store::{EventView, Store};
 use common::{is_root, nanoprobe, run};
 

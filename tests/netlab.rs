@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cma::engine::daemon::db_path;
+use cma::store::db_path;
 use cma::store::{EventView, Store};
 use common::{is_root, nanoprobe, run};
 

@@ -5,7 +5,9 @@
 //! (ms on any monotonic clock), calls [`Agent::tick`] at
 //! [`Agent::next_deadline_ms`], and sends what [`Agent::drain`] returns.
 //! `cma agent` drives one over a real socket ([`run`]); `cma fleet` drives
-//! thousands on one event loop ([`fleet`]).
+//! thousands on one event loop (`crate::fleet`, a harness of its own). The
+//! agent is a pure client: it knows the wire protocol, not the CMA's
+//! internals.
 //!
 //! What it does, in the order of a life:
 //! - STARTUP (host name, listen address, WALLCLOCK = start time, netconfig
@@ -35,7 +37,6 @@
 //!   acknowledged; done when the CMA ACKed both or sent its own CONNSHUT,
 //!   or after `shutdown_wait_ms`.
 
-pub mod fleet;
 pub mod netconfig;
 pub mod run;
 

@@ -187,7 +187,7 @@ pub fn synthetic(host: &str, iface: &str, mac: [u8; 6], addr: SocketAddr, prefix
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::decider::subnet_of;
+    use crate::netconfig::subnet_of;
 
     #[test]
     fn gathered_netconfig_names_loopback_and_its_subnet() {

@@ -50,7 +50,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
     if let Some(chassis) = &opts.switch_id {
         // The simulated switch hangs off the first NIC the CMA will ask
         // about (DODISCOVER `#SWITCH`): one with carrier, not loopback.
-        let nic = match crate::decide::decider::switch_nics_of(&c.netconfig).first() {
+        let nic = match crate::netconfig::switch_nics_of(&c.netconfig).first() {
             Some(n) => n.clone(),
             None => {
                 log::warn!("no NIC with carrier: the CMA will not ask for switch {chassis}");

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -552,7 +552,4 @@ pub fn run(config: Config, salvage: bool, stop: Arc<AtomicBool>) -> Result<(), D
     d.run()
 }
 
-/// The data directory's database path.
-pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(DB_FILE)
-}
+pub use crate::store::db_path;

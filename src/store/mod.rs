@@ -241,6 +241,11 @@ fn apply_in(
     Ok(last)
 }
 
+/// The database file of a data directory.
+pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(DB_FILE)
+}
+
 /// A node as `cma nodes` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeView {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cma::engine::daemon::db_path;
+use cma::store::db_path;
 use cma::store::{EventView, Store};
 
 /// Says why the test did nothing, on the real stderr: libtest captures

@@ -54,8 +54,6 @@ const MARTIAN_PAIRS_MAX: usize = 4096;
 /// A host name longer than this (bytes) is refused: a DNS name has at most
 /// 253 characters, a Linux host name 64.
 pub const HOSTNAME_MAX: usize = 255;
-/// Interfaces per node asked to discover their switch, at most.
-pub const NICS_MAX: usize = 16;
 
 /// The decider's settings; part of its state (and of the CONFIG record).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -943,6 +941,6 @@ mod registry;
 #[cfg(test)]
 mod tests;
 
+pub use crate::netconfig::{NICS_MAX, subnet_of, switch_nics_of};
 pub use checkpoint::{CheckpointDelta, CheckpointRows, group_row_key};
 use nodes::Nodes;
-pub use registry::{subnet_of, switch_nics_of};

@@ -9,6 +9,11 @@
 //! [`Fleet`] is the mechanism, driven by [`Fleet::step`]; [`run`] is the
 //! `cma fleet` command: a fault script, a progress line and a final report,
 //! with the CMA's view read from its database when one is at hand.
+//!
+//! A harness, not part of the agent: it drives [`crate::agent`] (a pure
+//! client of the wire protocol) and watches the CMA only through the
+//! read-only view of its database ([`crate::store::Store::open_read_only`],
+//! what `cma nodes` reads).
 
 use std::collections::HashMap;
 use std::io;
@@ -22,8 +27,8 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use super::netconfig::synthetic;
-use super::{Agent, AgentConfig, Phase, SwitchId};
+use crate::agent::netconfig::synthetic;
+use crate::agent::{Agent, AgentConfig, Phase, SwitchId};
 use crate::reliable::normalize;
 
 /// A fleet's shape.
@@ -381,7 +386,7 @@ impl Fleet {
             }
             if to == self.cma {
                 self.traffic.to_cma += 1;
-            } else if matches!(d, super::Datagram::Heartbeat(_)) {
+            } else if matches!(d, crate::agent::Datagram::Heartbeat(_)) {
                 self.traffic.heartbeats += 1;
             }
             if let Some(s) = &self.members[i].sock
@@ -677,10 +682,7 @@ pub fn run(cfg: FleetConfig, opts: RunOptions, stop: Arc<AtomicBool>) -> io::Res
         None
     };
     let mut reports: Vec<(FaultReport, Option<usize>)> = Vec::new();
-    let db = opts
-        .data_dir
-        .as_ref()
-        .map(|d| crate::engine::daemon::db_path(d));
+    let db = opts.data_dir.as_ref().map(|d| crate::store::db_path(d));
     let mut store: Option<crate::store::Store> = None;
     let mut view = CmaView::default();
     let mut last_view = None::<Instant>;
