@@ -256,7 +256,7 @@ impl Daemon {
                     lsn: fed.lsn,
                     time_ms: fed.time_ms,
                     wall_ms: wall.at(fed.time_ms),
-                    effects: store_effects(&effects),
+                    effects: store_effects(std::mem::take(&mut effects)),
                 });
                 if batch.len() >= 4096 {
                     store.apply(&batch).map_err(err("store"))?;

@@ -59,7 +59,7 @@ impl DeciderThread {
         // with their (session, request id): agents discard duplicates.
         let cfg = self.decider.config().clone();
         for e in self.decider.unacked() {
-            self.release(&cfg, e);
+            self.release(&cfg, &e);
         }
         // (LSN, effects) decided but not yet durable.
         let mut held: VecDeque<(u64, u64, Vec<Effect>)> = VecDeque::new();
@@ -101,10 +101,10 @@ impl DeciderThread {
             while held.front().is_some_and(|h| h.0 <= durable) {
                 let (lsn, time_ms, list) = held.pop_front().expect("front exists");
                 let wall_ms = self.held_wall.pop_front().flatten();
-                let stored = store_effects(&list);
-                for e in list {
+                for e in &list {
                     self.release(&cfg, e);
                 }
+                let stored = store_effects(list);
                 if self
                     .store_tx
                     .send(StoreMsg::Apply(Applied {
@@ -182,7 +182,7 @@ impl DeciderThread {
             .unwrap_or_else(|p| p.into_inner()) = f;
     }
 
-    pub(super) fn release(&mut self, cfg: &DeciderConfig, e: Effect) {
+    pub(super) fn release(&mut self, cfg: &DeciderConfig, e: &Effect) {
         match e {
             Effect::Send {
                 to,
@@ -191,18 +191,18 @@ impl DeciderThread {
                 ..
             } => {
                 let mut bytes = Vec::new();
-                match encode_instruction(&instruction, reqid, cfg, &mut bytes) {
+                match encode_instruction(instruction, *reqid, cfg, &mut bytes) {
                     Ok(_) => self
                         .transport
-                        .send(to, reqid.request, bytes, &self.counters),
+                        .send(*to, reqid.request, bytes, &self.counters),
                     Err(e) => log::error!("instruction to {to} not encodable: {e}"),
                 }
             }
-            Effect::Forget { to } => self.transport.forget(to),
+            Effect::Forget { to } => self.transport.forget(*to),
             Effect::Notice(n @ crate::decide::decider::Notice::Conflict { .. }) => {
-                log::warn!("{}", describe(&self.decider, &n))
+                log::warn!("{}", describe(&self.decider, n))
             }
-            Effect::Notice(n) => log::info!("{}", describe(&self.decider, &n)),
+            Effect::Notice(n) => log::info!("{}", describe(&self.decider, n)),
             Effect::Row(_)
             | Effect::Ring { .. }
             | Effect::Discovery { .. }

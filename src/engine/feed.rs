@@ -128,19 +128,18 @@ pub(super) fn logged_of<'a>(
         .map_err(|e| DaemonError(format!("log record {lsn} upgraded: {e}")))
 }
 
-pub(super) fn store_effects(effects: &[Effect]) -> Vec<Effect> {
+pub(super) fn store_effects(mut effects: Vec<Effect>) -> Vec<Effect> {
+    // Moved, not copied: a discovery's JSON is copied once, from the log
+    // record into its effect.
+    effects.retain(|e| {
+        matches!(
+            e,
+            Effect::Row(_)
+                | Effect::Ring { .. }
+                | Effect::Notice(_)
+                | Effect::Discovery { .. }
+                | Effect::Stats { .. }
+        )
+    });
     effects
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Effect::Row(_)
-                    | Effect::Ring { .. }
-                    | Effect::Notice(_)
-                    | Effect::Discovery { .. }
-                    | Effect::Stats { .. }
-            )
-        })
-        .cloned()
-        .collect()
 }
