@@ -576,7 +576,7 @@ impl Agent {
                 }
                 None
             }
-            Verdict::StaleSession | Verdict::Gap { .. } => {
+            Verdict::StaleSession | Verdict::UnknownSession | Verdict::Gap { .. } => {
                 self.counters.dropped += 1;
                 None
             }

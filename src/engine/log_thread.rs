@@ -262,7 +262,7 @@ impl LogThread {
                 // A CONNSHUT is logged and ACKed like any other, then the
                 // connection is forgotten (rule 2).
                 let closes = fstype == FrameSetType::ConnShut.to_wire();
-                match self.inbound.entry(key).or_default().on_frameset(r) {
+                match self.inbound.entry(key).or_default().on_frameset_pinned(r) {
                     Verdict::Deliver => {
                         let lsn = self.log_classified(&meta, &c)?;
                         self.acks.lock().push_back(Delivered {
@@ -281,6 +281,13 @@ impl LogThread {
                     }
                     Verdict::StaleSession | Verdict::Gap { .. } => {
                         self.counters.out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Verdict::UnknownSession => {
+                        // Only its own STARTUP (new WALLCLOCK) or CONNSHUT
+                        // starts a sender's next session (rule 2).
+                        self.counters
+                            .unknown_session
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }

@@ -68,6 +68,9 @@ pub struct Metrics {
     pub send_errors: AtomicU64,
     /// LSN the store reflects.
     pub stored_lsn: AtomicU64,
+    /// Sequenced FrameSets under a session other than their connection's
+    /// (not started by the sender's STARTUP or CONNSHUT), dropped.
+    pub unknown_session: AtomicU64,
     /// 1 once a thread failed (the daemon stops; no more ACKs).
     pub failed: AtomicU64,
     /// ACKs not sent because a thread had failed.
@@ -98,6 +101,7 @@ impl Default for Metrics {
             retransmits: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             stored_lsn: AtomicU64::new(0),
+            unknown_session: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             acks_withheld: AtomicU64::new(0),
             decider: Mutex::new(DeciderFigures::default()),
@@ -224,6 +228,11 @@ impl Metrics {
                 "cma_acks_sent_total",
                 "ACKs sent (each after its FrameSet was durable).",
                 get(&self.acks_sent),
+            ),
+            (
+                "cma_unknown_session_total",
+                "Sequenced FrameSets under a session their sender did not start (by STARTUP or CONNSHUT), dropped.",
+                get(&self.unknown_session),
             ),
             (
                 "cma_acks_withheld_total",

@@ -8,6 +8,7 @@
 //!         same session, request >  next                  gap: drop (the sender resends)
 //!         lower session                                  stale: drop (replay)
 //!         higher session                                 reset: expect request 1 of it
+//!                                                        (pinned, the CMA's side: dropped)
 //!   reset() (STARTUP with a new WALLCLOCK, CONNSHUT)  ─▶ (none)
 //! ```
 //! ACKs are cumulative and sent only for durable FrameSets: [`Inbound::on_durable`]
@@ -29,6 +30,10 @@ pub enum Verdict {
     },
     /// From an older session of the peer: a replay, dropped.
     StaleSession,
+    /// From a newer session than the open connection's, where only the
+    /// sender's own reset may start one ([`Inbound::on_frameset_pinned`]):
+    /// dropped, and the connection keeps its session.
+    UnknownSession,
     /// Beyond the next expected request: dropped; the sender resends the
     /// oldest unacknowledged one.
     Gap {
@@ -92,6 +97,20 @@ impl Inbound {
             }
         } else {
             Verdict::Gap { expected: o.next }
+        }
+    }
+
+    /// As [`Inbound::on_frameset`], for a receiver that knows when the
+    /// sender restarts (the CMA: a STARTUP with a new WALLCLOCK, or a
+    /// CONNSHUT, after which the caller [`Inbound::reset`]s): once open,
+    /// the connection's session is pinned, and a FrameSet under a newer one
+    /// is [`Verdict::UnknownSession`]. So a stranger sending from the
+    /// sender's address under a session of its own cannot take the
+    /// connection over and silence the real sender.
+    pub fn on_frameset_pinned(&mut self, r: ReqId) -> Verdict {
+        match self.open {
+            Some(o) if r.session > o.session => Verdict::UnknownSession,
+            _ => self.on_frameset(r),
         }
     }
 
@@ -185,6 +204,21 @@ mod tests {
         assert_eq!(c.position(), Some((6, 2)));
         c.reset();
         assert_eq!(c.position(), None);
+    }
+
+    #[test]
+    fn a_pinned_connection_keeps_its_session_until_reset() {
+        let mut c = Inbound::default();
+        assert_eq!(c.on_frameset_pinned(r(5, 1)), Verdict::Deliver);
+        assert_eq!(c.on_frameset_pinned(r(9, 1)), Verdict::UnknownSession);
+        assert_eq!(c.on_frameset_pinned(r(9, 2)), Verdict::UnknownSession);
+        // The real sender goes on undisturbed.
+        assert_eq!(c.on_frameset_pinned(r(5, 2)), Verdict::Deliver);
+        assert_eq!(c.on_frameset_pinned(r(4, 1)), Verdict::StaleSession);
+        // Its own reset (STARTUP, CONNSHUT) opens the next session.
+        c.reset();
+        assert_eq!(c.on_frameset_pinned(r(9, 1)), Verdict::Deliver);
+        assert_eq!(c.position(), Some((9, 2)));
     }
 
     #[test]

@@ -352,6 +352,63 @@ fn with_spinning_threads_agents_join_and_the_daemon_stops_cleanly() {
     assert_eq!(s.nodes().unwrap().len(), 3);
 }
 
+/// Sequenced FrameSets from an agent's address under a session it did not
+/// start (by STARTUP or CONNSHUT) are dropped and counted: a stranger
+/// cannot take the connection over, and the agent's own reports go on.
+#[test]
+fn a_stranger_cannot_take_over_an_agents_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let metrics = d.metrics.unwrap();
+    let mut agents = join_all(d.addr, 3);
+    let victim = agents[1].addr();
+    let late = Message::HbLate {
+        peer: victim,
+        elapsed_us: 3,
+    };
+    let r1 = agents[0].report(&late);
+    until(&mut agents, "the first ACK", |a| a[0].acks_for(r1) == 1);
+    // Three HBDEADs about agent 1 from agent 0's address, a new session.
+    let forged: Vec<ReqId> = (1..=3)
+        .map(|request| ReqId {
+            session: r1.session + 1000,
+            request,
+            queue: 0,
+        })
+        .collect();
+    for r in &forged {
+        agents[0].resend(&Message::HbDead { peer: victim }, *r);
+    }
+    let t0 = Instant::now();
+    while !http_get(metrics, "/metrics").contains("cma_unknown_session_total 3") {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the forged FrameSets were not counted"
+        );
+        agents[0].pump_now();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r2 = agents[0].report(&late);
+    until(&mut agents, "the agent's next ACK", |a| {
+        a[0].acks_for(r2) == 1
+    });
+    assert!(forged.iter().all(|r| agents[0].acks_for(*r) == 0));
+    d.finish();
+    let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
+    let about_victim: Vec<String> = s
+        .events(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.hostname.as_deref() == Some(agents[1].name.as_str()))
+        .map(|e| e.kind)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        about_victim,
+        ["joined", "late", "late"],
+        "only the agent's own reports were decided"
+    );
+}
+
 /// A store that cannot write stops the daemon loudly: `run` returns the
 /// store thread's failure, the health file says so, and the metric drops.
 #[test]

@@ -73,7 +73,9 @@ proptest! {
                             }
                         }
                         Verdict::Duplicate { reack: None } | Verdict::Gap { .. } => {}
-                        Verdict::StaleSession => prop_assert!(false, "one session only"),
+                        Verdict::StaleSession | Verdict::UnknownSession => {
+                            prop_assert!(false, "one session only")
+                        }
                     },
                     Packet::Ack(a) => {
                         tx.on_ack(a);
