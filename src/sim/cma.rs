@@ -123,6 +123,7 @@ impl Sim {
                     ..
                 } => {
                     let a = self.node_agent[*node as usize];
+                    self.instr_sent_ms[a as usize] = self.now;
                     self.cma_out[a as usize].push_back((*reqid, instruction.clone()));
                     if self.cma_out[a as usize].len() == 1 {
                         self.cma_retx_gen[a as usize] += 1;

@@ -435,6 +435,8 @@ struct Sim {
     report: SimReport,
     effects: Vec<Effect>,
     digest: u64,
+    /// When the CMA last sent each agent a new instruction (by agent).
+    instr_sent_ms: Vec<u64>,
 }
 
 /// Runs one simulation.
@@ -483,6 +485,7 @@ impl Sim {
             report: SimReport::default(),
             effects: Vec::new(),
             digest: DIGEST_SEED,
+            instr_sent_ms: vec![0; cfg.nodes],
             cfg,
         };
         for (i, (sw, host)) in layout.into_iter().enumerate() {

@@ -164,7 +164,11 @@ fn apply_in(
                             r.addr.to_string(),
                             r.incarnation as i64,
                             group_text(r),
-                            status_name(&r.health),
+                            if r.unconfirmed && matches!(r.health, Health::Up) {
+                                "joining"
+                            } else {
+                                status_name(&r.health)
+                            },
                             switch,
                             a.lsn as i64,
                             a.time_ms as i64,
@@ -770,6 +774,7 @@ mod tests {
             refused: None,
             degraded: None,
             conflict: None,
+            unconfirmed: false,
         }))
     }
 

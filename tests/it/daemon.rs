@@ -266,7 +266,9 @@ fn sorted(mut v: Vec<SocketAddr>) -> Vec<SocketAddr> {
 }
 
 /// Starts agents one by one and waits until each heartbeats its ring
-/// neighbours (a ring of all of them: one subnet).
+/// neighbours (a ring of all of them: one subnet): as many as the ring
+/// gives, and each watched back (an instruction still on its way would
+/// leave someone with the old ring's peers).
 fn join_all(cma: SocketAddr, n: usize) -> Vec<Agent> {
     let mut agents: Vec<Agent> = Vec::new();
     for i in 0..n {
@@ -280,7 +282,13 @@ fn join_all(cma: SocketAddr, n: usize) -> Vec<Agent> {
                     2 => 1,
                     _ => 2,
                 };
-                x.peers().len() == want
+                let peers = x.peers();
+                peers.len() == want
+                    && peers.iter().all(|p| {
+                        a.iter()
+                            .find(|y| y.addr() == *p)
+                            .is_some_and(|y| y.peers().contains(&x.addr()))
+                    })
             })
         });
     }

@@ -260,6 +260,9 @@ pub struct NodeRow {
     pub degraded: Option<String>,
     /// Another live host with its name, refused: its address.
     pub conflict: Option<SocketAddr>,
+    /// Registered, not yet in a ring: it has not ACKed its SETCONFIG.
+    #[serde(default)]
+    pub unconfirmed: bool,
 }
 
 /// Events and verdicts.
@@ -493,6 +496,13 @@ pub struct Node {
     /// node is in service.
     #[serde(default)]
     pub conflict: Option<SocketAddr>,
+    /// Not yet in the rings: its agent has not ACKed anything of this
+    /// incarnation yet (its SETCONFIG first). Until it does, it is not
+    /// known to be reachable at its address nor willing: a STARTUP from a
+    /// forged or unreachable address never enters a ring. (Its queue's
+    /// session, and the first request id an ACK must cover.)
+    #[serde(default)]
+    pub unconfirmed: Option<(u32, u64)>,
     /// Interfaces its agent was asked to discover its switch on (this
     /// incarnation).
     #[serde(default)]
@@ -712,6 +722,24 @@ impl Decider {
         Ok(())
     }
 
+    /// An ACK of `r` from node `id`: if it was waiting to prove itself
+    /// (see [`Node::unconfirmed`]), it now has, and enters its rings.
+    fn confirm(&mut self, id: NodeId, r: ReqId, out: &mut Vec<Effect>) {
+        let n = self.nodes.get_mut(id as usize);
+        let Some((session, first)) = n.unconfirmed else {
+            return;
+        };
+        // A queue moved to a new session since: any ACK of it will do.
+        if r.session == session && r.request < first {
+            return;
+        }
+        n.unconfirmed = None;
+        if n.in_service() {
+            self.place(id);
+            out.push(Effect::Row(Box::new(self.row(id))));
+        }
+    }
+
     /// One node's invariants.
     fn check_node(&self, id: NodeId) -> Result<(), String> {
         let n = self
@@ -720,7 +748,7 @@ impl Decider {
             .ok_or_else(|| format!("a row for node {id}, which does not exist"))?;
         let group = self.topo.group_of(id);
         let placed = group.is_some();
-        if (n.in_service() && n.degraded.is_none()) != placed {
+        if (n.in_service() && n.degraded.is_none() && n.unconfirmed.is_none()) != placed {
             return Err(format!(
                 "node {id} ({}) is {:?} but placed={placed}",
                 n.hostname, n.health
@@ -769,6 +797,7 @@ impl Decider {
                 if r.session == n.out.session(self.cfg.session) && n.out.on_ack(r.request) {
                     probe_answered = n.probe_from.is_some_and(|p| r.request >= p);
                     self.mark_dirty(id);
+                    self.confirm(id, r, out);
                 } else {
                     self.counters.stray_ack += 1;
                 }
@@ -929,6 +958,7 @@ impl Decider {
             refused: n.refused.clone(),
             degraded: n.degraded.clone(),
             conflict: n.conflict,
+            unconfirmed: n.unconfirmed.is_some(),
         }
     }
 }

@@ -143,6 +143,7 @@ impl Decider {
             degraded: None,
             contest: None,
             conflict: None,
+            unconfirmed: None,
             nics,
             dirty: false,
         });
@@ -207,6 +208,8 @@ impl Decider {
         out: &mut Vec<Effect>,
     ) {
         let n = self.nodes.get_mut(id as usize);
+        // Placed once it ACKs what follows (its SETCONFIG first).
+        n.unconfirmed = Some((n.out.session(self.cfg.session), n.out.next_request()));
         let json = if n.speaks_hbstate {
             self.cfg.config_json_extended()
         } else {
@@ -227,13 +230,13 @@ impl Decider {
             });
         }
         self.mark_dirty(id);
-        self.place(id);
         out.push(Effect::Row(Box::new(self.row(id))));
     }
 
     pub(super) fn place(&mut self, id: NodeId) {
-        if self.nodes[id as usize].degraded.is_some() {
-            // Out of the rings until it starts again.
+        let n = &self.nodes[id as usize];
+        if n.degraded.is_some() || n.unconfirmed.is_some() {
+            // Out of the rings until it starts again, or until it ACKs.
             return;
         }
         let key = self.nodes[id as usize].group_key();

@@ -190,6 +190,10 @@ fn startup_gets_config_then_ackstartup_then_its_ring() {
     let e = t.ack(addr(1), 1);
     assert_eq!(sends_to(&e, addr(1)), vec![Instruction::AckStartup]);
     let e = t.startup(2, 6);
+    // Not in a ring before it ACKs its SETCONFIG: nobody is told about it.
+    assert!(sends_to(&e, addr(1)).is_empty());
+    assert!(t.d.topology().group_of(t.id(2)).is_none());
+    let e = t.ack(addr(2), 1);
     assert_eq!(
         sends_to(&e, addr(1)),
         vec![Instruction::Heartbeat {
@@ -205,6 +209,28 @@ fn startup_gets_config_then_ackstartup_then_its_ring() {
         row.unwrap().group,
         Some(GroupKey::Subnet("10.0.0.0/24".into()))
     );
+}
+
+#[test]
+fn a_startup_that_never_acks_never_enters_a_ring() {
+    let mut t = fleet(3);
+    // A STARTUP from an address that never answers (forged, or
+    // unreachable): told its configuration, placed nowhere.
+    let e = t.startup(9, 109);
+    assert_eq!(notices(&e), vec![Notice::Joined(t.id(9))]);
+    for n in 1..=3 {
+        assert!(sends_to(&e, addr(n)).is_empty(), "node {n} told about it");
+    }
+    assert!(t.d.topology().group_of(t.id(9)).is_none());
+    t.d.check().unwrap();
+    // An ACK of something not sent to it does not count.
+    t.ack(addr(9), 5);
+    assert!(t.d.topology().group_of(t.id(9)).is_none());
+    // Its ACK of the SETCONFIG places it.
+    let e = t.ack(addr(9), 1);
+    assert!(t.d.topology().group_of(t.id(9)).is_some());
+    assert!((1..=3).any(|n| !sends_to(&e, addr(n)).is_empty()));
+    t.d.check().unwrap();
 }
 
 #[test]
@@ -405,8 +431,9 @@ fn martians_between_live_nodes_are_repaired_once_per_interval() {
 #[test]
 fn a_martian_during_a_ring_change_is_left_alone() {
     let mut t = fleet(4);
-    // A join in flight: 5's instructions are not yet ACKed.
+    // A join in flight: 5 ACKed its SETCONFIG, not its ring yet.
     t.startup(5, 105);
+    t.ack(addr(5), 1);
     let e = t.report(1, Message::HbMartian { peer: addr(5) });
     assert!(sends_to(&e, addr(5)).is_empty() && sends_to(&e, addr(1)).is_empty());
     assert_eq!(t.d.counters().martian_repairs, 0);
@@ -1182,8 +1209,10 @@ fn drift_is_repaired_with_exactly_the_difference() {
 #[test]
 fn an_hbstate_older_than_the_instructions_in_flight_is_not_audited() {
     let mut t = fleet(3);
-    // Node 4 joins: node 1 is told about it, not yet ACKed.
+    // Node 4 joins (its SETCONFIG ACKed): node 1 is told about it, not
+    // yet ACKed.
     t.startup(4, 104);
+    t.ack(addr(4), 1);
     let id = t.id(1);
     let n = t.d.node(id).unwrap();
     let in_flight = !n.out.settled();
@@ -1337,8 +1366,9 @@ fn refusals_are_retried_with_backoff_then_the_node_is_degraded() {
             .iter()
             .any(|i| matches!(i, Instruction::Heartbeat { start: false, .. }))
     );
-    // A restart (new STARTUP) places it again.
+    // A restart (new STARTUP) places it again, once it ACKs.
     t.startup_with(1, 999, Some("hbstate"));
+    t.settle();
     assert!(t.d.node(id).unwrap().degraded.is_none());
     assert!(t.d.topology().group_of(id).is_some());
 }
