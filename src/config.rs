@@ -73,6 +73,18 @@ tick_ms = 10
 # log segments below it.
 checkpoint_ms = 10000
 
+[limits]
+# Registrations (a STARTUP from an address not registered, or with a new
+# WALLCLOCK) per second from one source network (a /24, or an IPv6 /64),
+# and at once: a whole rack powering up registers in one go; a STARTUP
+# storm from forged addresses does not fill the registry. Refused ones are
+# dropped and counted (cma_registrations_limited_total); agents resend.
+registrations_per_s = 256
+registration_burst = 1024
+# Registered addresses at most; STARTUPs from new addresses beyond are
+# dropped and counted (cma_registrations_refused_total).
+max_nodes = 1000000
+
 [metrics]
 # Prometheus text metrics at http://ADDR/metrics; "" turns them off.
 listen = "127.0.0.1:9184"
@@ -102,6 +114,8 @@ pub struct Config {
     pub decider: DeciderSection,
     /// The store.
     pub store: StoreSection,
+    /// Limits on strangers.
+    pub limits: LimitsSection,
     /// Metrics.
     pub metrics: MetricsSection,
 }
@@ -180,6 +194,18 @@ pub struct DeciderSection {
 pub struct StoreSection {
     /// Checkpoint interval.
     pub checkpoint_ms: u64,
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Registrations per second per source network.
+    pub registrations_per_s: u32,
+    /// Registrations at once per source network.
+    pub registration_burst: u32,
+    /// Registered addresses at most.
+    pub max_nodes: usize,
 }
 
 /// A configuration problem, with what to do about it.
@@ -264,6 +290,9 @@ impl Config {
         }
         if self.decider.tick_ms == 0 || self.store.checkpoint_ms == 0 {
             return bad("decider.tick_ms and store.checkpoint_ms must be positive");
+        }
+        if self.limits.registration_burst == 0 || self.limits.max_nodes == 0 {
+            return bad("limits.registration_burst and limits.max_nodes must be positive");
         }
         if self.log_level.parse::<log::LevelFilter>().is_err() {
             return bad("log_level must be error, warn, info, debug or trace");

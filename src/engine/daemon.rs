@@ -449,6 +449,11 @@ impl Daemon {
             consumer.set_spin_limit(100_000);
         }
         let mut log = LogThread {
+            registrations: super::limits::RegistrationLimiter::new(
+                config.limits.registrations_per_s,
+                config.limits.registration_burst,
+            ),
+            max_nodes: config.limits.max_nodes,
             acks,
             sync_thread: background,
             syncer: sync_thread.as_ref().map(|t| t.thread().clone()),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::daemon::{DaemonError, StopHandle, err};
 use super::io::{IoHandle, SpillReceiver};
+use super::limits::RegistrationLimiter;
 use super::metrics::Metrics as Counters;
 use super::mmsg::{self};
 use super::send::{SendSockets, send_to};
@@ -95,6 +96,10 @@ pub(super) struct LogThread {
     pub(super) wal: Wal,
     /// The WALLCLOCK of each agent's last STARTUP.
     pub(super) incarnations: HashMap<SocketAddr, u64>,
+    /// Registrations per source network.
+    pub(super) registrations: RegistrationLimiter,
+    /// Registered addresses at most (`limits.max_nodes`).
+    pub(super) max_nodes: usize,
     /// Delivered FrameSets waiting for their ACK (sent by the sync thread
     /// when there is one, else by this thread).
     pub(super) acks: Arc<AckQueue>,
@@ -293,12 +298,29 @@ impl LogThread {
             }
             _ => {
                 // A STARTUP with a new WALLCLOCK is a new process: its
-                // requests start afresh, whatever its session (rule 2).
+                // requests start afresh, whatever its session (rule 2). It
+                // is a registration: limited per source network and in
+                // number (see `limits`); a repeated one is not.
                 if fstype == FrameSetType::Startup.to_wire()
                     && let Ok(Message::Startup(st)) = c.message()
-                    && self.incarnations.insert(peer, st.wallclock_us) != Some(st.wallclock_us)
                 {
-                    self.inbound.remove(&ConnKey::new(peer, 0));
+                    let known = self.incarnations.get(&peer).copied();
+                    if known != Some(st.wallclock_us) {
+                        if known.is_none() && self.incarnations.len() >= self.max_nodes {
+                            self.counters
+                                .registrations_refused
+                                .fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        if !self.registrations.allow(peer.ip(), time_ns) {
+                            self.counters
+                                .registrations_limited
+                                .fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        self.incarnations.insert(peer, st.wallclock_us);
+                        self.inbound.remove(&ConnKey::new(peer, 0));
+                    }
                 }
                 // Heartbeats are for agents, not for the CMA: counted (by
                 // type), not logged.

@@ -71,6 +71,10 @@ pub struct Metrics {
     /// Sequenced FrameSets under a session other than their connection's
     /// (not started by the sender's STARTUP or CONNSHUT), dropped.
     pub unknown_session: AtomicU64,
+    /// Registrations over the per-network rate, dropped.
+    pub registrations_limited: AtomicU64,
+    /// Registrations from new addresses past `limits.max_nodes`, dropped.
+    pub registrations_refused: AtomicU64,
     /// 1 once a thread failed (the daemon stops; no more ACKs).
     pub failed: AtomicU64,
     /// ACKs not sent because a thread had failed.
@@ -102,6 +106,8 @@ impl Default for Metrics {
             send_errors: AtomicU64::new(0),
             stored_lsn: AtomicU64::new(0),
             unknown_session: AtomicU64::new(0),
+            registrations_limited: AtomicU64::new(0),
+            registrations_refused: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             acks_withheld: AtomicU64::new(0),
             decider: Mutex::new(DeciderFigures::default()),
@@ -233,6 +239,16 @@ impl Metrics {
                 "cma_unknown_session_total",
                 "Sequenced FrameSets under a session their sender did not start (by STARTUP or CONNSHUT), dropped.",
                 get(&self.unknown_session),
+            ),
+            (
+                "cma_registrations_limited_total",
+                "STARTUPs of new registrations over limits.registrations_per_s from one source network, dropped.",
+                get(&self.registrations_limited),
+            ),
+            (
+                "cma_registrations_refused_total",
+                "STARTUPs from new addresses past limits.max_nodes, dropped.",
+                get(&self.registrations_refused),
             ),
             (
                 "cma_acks_withheld_total",

@@ -12,6 +12,7 @@ mod decide_thread;
 pub mod fatal;
 mod feed;
 pub mod io;
+pub mod limits;
 mod log_thread;
 pub mod metrics;
 pub mod mmsg;

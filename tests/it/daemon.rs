@@ -417,6 +417,66 @@ fn a_stranger_cannot_take_over_an_agents_session() {
     );
 }
 
+/// Registrations are limited per source network and in number: a STARTUP
+/// storm from one /24 registers the burst, the rest is dropped and counted;
+/// past `max_nodes`, new addresses are refused.
+#[test]
+fn startup_storms_are_limited_per_network_and_in_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.limits.registrations_per_s = 1;
+    c.limits.registration_burst = 3;
+    c.limits.max_nodes = 5;
+    let d = start_with(c);
+    let metrics = d.metrics.unwrap();
+    let send_from = |ip: &str, name: &str| {
+        let s = UdpSocket::bind(format!("{ip}:0")).unwrap();
+        let at = s.local_addr().unwrap();
+        s.send_to(&startup_of(name, at), d.addr).unwrap();
+        s
+    };
+    // Twelve from one /24 at once.
+    let storm: Vec<UdpSocket> = (1..=12)
+        .map(|i| send_from(&format!("127.0.77.{i}"), &format!("storm{i}")))
+        .collect();
+    let t0 = Instant::now();
+    loop {
+        let m = http_get(metrics, "/metrics");
+        let limited = m
+            .lines()
+            .find_map(|l| l.strip_prefix("cma_registrations_limited_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        // At most the burst and one refill while they arrive.
+        if limited >= 8 {
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "the storm was not limited:\n{m}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Other networks register; past five addresses, none does.
+    let others: Vec<UdpSocket> = (1..=4)
+        .map(|i| send_from(&format!("127.0.{}.1", 80 + i), &format!("other{i}")))
+        .collect();
+    let t0 = Instant::now();
+    while !http_get(metrics, "/metrics").contains("cma_registrations_refused_total 2") {
+        assert!(t0.elapsed() < DEADLINE, "max_nodes did not hold");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.finish();
+    drop((storm, others));
+    let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
+    let nodes = s.nodes().unwrap();
+    assert!(nodes.len() <= 5, "{} nodes registered", nodes.len());
+    assert!(
+        nodes
+            .iter()
+            .filter(|n| n.hostname.starts_with("storm"))
+            .count()
+            <= 4
+    );
+}
+
 /// A store that cannot write stops the daemon loudly: `run` returns the
 /// store thread's failure, the health file says so, and the metric drops.
 #[test]

@@ -1,0 +1,133 @@
+//! Limits on what a stranger can make the CMA hold or do, applied by the
+//! log thread before anything is logged. Registrations (a STARTUP from an
+//! address not registered, or with a new WALLCLOCK) are rate-limited per
+//! source network (/24 for IPv4, /64 for IPv6) by a token bucket, and the
+//! number of registered addresses is capped: a STARTUP storm from forged
+//! addresses fills neither the registry nor the rings. Each refusal is
+//! counted by the caller.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// The source network of an address: its /24 (IPv4, and IPv4-mapped) or
+/// its /64 (IPv6), as one number.
+pub fn source_network(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4) >> 8),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(u32::from(v4) >> 8),
+            None => (u128::from(v6) >> 64) | (1 << 100),
+        },
+    }
+}
+
+/// Buckets kept at most; past this, full (idle) buckets are dropped.
+const BUCKETS_MAX: usize = 65_536;
+
+/// A token bucket per source network.
+#[derive(Debug)]
+pub struct RegistrationLimiter {
+    per_s: f64,
+    burst: f64,
+    /// network -> (tokens, when last refilled, ns).
+    buckets: HashMap<u128, (f64, u64)>,
+}
+
+impl RegistrationLimiter {
+    /// `per_s` registrations per second per network, `burst` at once.
+    pub fn new(per_s: u32, burst: u32) -> RegistrationLimiter {
+        RegistrationLimiter {
+            per_s: f64::from(per_s),
+            burst: f64::from(burst.max(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// May `ip` register now (`now_ns`: a monotonic clock)? Takes a token.
+    pub fn allow(&mut self, ip: IpAddr, now_ns: u64) -> bool {
+        if self.buckets.len() >= BUCKETS_MAX {
+            self.prune(now_ns);
+        }
+        let (per_s, burst) = (self.per_s, self.burst);
+        let b = self
+            .buckets
+            .entry(source_network(ip))
+            .or_insert((burst, now_ns));
+        let elapsed_s = now_ns.saturating_sub(b.1) as f64 / 1e9;
+        b.0 = (b.0 + elapsed_s * per_s).min(burst);
+        b.1 = b.1.max(now_ns);
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops the buckets that have refilled (as good as new).
+    fn prune(&mut self, now_ns: u64) {
+        let (per_s, burst) = (self.per_s, self.burst);
+        self.buckets
+            .retain(|_, b| b.0 + now_ns.saturating_sub(b.1) as f64 / 1e9 * per_s < burst);
+    }
+
+    /// Buckets held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// No bucket held.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_network_gets_its_burst_then_its_rate() {
+        let mut l = RegistrationLimiter::new(2, 5);
+        let s = 1_000_000_000;
+        let allowed = (0..20)
+            .filter(|i| l.allow(ip(&format!("10.1.2.{i}")), s))
+            .count();
+        assert_eq!(allowed, 5);
+        // Another /24 has its own bucket.
+        assert!(l.allow(ip("10.1.3.1"), s));
+        // Half a second later: one more token.
+        assert!(l.allow(ip("10.1.2.99"), s + 500_000_000));
+        assert!(!l.allow(ip("10.1.2.99"), s + 500_000_000));
+        // An IPv4-mapped address is its IPv4 network.
+        assert_eq!(
+            source_network(ip("::ffff:10.1.2.3")),
+            source_network(ip("10.1.2.200"))
+        );
+        // IPv6 by /64.
+        assert_eq!(
+            source_network(ip("fd00::1")),
+            source_network(ip("fd00::ffff"))
+        );
+        assert_ne!(
+            source_network(ip("fd00::1")),
+            source_network(ip("fd00:0:0:1::1"))
+        );
+    }
+
+    #[test]
+    fn idle_buckets_are_dropped_when_too_many() {
+        let mut l = RegistrationLimiter::new(1000, 1);
+        for i in 0..BUCKETS_MAX as u32 {
+            l.allow(IpAddr::V4((i << 8).into()), 0);
+        }
+        assert_eq!(l.len(), BUCKETS_MAX);
+        // A second later they have all refilled: pruned on the next call.
+        l.allow(ip("10.0.0.1"), 1_000_000_000);
+        assert_eq!(l.len(), 1);
+    }
+}
