@@ -622,26 +622,33 @@ fn unacked_instructions_are_resent_with_the_same_request_id() {
     d.finish();
 }
 
-#[test]
-fn a_restart_recovers_state_from_the_log_and_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path());
-    let mut agents = join_all(d.addr, 3);
-    d.finish();
-    let d = start(dir.path());
+/// Starts the daemon again on `dir` and checks that it knows the agents:
+/// a repeated STARTUP from the first is answered with ACKSTARTUP only.
+fn restart_known(dir: &Path, agents: &mut [Agent]) -> Running {
+    let d = start(dir);
     for a in agents.iter_mut() {
         a.cma = d.addr;
     }
-    // The decider knows them: a repeated STARTUP is only re-ACKed, and a
-    // report is accepted (the sender is known).
     agents[0].startup();
-    until(&mut agents, "ACKSTARTUP after restart", |a| {
+    until(agents, "ACKSTARTUP after restart", |a| {
         a[0].got
             .iter()
             .filter(|g| g.fstype == FrameSetType::AckStartup.to_wire())
             .count()
             == 2
     });
+    d
+}
+
+#[test]
+fn a_restart_recovers_state_from_the_log_and_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 3);
+    d.finish();
+    // The decider knows them: a repeated STARTUP is only re-ACKed, and a
+    // report is accepted (the sender is known).
+    let d = restart_known(dir.path(), &mut agents);
     let before: Vec<_> = agents.iter().map(|a| a.peers()).collect();
     let late = agents[1].addr();
     let r = agents[0].report(&Message::HbLate {
@@ -769,19 +776,8 @@ fn a_whole_state_checkpoint_is_upgraded_to_rows() {
         .unwrap();
         assert!(s.checkpoint_rows().unwrap().is_none());
     }
-    let d = start(dir.path());
-    for a in agents.iter_mut() {
-        a.cma = d.addr;
-    }
     // Known from the old checkpoint: a repeated STARTUP is only re-ACKed.
-    agents[0].startup();
-    until(&mut agents, "ACKSTARTUP after restart", |a| {
-        a[0].got
-            .iter()
-            .filter(|g| g.fstype == FrameSetType::AckStartup.to_wire())
-            .count()
-            == 2
-    });
+    let d = restart_known(dir.path(), &mut agents);
     d.finish();
     let s = Store::open_read_only(&db).unwrap();
     let rows = s.checkpoint_rows().unwrap().expect("rows written");
