@@ -261,6 +261,16 @@ impl LogThread {
             peer: Some(peer),
         };
         let fstype = c.fstype;
+        // Only a registered address (one that sent a STARTUP) gets a
+        // connection or a record: a stranger's reports, ACKs or port and
+        // queue-id sweeps cost no state and no log space.
+        if fstype != FrameSetType::Startup.to_wire()
+            && fstype != FrameSetType::Heartbeat.to_wire()
+            && !self.incarnations.contains_key(&peer)
+        {
+            self.counters.unregistered.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         match c.reqid {
             Some(r) if c.is_sequenced() && fstype != FrameSetType::Ack.to_wire() => {
                 let key = ConnKey::new(peer, r.queue);

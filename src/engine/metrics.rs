@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Sequenced FrameSets under a session other than their connection's
     /// (not started by the sender's STARTUP or CONNSHUT), dropped.
     pub unknown_session: AtomicU64,
+    /// FrameSets (but STARTUP) from addresses that never registered, dropped.
+    pub unregistered: AtomicU64,
     /// Registrations over the per-network rate, dropped.
     pub registrations_limited: AtomicU64,
     /// Registrations from new addresses past `limits.max_nodes`, dropped.
@@ -106,6 +108,7 @@ impl Default for Metrics {
             send_errors: AtomicU64::new(0),
             stored_lsn: AtomicU64::new(0),
             unknown_session: AtomicU64::new(0),
+            unregistered: AtomicU64::new(0),
             registrations_limited: AtomicU64::new(0),
             registrations_refused: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -239,6 +242,11 @@ impl Metrics {
                 "cma_unknown_session_total",
                 "Sequenced FrameSets under a session their sender did not start (by STARTUP or CONNSHUT), dropped.",
                 get(&self.unknown_session),
+            ),
+            (
+                "cma_unregistered_total",
+                "FrameSets other than STARTUP from addresses that never registered, dropped (no connection, no record).",
+                get(&self.unregistered),
             ),
             (
                 "cma_registrations_limited_total",

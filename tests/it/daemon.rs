@@ -477,6 +477,52 @@ fn startup_storms_are_limited_per_network_and_in_number() {
     );
 }
 
+/// An address that never registered gets no connection, no record and no
+/// ACK, whatever it sends (here: reports over fifty queue ids).
+#[test]
+fn an_unregistered_address_gets_no_connection_and_no_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let metrics = d.metrics.unwrap();
+    let agents = join_all(d.addr, 2);
+    let stranger = UdpSocket::bind("127.0.66.1:0").unwrap();
+    for queue in 0..50 {
+        let r = ReqId {
+            session: 1,
+            request: 1,
+            queue,
+        };
+        let m = Message::HbDead {
+            peer: agents[0].addr(),
+        };
+        stranger.send_to(&encoded(&m, Some(r)), d.addr).unwrap();
+    }
+    let t0 = Instant::now();
+    while !http_get(metrics, "/metrics").contains("cma_unregistered_total 50") {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the stranger's FrameSets were not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stranger.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "the stranger was answered"
+    );
+    d.finish();
+    let mut from_stranger = 0;
+    for_each_record(&dir.path().join("wal"), 1, |r| {
+        if r.header.meta.peer == Some(stranger.local_addr().unwrap()) {
+            from_stranger += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(from_stranger, 0, "a stranger's FrameSet was logged");
+}
+
 /// A store that cannot write stops the daemon loudly: `run` returns the
 /// store thread's failure, the health file says so, and the metric drops.
 #[test]
