@@ -52,8 +52,14 @@ state_interval_ms = 60000
 stats_interval_ms = 300000
 
 [reliable]
-# Resend the oldest unacknowledged instruction this often (ms).
+# Resend the oldest unacknowledged instruction this often (ms): three times
+# this far apart, then waiting twice as long each time (up to 4 intervals).
 retransmit_ms = 2000
+# Give up on an agent after this many transmissions of one instruction (at
+# least 3; at 2 s, 12 tries give up 74 s after the first): the node is shown
+# `unreachable`, taken out of the rings and its queue dropped, until it is
+# heard from again. Bounds what a STARTUP from a forged address draws.
+give_up_after = 12
 
 [decider]
 # CPU to pin the decider thread to; -1: do not pin (the default on small
@@ -174,6 +180,8 @@ pub struct HeartbeatSection {
 pub struct ReliableSection {
     /// Retransmit interval.
     pub retransmit_ms: u64,
+    /// Transmissions of one instruction before giving up on the agent.
+    pub give_up_after: u32,
 }
 
 /// `[decider]`.
@@ -281,6 +289,9 @@ impl Config {
         }
         if self.reliable.retransmit_ms < 100 {
             return bad("reliable.retransmit_ms must be at least 100");
+        }
+        if self.reliable.give_up_after < 3 {
+            return bad("reliable.give_up_after must be at least 3 (a probe is sent three times)");
         }
         if !self.io.ring_slots.is_power_of_two() || self.io.ring_slots < 64 {
             return bad("io.ring_slots must be a power of two, at least 64");

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reliable::{RetransmitPolicy, RetransmitTimer, Timeout};
+
 /// Instructions in flight once the agent has ACKed anything (WIRE.md: a
 /// window of 2); one until then.
 pub const WINDOW: usize = 2;
@@ -80,6 +82,20 @@ pub struct OutQueue {
     ever_acked: bool,
     inflight: VecDeque<(u64, Instruction)>,
     pending: VecDeque<Pending>,
+    /// The retransmission of the oldest instruction in flight.
+    #[serde(default)]
+    timer: RetransmitTimer,
+}
+
+/// What the oldest instruction in flight needs at a given time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retransmit {
+    /// Nothing now.
+    Nothing,
+    /// Send it again: (request id, instruction).
+    Resend(u64, Instruction),
+    /// The agent never ACKed it: stop.
+    GiveUp,
 }
 
 impl Default for OutQueue {
@@ -91,6 +107,7 @@ impl Default for OutQueue {
             ever_acked: false,
             inflight: VecDeque::new(),
             pending: VecDeque::new(),
+            timer: RetransmitTimer::default(),
         }
     }
 }
@@ -139,8 +156,11 @@ impl OutQueue {
     }
 
     /// Moves instructions into the window, assigning request ids; returns
-    /// the newly sent ones.
-    pub fn promote(&mut self) -> Vec<(u64, Instruction)> {
+    /// the newly sent ones (sent at `now_ms`).
+    pub fn promote(&mut self, now_ms: u64) -> Vec<(u64, Instruction)> {
+        if self.inflight.is_empty() && !self.pending.is_empty() {
+            self.timer.start(now_ms);
+        }
         let window = if self.ever_acked { WINDOW } else { 1 };
         let mut sent = Vec::new();
         while self.inflight.len() < window {
@@ -184,9 +204,9 @@ impl OutQueue {
         sent
     }
 
-    /// The agent ACKed through `request` (cumulative). Returns whether it
-    /// covered anything in flight.
-    pub fn on_ack(&mut self, request: u64) -> bool {
+    /// The agent ACKed through `request` (cumulative) at `now_ms`. Returns
+    /// whether it covered anything in flight.
+    pub fn on_ack(&mut self, request: u64, now_ms: u64) -> bool {
         if request >= self.next_request {
             // An ACK for something never sent: ignore it.
             return false;
@@ -202,7 +222,53 @@ impl OutQueue {
             self.inflight = VecDeque::new();
             self.pending = VecDeque::new();
         }
-        self.inflight.len() != before
+        let covered = self.inflight.len() != before;
+        if covered {
+            // The next oldest gets its own timer from now (or the next
+            // promotion starts one).
+            if self.inflight.is_empty() {
+                self.timer.stop();
+            } else {
+                self.timer.start(now_ms);
+            }
+        }
+        covered
+    }
+
+    /// When the oldest instruction in flight needs attention (resend or
+    /// give-up), log ms.
+    pub fn retransmit_deadline(&self, p: &RetransmitPolicy) -> Option<u64> {
+        if self.inflight.is_empty() {
+            return None;
+        }
+        self.timer.deadline_ms(p)
+    }
+
+    /// Transmissions of the oldest instruction in flight so far.
+    pub fn tries(&self) -> u32 {
+        self.timer.tries()
+    }
+
+    /// What the oldest instruction in flight needs at `now_ms`. On a
+    /// give-up nothing is dropped yet: the caller decides (see
+    /// [`OutQueue::reset`]).
+    pub fn poll_retransmit(&mut self, now_ms: u64, p: &RetransmitPolicy) -> Retransmit {
+        let Some((r, i)) = self.inflight.front() else {
+            self.timer.stop();
+            return Retransmit::Nothing;
+        };
+        match self.timer.handle_timeout(now_ms, p) {
+            Timeout::Resend => Retransmit::Resend(*r, i.clone()),
+            Timeout::GiveUp => Retransmit::GiveUp,
+            Timeout::Idle | Timeout::Wait(_) => Retransmit::Nothing,
+        }
+    }
+
+    /// The agent was heard from, or must be reached soon (a probe): a
+    /// retransmission that backed off is due at once. Returns whether the
+    /// deadline moved.
+    pub fn rearm(&mut self, now_ms: u64, p: &RetransmitPolicy) -> bool {
+        !self.inflight.is_empty() && self.timer.rearm(now_ms, p)
     }
 
     /// The highest request id the agent ACKed.
@@ -295,6 +361,7 @@ impl OutQueue {
     pub fn reset(&mut self) {
         self.inflight.clear();
         self.pending.clear();
+        self.timer.stop();
         self.ever_acked = false;
         self.epoch += 1;
         self.next_request = 1;
@@ -323,17 +390,17 @@ mod tests {
         q.push(Instruction::AckStartup);
         q.push(Instruction::Probe);
         q.push(Instruction::Probe);
-        let s = q.promote();
+        let s = q.promote(0);
         assert_eq!(s, vec![(1, Instruction::SetConfig("{}".into()))]);
-        assert!(q.promote().is_empty());
-        assert!(!q.on_ack(5), "an ACK for a request never sent");
-        assert!(q.on_ack(1));
-        let s = q.promote();
+        assert!(q.promote(0).is_empty());
+        assert!(!q.on_ack(5, 0), "an ACK for a request never sent");
+        assert!(q.on_ack(1, 0));
+        let s = q.promote(0);
         assert_eq!(s.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 3]);
         // A duplicate ACK changes nothing.
-        assert!(!q.on_ack(1));
-        assert!(q.on_ack(3));
-        assert_eq!(q.promote().len(), 1);
+        assert!(!q.on_ack(1, 0));
+        assert!(q.on_ack(3, 0));
+        assert_eq!(q.promote(0).len(), 1);
         assert_eq!(q.acked(), 3);
     }
 
@@ -346,10 +413,10 @@ mod tests {
         q.push_hb(false, &[a(3)]);
         assert!(q.unsettled_about(a(2)));
         assert!(!q.unsettled_about(a(1)));
-        assert_eq!(q.promote(), vec![(1, Instruction::AckStartup)]);
-        q.on_ack(1);
+        assert_eq!(q.promote(0), vec![(1, Instruction::AckStartup)]);
+        q.on_ack(1, 0);
         assert_eq!(
-            q.promote(),
+            q.promote(0),
             vec![
                 (
                     2,
@@ -369,9 +436,9 @@ mod tests {
         );
         // Once sent, a change cannot be taken back: the stop goes out.
         q.push_hb(false, &[a(2)]);
-        q.on_ack(3);
+        q.on_ack(3, 0);
         assert_eq!(
-            q.promote(),
+            q.promote(0),
             vec![(
                 4,
                 Instruction::Heartbeat {
@@ -392,10 +459,10 @@ mod tests {
         }
         assert!(q.pending_len() <= 2);
         // Counts as a real agent keeps them: the net change survives.
-        q.promote();
-        q.on_ack(1);
+        q.promote(0);
+        q.on_ack(1, 0);
         let mut net = std::collections::BTreeMap::new();
-        for (_, i) in q.promote() {
+        for (_, i) in q.promote(0) {
             if let Instruction::Heartbeat { start, peers } = i {
                 for p in peers {
                     *net.entry(p).or_insert(0) += if start { 1 } else { -1 };
@@ -416,23 +483,23 @@ mod tests {
         assert_eq!(q.session(100), 100);
         q.push(Instruction::Probe);
         q.push(Instruction::Probe);
-        q.promote();
-        q.on_ack(1);
-        q.promote();
+        q.promote(0);
+        q.on_ack(1, 0);
+        q.promote(0);
         q.reset();
         assert_eq!(q.inflight().count(), 0);
         assert_eq!(q.session(100), 101);
-        assert!(!q.on_ack(1), "an ACK of the old session's request 1");
+        assert!(!q.on_ack(1, 0), "an ACK of the old session's request 1");
         q.push(Instruction::Probe);
-        assert_eq!(q.promote()[0].0, 1);
-        assert!(q.on_ack(1));
+        assert_eq!(q.promote(0)[0].0, 1);
+        assert!(q.on_ack(1, 0));
     }
 
     #[test]
     fn a_change_never_overtakes_an_instruction_queued_before_it() {
         let mut q = OutQueue::default();
         q.push(Instruction::Probe);
-        q.promote();
+        q.promote(0);
         // Behind the window: a start for 2, a repair about 1, then a stop
         // for 1. The stop must stay behind the repair.
         q.push_hb(true, &[a(2)]);
@@ -443,10 +510,10 @@ mod tests {
         });
         q.push_hb(false, &[a(1)]);
         assert!(q.unsettled_about(a(1)));
-        q.on_ack(1);
-        let mut sent = q.promote();
-        q.on_ack(3);
-        sent.extend(q.promote());
+        q.on_ack(1, 0);
+        let mut sent = q.promote(0);
+        q.on_ack(3, 0);
+        sent.extend(q.promote(0));
         let order: Vec<Instruction> = sent.into_iter().map(|x| x.1).collect();
         assert_eq!(
             order,

@@ -40,7 +40,7 @@ use super::decide_thread::{DeciderThread, StoreMsg};
 use super::fatal::Fatal;
 use super::feed::{WallClock, feed, store_effects};
 use super::log_thread::{AckQueue, LogClock, LogThread};
-use super::send::{SendSockets, Transport};
+use super::send::{Batch, SendSockets};
 pub use super::send::{encode_instruction, switch_discovery_json};
 use super::store_thread::store_loop;
 use super::sync_thread::SyncThread;
@@ -211,6 +211,7 @@ impl Daemon {
                     c.warn_ms = config.heartbeat.warn_ms;
                     c.dead_ms = config.heartbeat.dead_ms;
                     c.retransmit_ms = config.reliable.retransmit_ms;
+                    c.give_up_after = config.reliable.give_up_after;
                     c.state_interval_ms = config.heartbeat.state_interval_ms;
                     c.stats_interval_ms = config.heartbeat.stats_interval_ms;
                     c.index_key = crate::decide::random_index_key();
@@ -406,7 +407,8 @@ impl Daemon {
             decider,
             reader,
             watermarks: watermarks.clone(),
-            transport: Transport::new(send.try_clone().map_err(err("sockets"))?, &config),
+            sockets: send.try_clone().map_err(err("sockets"))?,
+            batch: Batch::default(),
             store_tx,
             next_deadline: next_deadline.clone(),
             log_done: log_done.clone(),

@@ -14,7 +14,7 @@ use super::daemon::{DaemonError, err};
 use super::feed::{WallClock, feed, store_effects};
 use super::log_thread::LogClock;
 use super::metrics::Metrics as Counters;
-use super::send::{Transport, encode_instruction};
+use super::send::{Batch, SendSockets};
 use crate::decide::decider::{Decider, DeciderConfig, Effect};
 use crate::store::Applied;
 use crate::wal::WalReader;
@@ -32,7 +32,10 @@ pub(super) struct DeciderThread {
     pub(super) decider: Decider,
     pub(super) reader: WalReader,
     pub(super) watermarks: crate::wal::Watermarks,
-    pub(super) transport: Transport,
+    /// Where instructions leave from.
+    pub(super) sockets: SendSockets,
+    /// Instructions released and not yet sent.
+    pub(super) batch: Batch,
     pub(super) store_tx: Sender<StoreMsg>,
     pub(super) next_deadline: Arc<AtomicU64>,
     pub(super) log_done: Arc<AtomicBool>,
@@ -61,6 +64,7 @@ impl DeciderThread {
         for e in self.decider.unacked() {
             self.release(&cfg, &e);
         }
+        self.batch.send(&self.sockets, &self.counters);
         // (LSN, effects) decided but not yet durable.
         let mut held: VecDeque<(u64, u64, Vec<Effect>)> = VecDeque::new();
         let mut effects = Vec::new();
@@ -81,16 +85,6 @@ impl DeciderThread {
                 };
                 self.wall.see(&fed);
                 self.counters.decided.fetch_add(1, Ordering::Relaxed);
-                // An agent's ACK of instructions (logged like everything
-                // else) ends their retransmission.
-                if let Some(from) = fed.ack_from
-                    && let Some(n) = self
-                        .decider
-                        .node_at(from)
-                        .and_then(|i| self.decider.node(i))
-                {
-                    self.transport.acked(n.addr, n.out.acked());
-                }
                 let now_ns = self.clock.now_ns();
                 let _ = latency.record((now_ns.saturating_sub(recv_ns) / 1000).max(1));
                 held.push_back((fed.lsn, fed.time_ms, std::mem::take(&mut effects)));
@@ -118,7 +112,14 @@ impl DeciderThread {
                     return Err(DaemonError("store thread is gone".into()));
                 }
             }
-            self.transport.retransmit_due(&self.counters);
+            if !self.batch.is_empty() {
+                self.batch.send(&self.sockets, &self.counters);
+                let c = self.decider.counters();
+                self.counters
+                    .retransmits
+                    .store(c.retransmits, Ordering::Relaxed);
+                self.counters.gave_up.store(c.gave_up, Ordering::Relaxed);
+            }
             if last_figures.elapsed() >= Duration::from_millis(500) {
                 self.publish_figures(&latency);
                 last_figures = Instant::now();
@@ -190,15 +191,10 @@ impl DeciderThread {
                 instruction,
                 ..
             } => {
-                let mut bytes = Vec::new();
-                match encode_instruction(instruction, *reqid, cfg, &mut bytes) {
-                    Ok(_) => self
-                        .transport
-                        .send(*to, reqid.request, bytes, &self.counters),
-                    Err(e) => log::error!("instruction to {to} not encodable: {e}"),
+                if let Err(e) = self.batch.push_instruction(*to, instruction, *reqid, cfg) {
+                    log::error!("instruction to {to} not encodable: {e}");
                 }
             }
-            Effect::Forget { to } => self.transport.forget(*to),
             Effect::Notice(n @ crate::decide::decider::Notice::Conflict { .. }) => {
                 log::warn!("{}", describe(&self.decider, n))
             }
@@ -261,6 +257,10 @@ pub(super) fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> Strin
         ),
         N::CutOff(i) => format!("{} cut off with its switch (not declared dead)", name(i)),
         N::Reconnected(i) => format!("{} reachable again", name(i)),
+        N::GaveUp { node, tries } => format!(
+            "{} never ACKed an instruction sent {tries} times: unreachable, out of the rings until it is heard from",
+            name(node)
+        ),
         N::Late { node, reporter } => {
             format!("{} late heartbeats seen by {}", name(node), name(reporter))
         }

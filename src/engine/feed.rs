@@ -3,8 +3,6 @@
 //! RESUME become decider inputs; the log clock's tie to the wall clock;
 //! the store's share of the effects.
 
-use std::net::SocketAddr;
-
 use super::daemon::DaemonError;
 use crate::classify::{Logged, classify, write_logged};
 use crate::decide::decider::{Decider, Effect, Event, Input};
@@ -15,8 +13,6 @@ use crate::wal::{Record, RecordKind};
 pub(super) struct Fed {
     pub(super) lsn: u64,
     pub(super) time_ms: u64,
-    /// The record was an agent's ACK from this address.
-    pub(super) ack_from: Option<SocketAddr>,
     /// A RESUME record's UTC wall clock (ms since the epoch) at its log
     /// time: from here on, wall = log time + (this - its log time).
     pub(super) wall_mark_ms: Option<u64>,
@@ -73,10 +69,9 @@ pub(super) fn feed(
             };
             return Ok(match decide_logged(d, lsn, time_ms, from, &logged, out) {
                 Decided::Skipped => None,
-                decided => Some(Fed {
+                _ => Some(Fed {
                     lsn,
                     time_ms,
-                    ack_from: (decided == Decided::Message { ack: true }).then_some(from),
                     wall_mark_ms,
                 }),
             });
@@ -94,7 +89,6 @@ pub(super) fn feed(
     Ok(Some(Fed {
         lsn,
         time_ms,
-        ack_from: None,
         wall_mark_ms,
     }))
 }

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub instructions_sent: AtomicU64,
     /// Retransmissions.
     pub retransmits: AtomicU64,
+    /// Agents the decider gave up on (an instruction never ACKed).
+    pub gave_up: AtomicU64,
     /// Send errors.
     pub send_errors: AtomicU64,
     /// LSN the store reflects.
@@ -105,6 +107,7 @@ impl Default for Metrics {
             decided: AtomicU64::new(0),
             instructions_sent: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
+            gave_up: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             stored_lsn: AtomicU64::new(0),
             unknown_session: AtomicU64::new(0),
@@ -270,13 +273,18 @@ impl Metrics {
             ),
             (
                 "cma_instructions_sent_total",
-                "Instructions sent to agents (first transmissions).",
+                "Instruction datagrams sent to agents (retransmissions included).",
                 get(&self.instructions_sent),
             ),
             (
                 "cma_retransmits_total",
-                "Instructions retransmitted.",
+                "Instructions retransmitted (not ACKed in time).",
                 get(&self.retransmits),
+            ),
+            (
+                "cma_gave_up_total",
+                "Agents given up on: an instruction never ACKed after reliable.give_up_after transmissions.",
+                get(&self.gave_up),
             ),
             (
                 "cma_send_errors_total",

@@ -1,16 +1,14 @@
-//! The sending side: sockets by family, instructions encoded as the
-//! nanoprobe expects them, and their retransmission until ACKed.
+//! The sending side: sockets by family, and instructions encoded as the
+//! nanoprobe expects them and sent in batches (`sendmmsg`). When to send
+//! again, and when to give up, is the decider's (`decide::outq`).
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use super::metrics::Metrics as Counters;
 use crate::classify::{
     Discoveries, Discovery, EncodeOptions, FrameSetType, HbParams, Message, Peers, ReqId, encode,
 };
-use crate::config::Config;
 use crate::decide::decider::DeciderConfig;
 use crate::decide::outq::Instruction;
 
@@ -163,73 +161,101 @@ pub fn switch_discovery_json(device: &str) -> String {
     .to_string()
 }
 
-/// The sending half towards agents: what is in flight per address, resent
-/// (the oldest) every retransmit interval until the decider sees its ACK.
-pub(super) struct Transport {
-    pub(super) sockets: SendSockets,
-    pub(super) flights: HashMap<SocketAddr, Flight>,
-    pub(super) retransmit: Duration,
+/// Datagrams to send: (destination, its bytes in `buf`).
+#[derive(Default)]
+pub(super) struct Batch {
+    buf: Vec<u8>,
+    list: Vec<(SocketAddr, std::ops::Range<usize>)>,
 }
 
-pub(super) struct Flight {
-    pub(super) queue: VecDeque<(u64, Vec<u8>)>,
-    pub(super) last_sent: Instant,
-}
-
-impl Transport {
-    pub(super) fn new(sockets: SendSockets, c: &Config) -> Transport {
-        Transport {
-            sockets,
-            flights: HashMap::new(),
-            retransmit: Duration::from_millis(c.reliable.retransmit_ms),
-        }
-    }
-
-    pub(super) fn send(
+impl Batch {
+    /// Encodes an instruction into the batch.
+    pub(super) fn push_instruction(
         &mut self,
         to: SocketAddr,
-        request: u64,
-        bytes: Vec<u8>,
-        counters: &Counters,
-    ) {
-        send_to(&self.sockets, &bytes, to, counters);
-        counters.instructions_sent.fetch_add(1, Ordering::Relaxed);
-        let f = self.flights.entry(to).or_insert_with(|| Flight {
-            queue: VecDeque::new(),
-            last_sent: Instant::now(),
-        });
-        if f.queue.is_empty() {
-            f.last_sent = Instant::now();
-        }
-        f.queue.push_back((request, bytes));
-    }
-
-    pub(super) fn acked(&mut self, to: SocketAddr, acked: u64) {
-        if let Some(f) = self.flights.get_mut(&to) {
-            while f.queue.front().is_some_and(|(r, _)| *r <= acked) {
-                f.queue.pop_front();
-                f.last_sent = Instant::now();
+        i: &Instruction,
+        reqid: ReqId,
+        cfg: &DeciderConfig,
+    ) -> Result<(), crate::classify::EncodeError> {
+        let start = self.buf.len();
+        match encode_instruction(i, reqid, cfg, &mut self.buf) {
+            Ok(_) => {
+                self.list.push((to, start..self.buf.len()));
+                Ok(())
             }
-            if f.queue.is_empty() {
-                self.flights.remove(&to);
+            Err(e) => {
+                self.buf.truncate(start);
+                Err(e)
             }
         }
     }
 
-    pub(super) fn forget(&mut self, to: SocketAddr) {
-        self.flights.remove(&to);
+    /// Nothing to send.
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.is_empty()
     }
 
-    pub(super) fn retransmit_due(&mut self, counters: &Counters) {
-        let now = Instant::now();
-        for (to, f) in &mut self.flights {
-            if now.duration_since(f.last_sent) >= self.retransmit
-                && let Some((_, bytes)) = f.queue.front()
-            {
-                send_to(&self.sockets, bytes, *to, counters);
-                counters.retransmits.fetch_add(1, Ordering::Relaxed);
-                f.last_sent = now;
+    /// Sends everything, `MMSG_BATCH_MAX` datagrams per `sendmmsg` from the
+    /// socket of each destination's family, and empties the batch. What the
+    /// socket refuses (its buffer full) is counted in `send_errors`: the
+    /// decider's retransmission sends it again. Returns how many left.
+    pub(super) fn send(&mut self, sockets: &SendSockets, counters: &Counters) -> u64 {
+        use super::mmsg::{MMSG_BATCH_MAX, Outgoing, encode_sockaddr, send_batch};
+        use std::os::fd::AsRawFd;
+        let mut sent_total = 0u64;
+        for v4 in [true, false] {
+            let mine: Vec<&(SocketAddr, std::ops::Range<usize>)> = self
+                .list
+                .iter()
+                .filter(|(a, _)| a.is_ipv4() == v4)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let Some(sock) = sockets.for_family(v4) else {
+                counters
+                    .send_errors
+                    .fetch_add(mine.len() as u64, Ordering::Relaxed);
+                continue;
+            };
+            for chunk in mine.chunks(MMSG_BATCH_MAX) {
+                let addrs: Vec<([u8; crate::ring_buffer::SLOT_ADDR_LEN], u32)> = chunk
+                    .iter()
+                    .map(|(to, _)| {
+                        let mut a = [0u8; crate::ring_buffer::SLOT_ADDR_LEN];
+                        let len = encode_sockaddr(to, &mut a);
+                        (a, len)
+                    })
+                    .collect();
+                let msgs: Vec<Outgoing<'_>> = chunk
+                    .iter()
+                    .zip(&addrs)
+                    .map(|((_, span), (a, len))| Outgoing {
+                        data: &self.buf[span.clone()],
+                        addr: a,
+                        addr_len: *len,
+                    })
+                    .collect();
+                let mut sent = 0;
+                while sent < msgs.len() {
+                    match send_batch(sock.as_raw_fd(), &msgs[sent..]) {
+                        Ok(0) | Err(_) => {
+                            counters
+                                .send_errors
+                                .fetch_add((msgs.len() - sent) as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(n) => sent += n,
+                    }
+                }
+                sent_total += sent as u64;
             }
         }
+        counters
+            .instructions_sent
+            .fetch_add(sent_total, Ordering::Relaxed);
+        self.list.clear();
+        self.buf.clear();
+        sent_total
     }
 }

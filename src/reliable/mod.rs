@@ -1,9 +1,10 @@
 //! Reliable delivery of sequenced FrameSets (WIRE.md), as pure state
 //! machines: no sockets, no clocks (time is passed in), no allocation per
 //! packet once a connection exists. The CMA's log thread drives
-//! [`Inbound`] for what agents send; our agent drives both halves. (The
-//! CMA's own sending half is the decider's per-agent queue,
-//! `decide::outq`, retransmitted by the daemon.)
+//! [`Inbound`] for what agents send; our agent drives both halves. The
+//! CMA's own sending half is the decider's per-agent queue (`decide::outq`:
+//! coalescing, window, request ids), and both sending halves time their
+//! retransmissions with one [`RetransmitTimer`].
 //!
 //! - [`Inbound`]: the receiving half of one connection: delivers strictly in
 //!   order, tells duplicates, replays and gaps apart, and produces the
@@ -11,17 +12,21 @@
 //! - [`Outbound`]: the sending half: assigns request ids in a session, keeps
 //!   at most `window` FrameSets in flight, resends the oldest unacknowledged
 //!   one every `retransmit_ms`, and drops everything a cumulative ACK covers.
+//! - [`RetransmitTimer`]: when the oldest unacknowledged FrameSet goes
+//!   again, with back-off and give-up by [`RetransmitPolicy`].
 //!
 //! A connection is keyed by the peer's address and the REQID's queue id
 //! ([`ConnKey`]).
 
 mod inbound;
 mod outbound;
+mod retransmit;
 
 use std::net::SocketAddr;
 
 pub use inbound::{Inbound, Verdict};
 pub use outbound::{Outbound, OutboundConfig, Transmit};
+pub use retransmit::{RetransmitPolicy, RetransmitTimer, Timeout};
 
 /// A connection: the peer's address and the queue id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 
+use super::{RetransmitPolicy, RetransmitTimer, Timeout};
 use crate::classify::ReqId;
 
 /// Timers and window.
@@ -59,6 +60,9 @@ pub struct Outbound<T> {
     /// Some FrameSet of this session has been acknowledged.
     acked_any: bool,
     pending: VecDeque<Entry<T>>,
+    /// The oldest FrameSet's retransmission (the nanoprobe's rule: every
+    /// `retransmit_ms`, no back-off, no give-up).
+    timer: RetransmitTimer,
 }
 
 impl<T> Outbound<T> {
@@ -72,6 +76,7 @@ impl<T> Outbound<T> {
             next_request: 1,
             acked_any: false,
             pending: VecDeque::new(),
+            timer: RetransmitTimer::default(),
         }
     }
 
@@ -108,25 +113,26 @@ impl<T> Outbound<T> {
     /// treated as a duplicate and lost.
     pub fn poll_transmit(&mut self, now_ms: u64) -> Vec<Transmit<'_, T>> {
         let mut due = Vec::new();
-        let retransmit_ms = self.config.retransmit_ms;
+        let policy = self.policy();
         let window = if self.acked_any {
             self.config.window
         } else {
             1
         };
+        // Only the oldest is resent (the protocol's rule, no backoff).
+        if self.timer.handle_timeout(now_ms, &policy) == Timeout::Resend {
+            due.push((0, true));
+        }
         for (i, e) in self.pending.iter_mut().enumerate().take(window) {
-            match e.sent_ms {
-                None => {
-                    e.sent_ms = Some(now_ms);
-                    due.push((i, false));
-                }
-                // Only the oldest is resent (the protocol's rule, no backoff).
-                Some(t) if i == 0 && now_ms.saturating_sub(t) >= retransmit_ms => {
-                    e.sent_ms = Some(now_ms);
-                    due.push((i, true));
-                }
-                Some(_) => {}
+            if e.sent_ms.is_none() {
+                e.sent_ms = Some(now_ms);
+                due.push((i, false));
             }
+        }
+        if self.timer.tries() == 0
+            && let Some(t) = self.pending.front().and_then(|e| e.sent_ms)
+        {
+            self.timer.start(t);
         }
         let (session, queue) = (self.session, self.queue);
         due.into_iter()
@@ -147,10 +153,11 @@ impl<T> Outbound<T> {
 
     /// When `poll_transmit` will next have something to resend.
     pub fn next_timeout_ms(&self) -> Option<u64> {
-        self.pending
-            .front()
-            .and_then(|e| e.sent_ms)
-            .map(|t| t + self.config.retransmit_ms)
+        self.timer.deadline_ms(&self.policy())
+    }
+
+    fn policy(&self) -> RetransmitPolicy {
+        RetransmitPolicy::fixed(self.config.retransmit_ms)
     }
 
     /// A cumulative ACK: drops every FrameSet up to it in this session.
@@ -170,6 +177,13 @@ impl<T> Outbound<T> {
             n += 1;
         }
         self.acked_any |= n > 0;
+        if n > 0 {
+            // The next oldest is timed from when it was sent.
+            match self.pending.front().and_then(|e| e.sent_ms) {
+                Some(t) => self.timer.start(t),
+                None => self.timer.stop(),
+            }
+        }
         n
     }
 

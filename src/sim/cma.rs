@@ -47,13 +47,6 @@ impl Sim {
                 self.ack_agent(from, inc, seq);
             }
             Pkt::Ack(r) => {
-                let q = &mut self.cma_out[from as usize];
-                while q
-                    .front()
-                    .is_some_and(|(x, _)| x.session == r.session && x.request <= r.request)
-                {
-                    q.pop_front();
-                }
                 self.decide(Some(addr), Some(r), Some(AgentMsg::Ack));
                 self.check_settled_agent(from);
             }
@@ -122,21 +115,16 @@ impl Sim {
                     instruction,
                     ..
                 } => {
+                    // Retransmissions and give-up are the decider's.
                     let a = self.node_agent[*node as usize];
-                    self.instr_sent_ms[a as usize] = self.now;
-                    self.cma_out[a as usize].push_back((*reqid, instruction.clone()));
-                    if self.cma_out[a as usize].len() == 1 {
-                        self.cma_retx_gen[a as usize] += 1;
-                        let g = self.cma_retx_gen[a as usize];
-                        self.at(self.now + RETRANSMIT_MS, Ev::CmaRetx(a, g));
+                    let key = (reqid.session, reqid.request);
+                    if key > self.instr_newest[a as usize] {
+                        self.instr_newest[a as usize] = key;
+                        self.instr_sent_ms[a as usize] = self.now;
+                    } else {
+                        self.report.cma_retransmits += 1;
                     }
                     self.cma_send(a, *reqid, instruction.clone());
-                }
-                Effect::Forget { to } => {
-                    if let Some(&a) = self.by_addr.get(to) {
-                        self.cma_out[a as usize].clear();
-                        self.cma_retx_gen[a as usize] += 1;
-                    }
                 }
                 Effect::Notice(n) => self.notice(n),
                 Effect::Row(_)
@@ -167,6 +155,7 @@ impl Sim {
 
     pub(super) fn notice(&mut self, n: &Notice) {
         match n {
+            Notice::GaveUp { .. } => self.report.gave_up += 1,
             Notice::Joined(id) => {
                 let addr = self.decider.node(*id).expect("joined node").addr;
                 let a = self.by_addr[&addr];

@@ -345,7 +345,6 @@ enum Ev {
         inc: u64,
         seq: u64,
     },
-    CmaRetx(u32, u64),
     AgentRetx(u32, u64),
     EdgeCheck {
         a: u32,
@@ -423,9 +422,6 @@ struct Sim {
     tick_at: Option<u64>,
     /// The CMA's receiving side per agent: (incarnation, last seq).
     cma_in: Vec<(u64, u64)>,
-    /// The CMA's transport: instructions sent and not ACKed, per agent.
-    cma_out: Vec<VecDeque<(ReqId, Instruction)>>,
-    cma_retx_gen: Vec<u64>,
     node_agent: Vec<u32>,
     fate: Vec<Option<Fate>>,
     /// Partitions in force: (switch, start, end).
@@ -437,6 +433,9 @@ struct Sim {
     digest: u64,
     /// When the CMA last sent each agent a new instruction (by agent).
     instr_sent_ms: Vec<u64>,
+    /// The newest (session, request id) sent to each agent: a send of it
+    /// or below is a retransmission.
+    instr_newest: Vec<(u32, u64)>,
 }
 
 /// Runs one simulation.
@@ -475,8 +474,6 @@ impl Sim {
             lsn: 0,
             tick_at: None,
             cma_in: vec![(0, 0); n],
-            cma_out: vec![VecDeque::new(); n],
-            cma_retx_gen: vec![0; n],
             node_agent: Vec::with_capacity(n),
             fate: vec![None; n],
             partitions: Vec::new(),
@@ -486,6 +483,7 @@ impl Sim {
             effects: Vec::new(),
             digest: DIGEST_SEED,
             instr_sent_ms: vec![0; cfg.nodes],
+            instr_newest: vec![(0, 0); cfg.nodes],
             cfg,
         };
         for (i, (sw, host)) in layout.into_iter().enumerate() {
@@ -568,15 +566,6 @@ impl Sim {
                         return;
                     }
                     self.agent_send_head(to);
-                }
-            }
-            Ev::CmaRetx(a, g) => {
-                if self.cma_retx_gen[a as usize] != g {
-                    return;
-                }
-                if let Some((r, i)) = self.cma_out[a as usize].front().cloned() {
-                    self.cma_send(a, r, i);
-                    self.at(self.now + RETRANSMIT_MS, Ev::CmaRetx(a, g));
                 }
             }
             Ev::AgentRetx(a, g) => {

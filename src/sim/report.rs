@@ -36,6 +36,10 @@ pub struct SimReport {
     pub path_fault_verdicts: usize,
     /// Datagrams the CMA sent (instructions, retransmits, ACKs).
     pub cma_sent: u64,
+    /// Of those, instructions sent again (the decider's retransmissions).
+    pub cma_retransmits: u64,
+    /// Agents the CMA gave up on (an instruction never ACKed).
+    pub gave_up: u64,
     /// Datagrams agents sent the CMA.
     pub agents_sent: u64,
     /// CMA datagrams sent during the fault phase (per fault: see

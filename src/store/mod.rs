@@ -166,7 +166,9 @@ fn apply_in(
                             r.addr.to_string(),
                             r.incarnation as i64,
                             group_text(r),
-                            if r.unconfirmed && matches!(r.health, Health::Up) {
+                            if r.gave_up && matches!(r.health, Health::Up) {
+                                "unreachable"
+                            } else if r.unconfirmed && matches!(r.health, Health::Up) {
                                 "joining"
                             } else {
                                 status_name(&r.health)
@@ -349,6 +351,7 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
         Notice::Healed { .. } => ("healed", None),
         Notice::CutOff(i) => ("cut_off", Some(*i)),
         Notice::Reconnected(i) => ("reconnected", Some(*i)),
+        Notice::GaveUp { node, .. } => ("gave_up", Some(*node)),
         Notice::Late { node, .. } => ("late", Some(*node)),
         Notice::Drift { node, .. } => ("drift", Some(*node)),
         Notice::Refused { node, .. } => ("refused", Some(*node)),
@@ -783,6 +786,7 @@ mod tests {
             degraded: None,
             conflict: None,
             unconfirmed: false,
+            gave_up: false,
         }))
     }
 

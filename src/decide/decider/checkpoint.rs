@@ -248,6 +248,9 @@ impl Decider {
             if let Some(t) = n.nak_retry_at {
                 deadlines.insert((t, i as NodeId));
             }
+            if let Some(t) = n.out.retransmit_deadline(&g.cfg.retransmit_policy()) {
+                deadlines.insert((t, i as NodeId));
+            }
         }
         let key = IndexHasher(g.cfg.index_key);
         let mut d = Decider {
@@ -301,7 +304,9 @@ impl Decider {
             .iter()
             .filter(|(t, id)| {
                 let n = &self.nodes[*id as usize];
-                n.health.deadline_ms(&self.fcfg) == Some(*t) || n.nak_retry_at == Some(*t)
+                n.health.deadline_ms(&self.fcfg) == Some(*t)
+                    || n.nak_retry_at == Some(*t)
+                    || n.out.retransmit_deadline(&self.cfg.retransmit_policy()) == Some(*t)
             })
             .copied()
             .collect()

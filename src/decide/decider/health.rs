@@ -222,6 +222,10 @@ impl Decider {
     /// `probe`); its group is reachable.
     pub(super) fn heard(&mut self, id: NodeId, probe: bool, out: &mut Vec<Effect>) {
         let now = self.now_ms;
+        if self.nodes[id as usize].gave_up {
+            self.reach_again(id, out);
+        }
+        self.rearm(id);
         let n = self.nodes.get_mut(id as usize);
         n.last_heard_ms = now;
         if let Some(c) = n.contest.take() {
@@ -239,9 +243,9 @@ impl Decider {
         // Its switch was cut off: it is back. Every member must answer a
         // probe; reports made across the cut are weighed as such.
         if !self.cut_off.is_empty()
-            && let Some(key) = self.topo.group_of(id).cloned()
-            && let Some(cut) = self.cut_off.remove(&key)
+            && let Some(cut) = self.cut_off.remove(&self.nodes[id as usize].group_key())
         {
+            let key = self.nodes[id as usize].group_key();
             let horizon = self.cfg.dead_ms + self.fcfg.window_ms;
             self.healed.retain(|_, t| now <= *t + horizon);
             self.healed.insert(key.clone(), now);
@@ -251,6 +255,10 @@ impl Decider {
             }));
             for c in cut {
                 if c != id {
+                    if self.nodes[c as usize].gave_up {
+                        // Its switch answers again: so may it.
+                        self.reach_again(c, out);
+                    }
                     let before = self.nodes[c as usize].health;
                     let e = self
                         .nodes
@@ -363,9 +371,6 @@ impl Decider {
                         self.nodes.get_mut(d as usize).health = Health::Dead(cause);
                         let peers = self.topo.peers_of(d);
                         self.remove(d, true);
-                        out.push(Effect::Forget {
-                            to: self.nodes[d as usize].addr,
-                        });
                         out.push(Effect::Notice(Notice::Dead { node: d, cause }));
                         // A suspect it watched has lost a monitor.
                         for p in peers {
@@ -464,8 +469,95 @@ impl Decider {
                 }
             }
         }
+        if remember_peers {
+            // Kept from an earlier removal (the CMA gave up on it, then it
+            // died): it may still heartbeat those too.
+            for a in std::mem::take(&mut n.stale_peers) {
+                if !peers.contains(&a) {
+                    peers.push(a);
+                }
+            }
+        }
         n.stale_peers = peers;
         n.out.reset();
+    }
+
+    /// Node `id` never ACKed an instruction sent `tries` times: the CMA
+    /// stops sending to it. Its queue is dropped (whatever comes next is of
+    /// a new session) and held, nothing is sent until it is heard from
+    /// ([`Decider::reach_again`]); it is shown `unreachable`. Its place in
+    /// the rings and its failure state do not change: its monitors keep
+    /// watching it, and a report about it is judged as any (its probe,
+    /// held, goes unanswered).
+    pub(super) fn give_up(&mut self, id: NodeId, tries: u32, out: &mut Vec<Effect>) {
+        self.counters.gave_up += 1;
+        out.push(Effect::Notice(Notice::GaveUp { node: id, tries }));
+        let ring: Vec<SocketAddr> = self
+            .topo
+            .peers_of(id)
+            .into_iter()
+            .map(|p| self.nodes[p as usize].addr)
+            .collect();
+        let n = self.nodes.get_mut(id as usize);
+        if !n.in_service() {
+            n.out.reset();
+            return;
+        }
+        // What it may heartbeat: its ring, and whatever it was told and
+        // never ACKed (stopped when it is reached again).
+        let mut stale = std::mem::take(&mut n.stale_peers);
+        for a in ring.into_iter().chain(n.out.unsettled_peers()) {
+            if !stale.contains(&a) {
+                stale.push(a);
+            }
+        }
+        n.stale_peers = stale;
+        n.out.reset();
+        n.gave_up = true;
+        out.push(Effect::Row(Box::new(self.row(id))));
+    }
+
+    /// Node `id`, given up on, was heard from (or its switch was): talk to
+    /// it again. One that never ACKed its SETCONFIG is greeted afresh; one
+    /// in the rings is told, in a new session, to stop every peer it may
+    /// heartbeat, then to heartbeat its ring (rule 1: STOP then SEND), and
+    /// probed again if it was being judged.
+    pub(super) fn reach_again(&mut self, id: NodeId, out: &mut Vec<Effect>) {
+        let ring: Vec<SocketAddr> = self
+            .topo
+            .peers_of(id)
+            .into_iter()
+            .map(|p| self.nodes[p as usize].addr)
+            .collect();
+        let n = self.nodes.get_mut(id as usize);
+        n.gave_up = false;
+        let mut stale = std::mem::take(&mut n.stale_peers);
+        // What was queued while held was relative to a state it may not
+        // have: dropped, and the whole ring said again.
+        n.out.reset();
+        let probing = n.probe_from.take().is_some();
+        out.push(Effect::Notice(Notice::Reconnected(id)));
+        if n.unconfirmed.is_some() {
+            self.greet_and_place(id, stale, out);
+        } else {
+            for a in &ring {
+                if !stale.contains(a) {
+                    stale.push(*a);
+                }
+            }
+            if !stale.is_empty() {
+                n.out.push(Instruction::Heartbeat {
+                    start: false,
+                    peers: stale,
+                });
+            }
+            n.out.push_hb(true, &ring);
+            self.mark_dirty(id);
+            out.push(Effect::Row(Box::new(self.row(id))));
+        }
+        if probing {
+            self.probe(id);
+        }
     }
 
     pub(super) fn probe(&mut self, id: NodeId) {
@@ -480,6 +572,9 @@ impl Decider {
             n.out.push(Instruction::Probe);
             self.mark_dirty(id);
         }
+        // Its answer is due within the probe deadline (three
+        // transmissions an interval apart): no back-off now.
+        self.rearm(id);
     }
 
     /// Up to [`GROUP_SAMPLE`] other members of `d`'s group, in ring order

@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 
 use super::failure::{DeathCause, Effect as Fsm, FailureConfig, Health};
 use super::idmap::pairs;
-use super::outq::{Instruction, OutQueue};
+use super::outq::{Instruction, OutQueue, Retransmit};
 use super::ring::HbInstruction;
 use super::topology::{GroupKey, RingLinks, Topology};
 use super::{Index, IndexHasher, NodeId};
 use crate::classify::switch::parse_switch_frame;
 use crate::classify::{HbState, Message, PeerStatus, ReqId, Startup};
-use crate::reliable::normalize;
+use crate::reliable::{RetransmitPolicy, normalize};
 
 /// Bumped whenever a change to this module could change effects for the
 /// same log (logged in the CONFIG record, so replay knows).
@@ -82,6 +82,10 @@ pub struct DeciderConfig {
     /// logs written before it existed.
     #[serde(default)]
     pub index_key: u64,
+    /// Transmissions of one instruction after which the CMA gives up on
+    /// the agent (rule 9); 0 in logs written before it existed (never).
+    #[serde(default)]
+    pub give_up_after: u32,
 }
 
 fn default_stats_interval_ms() -> u64 {
@@ -106,7 +110,13 @@ impl DeciderConfig {
             state_interval_ms: default_state_interval_ms(),
             stats_interval_ms: default_stats_interval_ms(),
             index_key: 0,
+            give_up_after: 12,
         }
+    }
+
+    /// How instructions are retransmitted and when the CMA gives up.
+    pub fn retransmit_policy(&self) -> RetransmitPolicy {
+        RetransmitPolicy::backing_off(self.retransmit_ms, self.give_up_after)
     }
 
     /// The failure machine's timers (rule 6).
@@ -189,7 +199,8 @@ pub enum Event<'a> {
 /// What the decider asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Send a sequenced instruction (and retransmit it until ACKed).
+    /// Send a sequenced instruction (the decider asks again for each
+    /// retransmission, and gives up after `give_up_after`).
     Send {
         /// The agent.
         node: NodeId,
@@ -199,12 +210,6 @@ pub enum Effect {
         reqid: ReqId,
         /// What.
         instruction: Instruction,
-    },
-    /// Stop retransmitting to this address (the agent died, restarted or
-    /// closed the connection).
-    Forget {
-        /// The address.
-        to: SocketAddr,
     },
     /// A node's row changed.
     Row(Box<NodeRow>),
@@ -263,6 +268,10 @@ pub struct NodeRow {
     /// Registered, not yet in a ring: it has not ACKed its SETCONFIG.
     #[serde(default)]
     pub unconfirmed: bool,
+    /// The CMA gave up on it (an instruction never ACKed) and has not
+    /// heard from it since.
+    #[serde(default)]
+    pub gave_up: bool,
 }
 
 /// Events and verdicts.
@@ -331,8 +340,18 @@ pub enum Notice {
     },
     /// Reported with its whole group silent: cut off, not dead.
     CutOff(NodeId),
-    /// Heard from again after being cut off.
+    /// Heard from again after being cut off, or after the CMA gave up on
+    /// it.
     Reconnected(NodeId),
+    /// It never ACKed an instruction sent `tries` times: shown unreachable,
+    /// its queue dropped and nothing sent until it is heard from again (its
+    /// rings unchanged: its monitors still watch it).
+    GaveUp {
+        /// The node.
+        node: NodeId,
+        /// Transmissions of the instruction it never ACKed.
+        tries: u32,
+    },
     /// A late-heartbeat warning about a node.
     Late {
         /// The node.
@@ -437,6 +456,13 @@ pub struct Counters {
     /// [`HOSTNAME_MAX`] bytes.
     #[serde(default)]
     pub bad_hostname: u64,
+    /// Instructions sent again (not ACKed in time).
+    #[serde(default)]
+    pub retransmits: u64,
+    /// Agents given up on (an instruction never ACKed after
+    /// `give_up_after` transmissions).
+    #[serde(default)]
+    pub gave_up: u64,
 }
 
 /// A registered node.
@@ -507,6 +533,11 @@ pub struct Node {
     /// incarnation).
     #[serde(default)]
     pub nics: Vec<String>,
+    /// The CMA gave up on it (an instruction never ACKed): nothing is sent
+    /// to it until it is heard from, then its ring is said again (STOP for
+    /// what it may heartbeat first, rule 1). Its rings do not change.
+    #[serde(default)]
+    pub gave_up: bool,
     /// In the decider's dirty list (set between a change and the end of
     /// the record's handling: never in a checkpoint).
     #[serde(skip)]
@@ -794,7 +825,9 @@ impl Decider {
         if let Some(r) = reqid {
             if matches!(message, Message::Ack) {
                 let n = self.nodes.get_mut(id as usize);
-                if r.session == n.out.session(self.cfg.session) && n.out.on_ack(r.request) {
+                if r.session == n.out.session(self.cfg.session)
+                    && n.out.on_ack(r.request, self.now_ms)
+                {
                     probe_answered = n.probe_from.is_some_and(|p| r.request >= p);
                     self.mark_dirty(id);
                     self.confirm(id, r, out);
@@ -868,6 +901,10 @@ impl Decider {
                 break;
             }
             self.deadlines.pop_first();
+            let policy = self.cfg.retransmit_policy();
+            if self.nodes[id as usize].out.retransmit_deadline(&policy) == Some(t) {
+                self.retransmit(id, &policy, out);
+            }
             let n = self.nodes.get_mut(id as usize);
             if n.nak_retry_at == Some(t) {
                 n.nak_retry_at = None;
@@ -921,13 +958,62 @@ impl Decider {
             });
         }
         let mut dirty = std::mem::take(&mut self.dirty);
+        let policy = self.cfg.retransmit_policy();
         for id in dirty.drain(..) {
-            self.nodes.get_mut(id as usize).dirty = false;
-            for (r, i) in self.nodes.get_mut(id as usize).out.promote() {
+            let n = self.nodes.get_mut(id as usize);
+            n.dirty = false;
+            if n.gave_up {
+                // Held until it is heard from.
+                continue;
+            }
+            for (r, i) in n.out.promote(self.now_ms) {
                 out.push(self.send_effect(id, r, i));
             }
+            self.watch_retransmit(id, &policy);
         }
         self.dirty = dirty;
+    }
+
+    /// Keeps node `id`'s retransmission deadline among the deadlines.
+    fn watch_retransmit(&mut self, id: NodeId, policy: &RetransmitPolicy) {
+        if let Some(t) = self.nodes[id as usize].out.retransmit_deadline(policy) {
+            self.deadlines.insert((t, id));
+        }
+    }
+
+    /// Node `id`'s retransmission deadline came: send its oldest
+    /// instruction again, or give up on it.
+    fn retransmit(&mut self, id: NodeId, policy: &RetransmitPolicy, out: &mut Vec<Effect>) {
+        let now = self.now_ms;
+        let tries = self.nodes[id as usize].out.tries();
+        match self
+            .nodes
+            .get_mut(id as usize)
+            .out
+            .poll_retransmit(now, policy)
+        {
+            Retransmit::Nothing => {}
+            Retransmit::Resend(r, i) => {
+                self.counters.retransmits += 1;
+                out.push(self.send_effect(id, r, i));
+            }
+            Retransmit::GiveUp => self.give_up(id, tries, out),
+        }
+        self.watch_retransmit(id, policy);
+    }
+
+    /// The path to node `id` works (it was heard from) or must be tried
+    /// at once (a probe): a retransmission that backed off is due now.
+    fn rearm(&mut self, id: NodeId) {
+        let policy = self.cfg.retransmit_policy();
+        if self
+            .nodes
+            .get_mut(id as usize)
+            .out
+            .rearm(self.now_ms, &policy)
+        {
+            self.watch_retransmit(id, &policy);
+        }
     }
 
     fn send_effect(&self, id: NodeId, request: u64, instruction: Instruction) -> Effect {
@@ -959,6 +1045,7 @@ impl Decider {
             degraded: n.degraded.clone(),
             conflict: n.conflict,
             unconfirmed: n.unconfirmed.is_some(),
+            gave_up: n.gave_up,
         }
     }
 }

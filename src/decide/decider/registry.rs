@@ -59,6 +59,11 @@ impl Decider {
             let n = &self.nodes[id as usize];
             if n.incarnation == s.wallclock_us && n.addr == addr {
                 self.counters.duplicate_startup += 1;
+                if n.gave_up {
+                    // Given up on while it waited: it is reachable now.
+                    self.reach_again(id, out);
+                    return;
+                }
                 if !n.out.holds(&Instruction::AckStartup) {
                     self.nodes
                         .get_mut(id as usize)
@@ -82,7 +87,6 @@ impl Decider {
                 let i = self.topo.leave(id);
                 self.apply_hb(&i);
             }
-            out.push(Effect::Forget { to: old_addr });
             self.by_addr.remove(&old_addr);
             self.claim_addr(addr, id, out);
             let n = self.nodes.get_mut(id as usize);
@@ -114,6 +118,7 @@ impl Decider {
             n.contest = None;
             n.conflict = None;
             n.nics = nics;
+            n.gave_up = false;
             n.health = Health::Up;
             n.last_heard_ms = self.now_ms;
             out.push(Effect::Notice(Notice::Restarted(id)));
@@ -145,6 +150,7 @@ impl Decider {
             conflict: None,
             unconfirmed: None,
             nics,
+            gave_up: false,
             dirty: false,
         });
         self.by_host.insert(s.hostname.to_string(), id);

@@ -92,6 +92,17 @@ impl T {
         )
     }
 
+    /// Every deadline up to `ms` from now, one TICK each; their effects.
+    fn tick_for(&mut self, ms: u64) -> Vec<Effect> {
+        let until = self.now + ms;
+        let mut all = Vec::new();
+        while let Some(at) = self.d.next_deadline_ms().filter(|at| *at <= until) {
+            all.extend(self.tick(at.max(self.now)));
+        }
+        self.now = until;
+        all
+    }
+
     /// ACKs everything in flight to every node until queues are empty.
     fn settle(&mut self) {
         for _ in 0..50 {
@@ -255,9 +266,11 @@ fn a_repeated_startup_is_answered_with_ackstartup_only() {
 fn a_new_wallclock_is_a_restart() {
     let mut t = fleet(4);
     let id = t.id(2);
+    let session = t.d.node(id).unwrap().out.session(0);
     let e = t.startup(2, 999);
     assert_eq!(notices(&e), vec![Notice::Restarted(id)]);
-    assert!(e.contains(&Effect::Forget { to: addr(2) }));
+    // What was queued for the old process is dropped: a new session.
+    assert_eq!(t.d.node(id).unwrap().out.session(0), session + 1);
     // Its old neighbours stop expecting it (the old incarnation).
     let stops: Vec<_> = [1u8, 3]
         .iter()
@@ -292,7 +305,8 @@ fn two_monitors_confirm_a_death_and_the_ring_closes() {
             second: t.id(3)
         }
     }));
-    assert!(e.contains(&Effect::Forget { to: addr(2) }));
+    // Nothing more is sent to it, and nothing retransmitted.
+    assert!(t.d.node(t.id(2)).unwrap().out.settled());
     assert!(!t.d.topology().adjacent(t.id(1), t.id(2)));
     assert!(t.d.topology().adjacent(t.id(1), t.id(3)));
 }
@@ -564,8 +578,7 @@ fn two_monitors_at_once_wait_for_the_group_before_naming_a_switch_fault() {
                     all.extend(notices(&t.ack(addr(n), r)));
                 }
             }
-            let at = t.d.next_deadline_ms().unwrap();
-            all.extend(notices(&t.tick(at)));
+            all.extend(notices(&t.tick_for(20_000)));
             assert!(
                 all.iter().any(|n| matches!(
                     n,
@@ -579,8 +592,7 @@ fn two_monitors_at_once_wait_for_the_group_before_naming_a_switch_fault() {
             assert!(!all.iter().any(|n| matches!(n, Notice::SwitchFault { .. })));
         } else {
             // Silent through the window: the switch is cut off.
-            let at = t.d.next_deadline_ms().unwrap();
-            let all = notices(&t.tick(at));
+            let all = notices(&t.tick_for(20_000));
             assert!(
                 all.iter().any(|n| matches!(n, Notice::SwitchFault { .. })),
                 "{all:?}"
@@ -609,12 +621,8 @@ fn a_representative_reported_with_its_group_silent_is_cut_off_not_dead() {
     t.now += 30_000;
     let m0 = host_of(monitors[0]);
     t.report(m0, Message::HbDead { peer: addr(rep) });
-    let mut all = Vec::new();
-    for _ in 0..4 {
-        if let Some(at) = t.d.next_deadline_ms() {
-            all.extend(notices(&t.tick(at)));
-        }
-    }
+    // Through the window and the probe deadline.
+    let all = notices(&t.tick_for(20_000));
     assert!(all.contains(&Notice::CutOff(t.id(rep))), "{all:?}");
     assert!(all.iter().any(|n| matches!(
         n,
@@ -730,12 +738,8 @@ fn a_dead_representative_whose_group_answers_is_confirmed() {
             );
         }
     }
-    let mut all = Vec::new();
-    for _ in 0..4 {
-        if let Some(at) = t.d.next_deadline_ms() {
-            all.extend(notices(&t.tick(at)));
-        }
-    }
+    // Through the window and the probe deadline.
+    let all = notices(&t.tick_for(20_000));
     assert!(
         all.iter().any(|n| matches!(n, Notice::Dead { .. })),
         "{all:?}"
@@ -914,9 +918,11 @@ fn switch_discovery_is_asked_for_every_nic_with_carrier() {
 #[test]
 fn connshut_resets_the_agent_and_is_answered_sequenced() {
     let mut t = fleet(2);
+    let session = t.d.node(t.id(1)).unwrap().out.session(0);
     let e = t.report(1, Message::ConnShut);
     assert_eq!(sends_to(&e, addr(1)), vec![Instruction::ConnShut]);
-    assert!(!e.iter().any(|x| matches!(x, Effect::Forget { .. })));
+    // Our side keeps its session: the CONNSHUT goes after what is in flight.
+    assert_eq!(t.d.node(t.id(1)).unwrap().out.session(0), session);
     assert_eq!(t.d.node(t.id(1)).unwrap().inbound, None);
 }
 
@@ -1388,4 +1394,204 @@ fn subnet_of_reads_netconfig() {
     assert_eq!(subnet_of("not json", "192.0.2.2".parse().unwrap()), None);
     let odd = r#"{"data":{"eth0":{"ipaddrs":{"192.0.2.2/99":{},"x/24":{}}}}}"#;
     assert_eq!(subnet_of(odd, "192.0.2.2".parse().unwrap()), None);
+}
+
+/// (request id, instruction) of every send to `to`.
+fn sent_with_ids(e: &[Effect], to: SocketAddr) -> Vec<(u64, Instruction)> {
+    e.iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                to: t,
+                reqid,
+                instruction,
+                ..
+            } if *t == to => Some((reqid.request, instruction.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_unanswered_stranger_is_resent_with_back_off_then_given_up() {
+    let mut t = fleet(3);
+    let e = t.startup(9, 5);
+    let first = sent_with_ids(&e, addr(9));
+    assert_eq!(first.len(), 1, "its SETCONFIG");
+    let start = t.now;
+    // It never answers: the same request again and again, 2 s apart three
+    // times, then backing off, then nothing.
+    let mut times = vec![start];
+    let mut all = Vec::new();
+    while let Some(at) = t.d.next_deadline_ms().filter(|at| *at <= start + 600_000) {
+        let e = t.tick(at);
+        for x in sent_with_ids(&e, addr(9)) {
+            assert_eq!(x, first[0], "the same instruction, the same request id");
+            times.push(at - start);
+        }
+        all.extend(notices(&e));
+    }
+    times[0] = 0;
+    assert_eq!(
+        times,
+        vec![
+            0, 2000, 4000, 6000, 10_000, 18_000, 26_000, 34_000, 42_000, 50_000, 58_000, 66_000
+        ]
+    );
+    let id = t.id(9);
+    assert_eq!(
+        all,
+        vec![Notice::GaveUp {
+            node: id,
+            tries: 12
+        }]
+    );
+    assert_eq!(t.d.counters().gave_up, 1);
+    assert_eq!(t.d.counters().retransmits, 11);
+    assert!(t.d.node(id).unwrap().gave_up);
+    assert!(t.d.topology().group_of(id).is_none());
+    assert!(t.d.node(id).unwrap().out.settled());
+    // Its STARTUP again (the agent was only slow to be reachable): it is
+    // greeted afresh, in a new session, and placed once it ACKs.
+    let e = t.startup(9, 5);
+    assert_eq!(notices(&e), vec![Notice::Reconnected(id)]);
+    assert!(matches!(
+        sends_to(&e, addr(9)).as_slice(),
+        [Instruction::SetConfig(_)]
+    ));
+    t.settle();
+    assert_eq!(t.health(9), Health::Up);
+    assert!(t.d.topology().group_of(id).is_some());
+    t.d.check().unwrap();
+}
+
+#[test]
+fn a_ring_member_given_up_on_keeps_its_place_and_hears_its_ring_again() {
+    let mut t = fleet(4);
+    // A newcomer changes its neighbours' rings; one of them never ACKs.
+    t.startup(5, 105);
+    t.settle();
+    t.startup(6, 106);
+    let silent = (1..=5u8)
+        .find(|n| t.d.node(t.id(*n)).unwrap().out.inflight().count() > 0)
+        .or_else(|| {
+            // Not yet promoted: ACK the newcomer so its ring goes out.
+            let r = t.d.node(t.id(6)).unwrap().out.inflight().last().unwrap().0;
+            t.ack(addr(6), r);
+            (1..=5u8).find(|n| t.d.node(t.id(*n)).unwrap().out.inflight().count() > 0)
+        })
+        .expect("a neighbour of the newcomer was told something");
+    let sid = t.id(silent);
+    let peers_before: Vec<SocketAddr> =
+        t.d.topology()
+            .peers_of(sid)
+            .iter()
+            .map(|p| t.d.node(*p).unwrap().addr)
+            .collect();
+    let mut all = Vec::new();
+    for _ in 0..200 {
+        // Everyone else answers at once.
+        for n in (1..=6u8).filter(|n| *n != silent) {
+            if let Some((r, _)) =
+                t.d.node(t.id(n))
+                    .unwrap()
+                    .out
+                    .inflight()
+                    .last()
+                    .map(|x| (x.0, ()))
+            {
+                all.extend(notices(&t.ack(addr(n), r)));
+            }
+        }
+        all.extend(notices(&t.tick_for(1000)));
+    }
+    assert!(
+        all.contains(&Notice::GaveUp {
+            node: sid,
+            tries: 12
+        }),
+        "{all:?}"
+    );
+    // Nothing more goes to it, but it keeps its place: its monitors still
+    // watch it.
+    assert!(t.d.node(sid).unwrap().gave_up);
+    assert_eq!(t.health(silent), Health::Up);
+    assert!(t.d.topology().group_of(sid).is_some());
+    let e = t.tick_for(600_000);
+    assert!(sends_to(&e, addr(silent)).is_empty());
+    // A ring change meanwhile is held, not sent.
+    t.startup(7, 107);
+    t.settle();
+    assert!(t.d.node(sid).unwrap().out.inflight().next().is_none());
+    // It speaks again: reachable, told (in a new session) to stop every
+    // peer it may heartbeat, then to heartbeat its ring as it is now.
+    let e = t.report(silent, Message::Stats { json: "{}" });
+    assert_eq!(notices(&e), vec![Notice::Reconnected(sid)]);
+    let mut told = sends_to(&e, addr(silent));
+    match told.first() {
+        Some(Instruction::Heartbeat {
+            start: false,
+            peers,
+        }) => {
+            for p in &peers_before {
+                assert!(peers.contains(p), "{p} not stopped: {peers:?}");
+            }
+        }
+        other => panic!("first a STOP, not {other:?}"),
+    }
+    while let Some(r) = t.d.node(sid).unwrap().out.inflight().last().map(|x| x.0) {
+        let e = t.ack(addr(silent), r);
+        told.extend(sends_to(&e, addr(silent)));
+    }
+    assert!(!t.d.node(sid).unwrap().gave_up);
+    // What it was told since, in order, leaves it heartbeating exactly
+    // its ring (whatever it heartbeated before).
+    let mut heartbeats = std::collections::BTreeSet::new();
+    for i in told {
+        if let Instruction::Heartbeat { start, peers } = i {
+            for p in peers {
+                if start {
+                    heartbeats.insert(p);
+                } else {
+                    heartbeats.remove(&p);
+                }
+            }
+        }
+    }
+    let ring: std::collections::BTreeSet<SocketAddr> =
+        t.d.topology()
+            .peers_of(sid)
+            .iter()
+            .map(|p| t.d.node(*p).unwrap().addr)
+            .collect();
+    assert!(!ring.is_empty());
+    assert_eq!(heartbeats, ring);
+}
+
+#[test]
+fn hearing_from_an_agent_ends_the_back_off() {
+    let mut t = fleet(2);
+    let e = t.startup(9, 5);
+    let setconfig = sent_with_ids(&e, addr(9));
+    let start = t.now;
+    t.tick_for(12_000);
+    // Sent at 0, 2, 4, 6 and 10 s: the next would be at 18 s.
+    assert_eq!(
+        t.d.node(t.id(9))
+            .unwrap()
+            .out
+            .retransmit_deadline(&t.d.config().retransmit_policy()),
+        Some(start + 18_000)
+    );
+    // A datagram from it proves the path: the instruction goes again now.
+    t.report(9, Message::Stats { json: "{}" });
+    let e = t.tick(t.now);
+    assert_eq!(sent_with_ids(&e, addr(9)), setconfig);
+    // And then on the short interval again.
+    assert_eq!(
+        t.d.node(t.id(9))
+            .unwrap()
+            .out
+            .retransmit_deadline(&t.d.config().retransmit_policy()),
+        Some(t.now + 2000)
+    );
 }
