@@ -1,8 +1,9 @@
 //! The failure state machine of one watched node D (DESIGN.md):
 //!
 //! ```text
-//!  Up ──HBDEAD(P)──▶ Suspect{P} ──HBDEAD(Q ≠ P) before the window ends──▶ Dead(two monitors)
-//!   ▲   (probe D now)    │
+//!  Up ──HBDEAD(P)──▶ Suspect{P} ──HBDEAD(Q ≠ P) before the window ends, the probe
+//!   ▲   (probe D now)    │     unanswered for `answer_ms` since P's report──▶ Dead(two monitors)
+//!   │                    │  (Q's report sooner: Suspect{P, agreed Q} until then)
 //!   │                    ├──D heard from (HBBACKALIVE, its own traffic)──▶ Up   (false alarm)
 //!   │                    ├──probe answered──────────────────────────────▶ Up   (path fault P→D)
 //!   │                    └──window ends, no second report─────────────▶ Disputed{P}
@@ -27,7 +28,11 @@
 //!
 //! Pure: time is passed in (log time, ms), effects are returned. The window
 //! for the second monitor is `max(2 heartbeat intervals, retransmit + 1 s)`
-//! and probing starts at the first report (hard-won rule 6).
+//! and probing starts at the first report (hard-won rule 6). Two monitors
+//! are not enough on their own (rule 9: their source addresses may be
+//! forged): a death also needs the probe, sent at the first report, to go
+//! unanswered for `answer_ms` (a live agent ACKs at once), well within the
+//! window, so the detection target is unchanged.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +46,18 @@ pub struct FailureConfig {
     /// How long after the first report an unanswered probe means dead, ms
     /// (at least `window_ms`).
     pub probe_timeout_ms: u64,
+    /// How long the probe must go unanswered before two monitors' reports
+    /// make a death, ms (at most `window_ms`).
+    #[serde(default = "default_answer_ms")]
+    pub answer_ms: u64,
+}
+
+/// A live agent ACKs a probe within a round trip; half a second is a
+/// generous allowance on a LAN.
+pub const ANSWER_MS: u64 = 500;
+
+fn default_answer_ms() -> u64 {
+    ANSWER_MS
 }
 
 impl FailureConfig {
@@ -51,6 +68,7 @@ impl FailureConfig {
         FailureConfig {
             window_ms,
             probe_timeout_ms: window_ms + 2 * retransmit_ms,
+            answer_ms: ANSWER_MS.min(window_ms),
         }
     }
 }
@@ -83,6 +101,10 @@ pub enum Health {
         reporter: NodeId,
         /// When (log time, ms).
         since_ms: u64,
+        /// The other monitor agreed before the probe had `answer_ms` to be
+        /// answered: dead then, unless it is answered.
+        #[serde(default)]
+        agreed: Option<NodeId>,
     },
     /// The window passed with one report only, or the report cannot be
     /// paired; the probe decides.
@@ -174,12 +196,31 @@ impl Health {
                 *self = Health::Suspect {
                     reporter,
                     since_ms: now_ms,
+                    agreed: None,
                 };
                 Ok(vec![Effect::Suspected { reporter }, Effect::Probe])
             }
             Health::Suspect {
                 reporter: first,
                 since_ms,
+                agreed: None,
+            } if first != reporter
+                && now_ms <= since_ms + cfg.window_ms
+                && now_ms < since_ms + cfg.answer_ms =>
+            {
+                // Two monitors agree, but the probe has not had its time
+                // to be answered: decided then.
+                *self = Health::Suspect {
+                    reporter: first,
+                    since_ms,
+                    agreed: Some(reporter),
+                };
+                Ok(Vec::new())
+            }
+            Health::Suspect {
+                reporter: first,
+                since_ms,
+                agreed: None,
             }
             | Health::Disputed {
                 reporter: first,
@@ -341,7 +382,11 @@ impl Health {
     /// transmissions, `retransmit` apart, and a second to answer).
     pub fn on_lone_report(&mut self, cfg: &FailureConfig) -> Result<Vec<Effect>, Ignored> {
         match *self {
-            Health::Suspect { reporter, since_ms } => {
+            Health::Suspect {
+                reporter,
+                since_ms,
+                agreed: None,
+            } => {
                 *self = Health::Disputed {
                     reporter,
                     since_ms,
@@ -382,7 +427,21 @@ impl Health {
     /// Time passes: the window or the probe may run out.
     pub fn on_tick(&mut self, now_ms: u64, cfg: &FailureConfig) -> Vec<Effect> {
         match *self {
-            Health::Suspect { reporter, since_ms } if now_ms > since_ms + cfg.window_ms => {
+            Health::Suspect {
+                reporter: first,
+                since_ms,
+                agreed: Some(second),
+            } if now_ms >= since_ms + cfg.answer_ms => {
+                // The probe went unanswered: the two monitors were right.
+                let cause = DeathCause::TwoMonitors { first, second };
+                *self = Health::Dead(cause);
+                vec![Effect::Died(cause)]
+            }
+            Health::Suspect {
+                reporter,
+                since_ms,
+                agreed: None,
+            } if now_ms > since_ms + cfg.window_ms => {
                 *self = Health::Disputed {
                     reporter,
                     since_ms,
@@ -411,6 +470,11 @@ impl Health {
     /// The next time `on_tick` can change anything.
     pub fn deadline_ms(&self, cfg: &FailureConfig) -> Option<u64> {
         match *self {
+            Health::Suspect {
+                since_ms,
+                agreed: Some(_),
+                ..
+            } => Some(since_ms + cfg.answer_ms),
             Health::Suspect { since_ms, .. } => Some(since_ms + cfg.window_ms + 1),
             Health::Disputed { until_ms, .. }
             | Health::Unreachable {
@@ -465,6 +529,7 @@ mod tests {
     const CFG: FailureConfig = FailureConfig {
         window_ms: 3000,
         probe_timeout_ms: 7000,
+        answer_ms: 500,
     };
 
     #[test]
@@ -485,7 +550,8 @@ mod tests {
             h,
             Health::Suspect {
                 reporter: 1,
-                since_ms: 100
+                since_ms: 100,
+                agreed: None,
             }
         );
         assert_eq!(h.deadline_ms(&CFG), Some(3101));
@@ -496,6 +562,7 @@ mod tests {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 100,
+            agreed: None,
         };
         // The same monitor again proves nothing.
         assert_eq!(h.on_hbdead(1, 200, &CFG), Err(Ignored));
@@ -508,10 +575,34 @@ mod tests {
     }
 
     #[test]
+    fn two_reports_sooner_than_the_probe_could_be_answered_wait_for_it() {
+        let mut h = Health::Suspect {
+            reporter: 1,
+            since_ms: 100,
+            agreed: None,
+        };
+        assert_eq!(h.on_hbdead(2, 101, &CFG), Ok(Vec::new()));
+        assert_eq!(h.deadline_ms(&CFG), Some(600));
+        assert!(h.on_tick(599, &CFG).is_empty());
+        let mut answered = h;
+        assert_eq!(
+            answered.on_alive(true),
+            Ok(vec![Effect::PathFault { reporter: 1 }])
+        );
+        let cause = DeathCause::TwoMonitors {
+            first: 1,
+            second: 2,
+        };
+        assert_eq!(h.on_tick(600, &CFG), vec![Effect::Died(cause)]);
+        assert_eq!(h, Health::Dead(cause));
+    }
+
+    #[test]
     fn suspect_to_up_on_evidence_or_probe_answer() {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 0,
+            agreed: None,
         };
         assert_eq!(
             h.on_alive(false),
@@ -521,6 +612,7 @@ mod tests {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 0,
+            agreed: None,
         };
         assert_eq!(
             h.on_alive(true),
@@ -534,13 +626,15 @@ mod tests {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 0,
+            agreed: None,
         };
         assert!(h.on_tick(3000, &CFG).is_empty());
         assert_eq!(
             h,
             Health::Suspect {
                 reporter: 1,
-                since_ms: 0
+                since_ms: 0,
+                agreed: None,
             }
         );
         assert!(h.on_tick(3001, &CFG).is_empty());
@@ -625,6 +719,7 @@ mod tests {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 100,
+            agreed: None,
         };
         assert_eq!(h.on_lone_report(&CFG), Ok(vec![]));
         assert_eq!(
@@ -704,6 +799,7 @@ mod tests {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 0,
+            agreed: None,
         };
         assert!(h.on_tick(3001, &CFG).is_empty());
         assert_eq!(
@@ -714,6 +810,7 @@ mod tests {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 0,
+            agreed: None,
         };
         h.on_lone_report(&CFG).unwrap();
         assert_eq!(
@@ -746,6 +843,7 @@ mod tests {
             Health::Suspect {
                 reporter: 1,
                 since_ms: 0,
+                agreed: None,
             },
         ] {
             assert!(h.on_group_cut(5, 10).is_ok());
@@ -759,6 +857,7 @@ mod tests {
         let mut h = Health::Suspect {
             reporter: 1,
             since_ms: 0,
+            agreed: None,
         };
         assert_eq!(
             h.on_tick(60_000, &CFG),
@@ -773,6 +872,7 @@ mod tests {
             Health::Suspect {
                 reporter: 1,
                 since_ms: 0,
+                agreed: None,
             },
             Health::Disputed {
                 reporter: 1,

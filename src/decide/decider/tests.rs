@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::classify::switch::lldp_frame;
+use crate::decide::failure::ANSWER_MS;
 
 const CMA: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(10, 9, 9, 9)), 1984);
 
@@ -458,6 +459,8 @@ fn a_martian_resurrects_the_dead_and_its_old_heartbeats_are_stopped_first() {
     let mut t = fleet(4);
     t.report(1, Message::HbDead { peer: addr(2) });
     t.report(3, Message::HbDead { peer: addr(2) });
+    // Its probe goes unanswered.
+    t.tick_for(ANSWER_MS);
     assert!(matches!(t.health(2), Health::Dead(_)));
     t.settle();
     let e = t.report(1, Message::HbMartian { peer: addr(2) });
@@ -556,6 +559,7 @@ fn two_monitors_at_once_wait_for_the_group_before_naming_a_switch_fault() {
         t.now += 30_000;
         t.report(monitors[0], Message::HbDead { peer: addr(rep) });
         t.report(monitors[1], Message::HbDead { peer: addr(rep) });
+        t.tick_for(ANSWER_MS);
         assert!(
             matches!(t.health(rep), Health::Disputed { .. }),
             "{:?}",
@@ -797,6 +801,8 @@ fn a_live_agent_declared_dead_is_moved_to_a_new_session_and_its_ring_reasserted(
     // is dropped with its queue.
     t.report(1, Message::HbDead { peer: addr(2) });
     t.report(3, Message::HbDead { peer: addr(2) });
+    // Its probe goes unanswered.
+    t.tick_for(ANSWER_MS);
     assert!(matches!(t.health(2), Health::Dead(_)));
     // Its process still talks to the CMA: the verdict was wrong.
     t.now += 1000;
@@ -1594,4 +1600,58 @@ fn hearing_from_an_agent_ends_the_back_off() {
             .retransmit_deadline(&t.d.config().retransmit_policy()),
         Some(t.now + 2000)
     );
+}
+
+#[test]
+fn two_forged_monitors_do_not_kill_a_node_that_answers_its_probe() {
+    let mut t = fleet(4);
+    // Both of node 2's monitors "report" it in the same millisecond (their
+    // source addresses are easy to forge).
+    t.report(1, Message::HbDead { peer: addr(2) });
+    let e = t.report(3, Message::HbDead { peer: addr(2) });
+    assert!(notices(&e).is_empty(), "{:?}", notices(&e));
+    assert!(matches!(
+        t.health(2),
+        Health::Suspect {
+            agreed: Some(_),
+            ..
+        }
+    ));
+    // The real node ACKs its probe at once: alive, the reports were false.
+    t.now += 2;
+    let probe =
+        t.d.node(t.id(2))
+            .unwrap()
+            .out
+            .inflight()
+            .find(|(_, i)| *i == Instruction::Probe)
+            .map(|(r, _)| *r)
+            .expect("probed at the first report");
+    let e = t.ack(addr(2), probe);
+    assert_eq!(t.health(2), Health::Up);
+    assert!(
+        notices(&e)
+            .iter()
+            .any(|n| matches!(n, Notice::PathFault { .. }))
+    );
+    assert!(
+        !notices(&t.tick_for(60_000))
+            .iter()
+            .any(|n| matches!(n, Notice::Dead { .. }))
+    );
+    assert!(t.d.topology().group_of(t.id(2)).is_some());
+    // Unanswered, the same two reports make a death half a second after
+    // the first: within the window, so the detection target holds.
+    t.report(1, Message::HbDead { peer: addr(2) });
+    let first = t.now;
+    t.report(3, Message::HbDead { peer: addr(2) });
+    let e = t.tick_for(ANSWER_MS);
+    assert!(notices(&e).iter().any(|n| matches!(
+        n,
+        Notice::Dead {
+            cause: DeathCause::TwoMonitors { .. },
+            ..
+        }
+    )));
+    assert!(t.now - first <= t.d.fcfg.window_ms);
 }
