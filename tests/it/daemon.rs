@@ -417,6 +417,55 @@ fn a_stranger_cannot_take_over_an_agents_session() {
     );
 }
 
+/// Both monitors of a live agent report it dead in the same instant (what
+/// their forged source addresses would look like to the CMA: rule 9). The
+/// agent answers the probe sent at the first report, so it stays up; the
+/// same reports about an agent that does not answer make it dead.
+#[test]
+fn two_monitors_alone_cannot_kill_an_agent_that_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let mut agents = join_all(d.addr, 3);
+    let victim = agents[1].addr();
+    let r0 = agents[0].report(&Message::HbDead { peer: victim });
+    let r2 = agents[2].report(&Message::HbDead { peer: victim });
+    let db = dir.path().join("cma.sqlite");
+    let kinds_about = |name: &str| -> Vec<String> {
+        Store::open_read_only(&db)
+            .and_then(|s| s.events(0, 1000))
+            .map(|ev| {
+                ev.into_iter()
+                    .filter(|e| e.hostname.as_deref() == Some(name))
+                    .map(|e| e.kind)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let name = agents[1].name.clone();
+    until(&mut agents, "the probe's answer decided", |a| {
+        a[0].acks_for(r0) == 1
+            && a[2].acks_for(r2) == 1
+            && kinds_about(&name)
+                .iter()
+                .any(|k| k == "path_fault" || k == "false_alarm")
+    });
+    // Up again (no timer of it runs), and it never was dead.
+    assert!(!kinds_about(&name).iter().any(|k| k == "dead"));
+    // Agent 2 stops answering (its process frozen): the same two reports
+    // now make it dead.
+    let frozen = agents.remove(1);
+    let victim_name = frozen.name.clone();
+    let r0 = agents[0].report(&Message::HbDead { peer: victim });
+    let r2 = agents[1].report(&Message::HbDead { peer: victim });
+    until(&mut agents, "the silent agent declared dead", |a| {
+        a[0].acks_for(r0) == 1
+            && a[1].acks_for(r2) == 1
+            && kinds_about(&victim_name).iter().any(|k| k == "dead")
+    });
+    drop(frozen);
+    d.finish();
+}
+
 /// Registrations are limited per source network and in number: a STARTUP
 /// storm from one /24 registers the burst, the rest is dropped and counted;
 /// past `max_nodes`, new addresses are refused.
