@@ -229,6 +229,27 @@ struct DbArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Durable-ACK latency: closed loop, one report in flight per agent,
+    /// against a daemon with its defaults, next to a one-page msync and an
+    /// fdatasync on the same file system.
+    Ack {
+        /// Reports per agent.
+        #[arg(long, default_value_t = 2000)]
+        reports: usize,
+        /// Runs, by agents reporting at once (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        agents: Vec<usize>,
+        /// Directory for the daemon's temporary data and the reference
+        /// files (its file system is the one measured).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Write the result as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write an SVG plot to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// The whole daemon against a recvmmsg + sendmmsg loop answering every
     /// datagram: highest zero-loss rates, their ratio, and latency at 50 %
     /// and 90 % of the daemon's zero-loss rate.
@@ -747,6 +768,44 @@ fn simulate(
 
 fn bench(command: BenchCommand) -> ExitCode {
     match command {
+        BenchCommand::Ack {
+            reports,
+            agents,
+            dir,
+            json,
+            svg,
+        } => {
+            use cma::bench::ack as ba;
+            if reports == 0 || agents.is_empty() || agents.iter().any(|a| *a == 0 || *a > 1024) {
+                eprintln!("cma bench ack: need reports > 0 and 1..=1024 agents per run");
+                return ExitCode::from(2);
+            }
+            let cfg = ba::AckBenchConfig {
+                reports,
+                agents,
+                dir,
+            };
+            let r = match ba::run(&cfg) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cma bench ack: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            print!("{}", ba::render(&cfg, &r));
+            for (path, text) in [
+                (&json, ba::to_json(&cfg, &r).to_string()),
+                (&svg, ba::to_svg(&r)),
+            ] {
+                if let Some(p) = path
+                    && let Err(e) = std::fs::write(p, text)
+                {
+                    eprintln!("cma bench ack: {}: {e}", p.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
         BenchCommand::Pipeline {
             seconds,
             agents,

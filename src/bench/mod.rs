@@ -2,6 +2,7 @@
 //! pieces against a bare reference on the same machine in one run
 //! (shared/BENCH.md). Micro-benchmarks are in `benches/` (criterion).
 
+pub mod ack;
 pub mod checkpoint;
 pub mod pipeline;
 pub mod recv;

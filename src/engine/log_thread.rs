@@ -177,14 +177,14 @@ impl LogThread {
                     self.accept(data, peer, time_ns)?;
                 }
                 batch.release();
-                // The decider reads records as they are written (it holds
-                // their effects until they are durable): wake it before
-                // the group commit, not after.
+                // The group commit first (the ACK waits on it), then the
+                // decider, which reads records as they are written (it
+                // holds their effects until they are durable).
                 if n > 0 {
-                    self.decider.unpark();
                     if let Some(s) = &self.syncer {
                         s.unpark();
                     }
+                    self.decider.unpark();
                 }
             }
             self.maybe_tick()?;

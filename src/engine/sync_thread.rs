@@ -47,8 +47,10 @@ impl SyncThread {
             };
             self.acks.take_durable(durable, &mut ready);
             if !ready.is_empty() {
-                self.decider.unpark();
+                // The ACKs first: the agents wait on them; the decider's
+                // held effects can go a few microseconds later.
                 self.send_acks(&mut ready, &mut out);
+                self.decider.unpark();
             }
             let all_acked = self.acks.acked_lsn.load(Ordering::Acquire) >= durable;
             if done && !self.syncer.pending() && all_acked {

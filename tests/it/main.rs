@@ -1,6 +1,7 @@
 //! Integration tests, built as one test binary.
 
 mod alloc;
+mod bench;
 mod codec;
 mod daemon;
 mod decode_cmd;

@@ -1,0 +1,473 @@
+//! `cma bench ack`: how long a durable ACK takes. Closed loop, one
+//! sequenced report in flight per agent, against a daemon started with its
+//! default configuration in a temporary data directory; and, in the same
+//! run and on the same file system, the floor a durable log can reach: a
+//! one-page `msync` and a `pwrite` + `fdatasync` of a pre-written file
+//! (shared/BENCH.md: ratios measured in one run).
+//!
+//! A third reference keeps DESIGN.md rule 3 in view: the same one-page
+//! `msync` on a file pre-zeroed in 1 MiB writes (large page-cache folios,
+//! a whole folio written back per msync). If a kernel makes it cheap, or
+//! the log's pre-zeroing regresses, the table shows it.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::classify::{EncodeOptions, FrameSetType, Message, ReqId, Startup, classify, encode};
+use crate::config::Config;
+use crate::engine::daemon::Daemon;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct AckBenchConfig {
+    /// Reports per agent.
+    pub reports: usize,
+    /// Runs, by number of agents reporting at once.
+    pub agents: Vec<usize>,
+    /// Where the temporary data directory and reference files go.
+    pub dir: PathBuf,
+}
+
+/// A latency distribution, µs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dist {
+    /// Samples.
+    pub count: u64,
+    /// Percentiles: 50, 90, 99, 99.9, and the maximum.
+    pub p50: u64,
+    /// 90th.
+    pub p90: u64,
+    /// 99th.
+    pub p99: u64,
+    /// 99.9th.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Dist {
+    fn of(h: &Histogram<u64>) -> Dist {
+        Dist {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// What was measured.
+#[derive(Clone, Debug)]
+pub struct AckBenchResult {
+    /// One-page msync of a file pre-zeroed in 4 KiB writes.
+    pub msync: Dist,
+    /// pwrite + fdatasync of the same record.
+    pub fdatasync: Dist,
+    /// One-page msync of a file pre-zeroed in 1 MiB writes.
+    pub msync_large_folios: Dist,
+    /// report -> ACK, per run: (agents, distribution).
+    pub runs: Vec<(usize, Dist)>,
+}
+
+/// A directory of ours under the measured one, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(parent: &Path, tag: &str) -> Result<TempDir, String> {
+        let p = parent.join(format!("cma-bench-ack-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(TempDir(p))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+const REF_FILE_BYTES: usize = 16 << 20;
+const RECORD: usize = 128;
+
+/// A file of `REF_FILE_BYTES` zeros written in `chunk`-byte writes, synced.
+fn prewritten(path: &Path, chunk: usize) -> std::io::Result<File> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let zeros = vec![0u8; chunk];
+    for _ in 0..REF_FILE_BYTES / chunk {
+        f.write_all(&zeros)?;
+    }
+    f.sync_all()?;
+    Ok(f)
+}
+
+/// One 128-byte record then a one-page msync, `n` times.
+fn msync_reference(path: &Path, chunk: usize, n: usize) -> std::io::Result<Dist> {
+    let f = prewritten(path, chunk)?;
+    // SAFETY: the file is ours, created above in a directory of our own,
+    // and nothing else maps or truncates it while the map lives.
+    #[allow(unsafe_code)]
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&f)? };
+    let mut h = histogram();
+    let record = [0x5au8; RECORD];
+    for i in 0..n {
+        let off = (i * RECORD) % (REF_FILE_BYTES - RECORD);
+        let page = off & !4095;
+        let t = Instant::now();
+        map[off..off + RECORD].copy_from_slice(&record);
+        map.flush_range(page, 4096)?;
+        let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+        thread::sleep(Duration::from_millis(1));
+    }
+    drop(map);
+    let _ = std::fs::remove_file(path);
+    Ok(Dist::of(&h))
+}
+
+/// One 128-byte pwrite then fdatasync, `n` times.
+fn fdatasync_reference(path: &Path, n: usize) -> std::io::Result<Dist> {
+    let f = prewritten(path, 4096)?;
+    let mut h = histogram();
+    let record = [0x5au8; RECORD];
+    for i in 0..n {
+        let off = ((i * RECORD) % (REF_FILE_BYTES - RECORD)) as u64;
+        let t = Instant::now();
+        f.write_all_at(&record, off)?;
+        f.sync_data()?;
+        let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+        thread::sleep(Duration::from_millis(1));
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(Dist::of(&h))
+}
+
+/// Answers every sequenced instruction with its ACK; returns the highest
+/// request id of `session` the datagram ACKs, if it is an ACK of ours.
+fn answer(sock: &UdpSocket, b: &[u8], session: u32, buf: &mut Vec<u8>, cma: SocketAddr) -> u64 {
+    let Ok(cl) = classify(b) else { return 0 };
+    let Some(r) = cl.reqid else { return 0 };
+    if cl.fstype == FrameSetType::Ack.to_wire() {
+        return if r.session == session { r.request } else { 0 };
+    }
+    // An instruction (SETCONFIG, ring, probe): ACKed as an agent does.
+    buf.clear();
+    if encode(&Message::Ack, Some(r), &EncodeOptions::default(), buf).is_ok() {
+        let _ = sock.send_to(buf, cma);
+    }
+    0
+}
+
+/// One agent: registers, then sends `reports` HBLATEs one at a time,
+/// each a millisecond after the previous one was ACKed.
+fn agent(k: usize, run: usize, cma: SocketAddr, reports: usize) -> Result<Histogram<u64>, String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    let me = sock.local_addr().map_err(|e| e.to_string())?;
+    let host = format!("ack-bench-{run}-{k}");
+    let wallclock = 1 + k as u64;
+    let mut buf = Vec::with_capacity(512);
+    let mut b = [0u8; 65_536];
+    let startup = Message::Startup(Startup {
+        hostname: &host,
+        listen: me,
+        wallclock_us: wallclock,
+        netconfig: "{}",
+        key: None,
+        features: None,
+    });
+    encode(&startup, None, &EncodeOptions::default(), &mut buf).map_err(|e| e.to_string())?;
+    let startup_bytes = buf.clone();
+    // Registered once the CMA's first instruction (SETCONFIG) arrives.
+    let t0 = Instant::now();
+    let _ = sock.send_to(&startup_bytes, cma);
+    loop {
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{host}: no SETCONFIG in 30 s"));
+        }
+        match sock.recv(&mut b) {
+            Ok(n) => {
+                let is_instruction = classify(&b[..n])
+                    .is_ok_and(|c| c.reqid.is_some() && c.fstype != FrameSetType::Ack.to_wire());
+                answer(&sock, &b[..n], 0, &mut buf, cma);
+                if is_instruction {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = sock.send_to(&startup_bytes, cma);
+            }
+        }
+    }
+    let session = 7_000 + k as u32;
+    let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+    let mut h = histogram();
+    for request in 1..=reports as u64 {
+        buf.clear();
+        let r = ReqId {
+            session,
+            request,
+            queue: 0,
+        };
+        encode(
+            &Message::HbLate {
+                peer,
+                elapsed_us: 1,
+            },
+            Some(r),
+            &EncodeOptions::default(),
+            &mut buf,
+        )
+        .map_err(|e| e.to_string())?;
+        let report = buf.clone();
+        let t = Instant::now();
+        let _ = sock.send_to(&report, cma);
+        let mut last_send = t;
+        loop {
+            if let Ok(n) = sock.recv(&mut b)
+                && answer(&sock, &b[..n], session, &mut buf, cma) >= request
+            {
+                break;
+            }
+            if last_send.elapsed() > Duration::from_secs(2) {
+                // Lost (it is UDP): sent again, as an agent does.
+                let _ = sock.send_to(&report, cma);
+                last_send = Instant::now();
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                return Err(format!("{host}: report {request} not ACKed in 60 s"));
+            }
+        }
+        let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+        // The references' pace: a record every millisecond or so.
+        thread::sleep(Duration::from_millis(1));
+    }
+    Ok(h)
+}
+
+/// One run: a daemon with its defaults, `agents` closed loops at once.
+fn daemon_run(agents: usize, run: usize, cfg: &AckBenchConfig) -> Result<Dist, String> {
+    let data = TempDir::new(&cfg.dir, &format!("run{run}"))?;
+    let mut c = Config::from_toml(
+        "listen = [\"127.0.0.1:0\"]\nlog_level = \"error\"\n[metrics]\nlisten = \"\"\n",
+    )
+    .map_err(|e| e.0)?;
+    c.data_dir = data.path().to_path_buf();
+    let d = Daemon::start(c, false).map_err(|e| e.0)?;
+    let cma = d.local_addrs()[0];
+    let stop = d.stop_handle();
+    let daemon = thread::Builder::new()
+        .name("cma-log".into())
+        .spawn(move || d.run())
+        .map_err(|e| format!("spawn the daemon: {e}"))?;
+    let reports = cfg.reports;
+    let clients: Vec<_> = (0..agents)
+        .map(|k| thread::spawn(move || agent(k, run, cma, reports)))
+        .collect();
+    let mut all = histogram();
+    let mut failure = None;
+    for c in clients {
+        match c.join() {
+            Ok(Ok(h)) => {
+                let _ = all.add(&h);
+            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("an agent thread panicked".into()),
+        }
+    }
+    stop.stop();
+    let r = daemon
+        .join()
+        .map_err(|_| "the daemon panicked".to_string())?;
+    r.map_err(|e| e.0)?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Dist::of(&all)),
+    }
+}
+
+/// Runs the references, then the daemon once per entry of `cfg.agents`.
+pub fn run(cfg: &AckBenchConfig) -> Result<AckBenchResult, String> {
+    let refs = TempDir::new(&cfg.dir, "ref")?;
+    let n = cfg.reports.max(100);
+    let io = |e: std::io::Error| format!("reference file in {}: {e}", cfg.dir.display());
+    let msync = msync_reference(&refs.path().join("msync"), 4096, n).map_err(io)?;
+    let fdatasync = fdatasync_reference(&refs.path().join("fdatasync"), n).map_err(io)?;
+    let msync_large_folios = msync_reference(&refs.path().join("large"), 1 << 20, n).map_err(io)?;
+    let mut runs = Vec::new();
+    for (i, &a) in cfg.agents.iter().enumerate() {
+        runs.push((a, daemon_run(a, i, cfg)?));
+    }
+    Ok(AckBenchResult {
+        msync,
+        fdatasync,
+        msync_large_folios,
+        runs,
+    })
+}
+
+fn row(name: &str, d: &Dist, reference: &Dist) -> String {
+    format!(
+        "{name:<44} {:>7} {:>7} {:>7} {:>7} {:>7}   x{:.2} / x{:.2}\n",
+        d.p50,
+        d.p90,
+        d.p99,
+        d.p999,
+        d.max,
+        d.p50 as f64 / reference.p50.max(1) as f64,
+        d.p99 as f64 / reference.p99.max(1) as f64,
+    )
+}
+
+/// RabbitMQ 3.10, durable classic queue with publisher confirms, one
+/// message in flight, on the machine shared/BENCH.md describes: p50, p99.
+pub const RABBITMQ_US: (u64, u64) = (590, 1000);
+
+/// The table.
+pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
+    let mut s = format!(
+        "cma bench ack: {} reports per agent, one in flight each; data and reference files in {}\n\
+         latency, us                                      p50     p90     p99   p99.9     max   vs msync p50 / p99\n",
+        cfg.reports,
+        cfg.dir.display()
+    );
+    let m = &r.msync;
+    s += &row("reference: 128 B + one-page msync", m, m);
+    s += &row("reference: 128 B pwrite + fdatasync", &r.fdatasync, m);
+    s += &row(
+        "  (msync, file pre-zeroed in 1 MiB writes)",
+        &r.msync_large_folios,
+        m,
+    );
+    for (a, d) in &r.runs {
+        s += &row(
+            &format!("cma run (defaults), {a} agent(s): report -> ACK"),
+            d,
+            m,
+        );
+    }
+    s +=
+        "targets: p50 <= msync p50 + 100 us, p99 <= 2 x msync p99, and 3x better than RabbitMQ's\n";
+    for (a, d) in &r.runs {
+        let ok = |b: bool| if b { "met" } else { "NOT met" };
+        s += &format!(
+            "  {a} agent(s): p50 {} ({} <= {}), p99 {} ({} <= {}), vs RabbitMQ p50 {} / p99 {} ({} / {})\n",
+            ok(d.p50 <= m.p50 + 100),
+            d.p50,
+            m.p50 + 100,
+            ok(d.p99 <= 2 * m.p99),
+            d.p99,
+            2 * m.p99,
+            ok(3 * d.p50 <= RABBITMQ_US.0),
+            ok(3 * d.p99 <= RABBITMQ_US.1),
+            RABBITMQ_US.0,
+            RABBITMQ_US.1,
+        );
+    }
+    s
+}
+
+fn dist_json(d: &Dist) -> serde_json::Value {
+    serde_json::json!({
+        "count": d.count, "p50_us": d.p50, "p90_us": d.p90, "p99_us": d.p99,
+        "p999_us": d.p999, "max_us": d.max,
+    })
+}
+
+/// The result as JSON.
+pub fn to_json(cfg: &AckBenchConfig, r: &AckBenchResult) -> serde_json::Value {
+    serde_json::json!({
+        "bench": "ack",
+        "reports_per_agent": cfg.reports,
+        "dir": cfg.dir.display().to_string(),
+        "reference_msync": dist_json(&r.msync),
+        "reference_fdatasync": dist_json(&r.fdatasync),
+        "reference_msync_large_folios": dist_json(&r.msync_large_folios),
+        "rabbitmq_us": {"p50": RABBITMQ_US.0, "p99": RABBITMQ_US.1},
+        "runs": r.runs.iter().map(|(a, d)| {
+            let mut v = dist_json(d);
+            v["agents"] = serde_json::json!(a);
+            v
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// Percentiles of every series, on a log scale.
+pub fn to_svg(r: &AckBenchResult) -> String {
+    use std::fmt::Write as _;
+    let (w, h, m) = (640.0, 400.0, 50.0);
+    let mut series: Vec<(String, &str, Dist)> = vec![
+        ("msync (reference)".into(), "#2ca02c", r.msync),
+        ("fdatasync (reference)".into(), "#9467bd", r.fdatasync),
+    ];
+    let colours = ["#1f77b4", "#d62728", "#ff7f0e", "#8c564b"];
+    for (i, (a, d)) in r.runs.iter().enumerate() {
+        series.push((format!("cma, {a} agent(s)"), colours[i % colours.len()], *d));
+    }
+    let max_us = series.iter().map(|x| x.2.max).max().unwrap_or(1).max(2) as f64;
+    let y = |us: u64| h - m - ((us as f64).max(1.0).ln() / max_us.ln()) * (h - 2.0 * m);
+    let labels = ["p50", "p90", "p99", "p99.9", "max"];
+    let x = |k: usize| m + (k as f64 / 4.0) * (w - 2.0 * m);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{m}\" y=\"20\">cma bench ack: report -&gt; durable ACK vs the disk (log scale, us; max {max_us})</text>"
+    );
+    for (k, l) in labels.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{l}</text>",
+            x(k),
+            h - m + 15.0
+        );
+    }
+    for (i, (name, colour, d)) in series.iter().enumerate() {
+        let v = [d.p50, d.p90, d.p99, d.p999, d.max];
+        let pts: Vec<String> = v
+            .iter()
+            .enumerate()
+            .map(|(k, us)| format!("{:.1},{:.1}", x(k), y(*us)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}: p50 {} us, p99 {} us</text>",
+            m + 10.0,
+            m + 15.0 * (i as f64 + 1.0),
+            d.p50,
+            d.p99
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,34 @@
+//! The whole-system benchmarks run end to end (small sizes; their figures
+//! are not judged here: shared/BENCH.md).
+
+use cma::bench::ack::{AckBenchConfig, render, run, to_json};
+
+/// `cma bench ack`: every report of every agent is ACKed, the references
+/// are measured in the same run, and the table and JSON say so.
+#[test]
+fn bench_ack_measures_every_report_and_the_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AckBenchConfig {
+        reports: 30,
+        agents: vec![1, 3],
+        dir: dir.path().to_path_buf(),
+    };
+    let r = run(&cfg).expect("the bench runs");
+    assert_eq!(
+        r.runs
+            .iter()
+            .map(|(a, d)| (*a, d.count))
+            .collect::<Vec<_>>(),
+        vec![(1, 30), (3, 90)]
+    );
+    for d in [&r.msync, &r.fdatasync, &r.msync_large_folios] {
+        assert_eq!(d.count, 100);
+        assert!(d.p50 > 0 && d.p50 <= d.p99 && d.p99 <= d.max);
+    }
+    let table = render(&cfg, &r);
+    assert!(table.contains("one-page msync") && table.contains("3 agent(s)"));
+    let j = to_json(&cfg, &r);
+    assert_eq!(j["runs"][1]["count"], 90);
+    // Nothing is left behind in the measured directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
