@@ -229,6 +229,26 @@ struct DbArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// A boot storm: N of our agents start at once against `cma run` (its
+    /// own process, defaults); joins/s until all are placed, the daemon's
+    /// CPU per join and memory per node; then the same for a restart.
+    Joins {
+        /// Agents.
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        /// Simulated switches (0: one per 40 agents).
+        #[arg(long, default_value_t = 0)]
+        switches: usize,
+        /// Directory for the daemon's temporary data.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Give up after this many seconds per phase.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Write the result as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Durable-ACK latency: closed loop, one report in flight per agent,
     /// against a daemon with its defaults, next to a one-page msync and an
     /// fdatasync on the same file system.
@@ -768,6 +788,45 @@ fn simulate(
 
 fn bench(command: BenchCommand) -> ExitCode {
     match command {
+        BenchCommand::Joins {
+            nodes,
+            switches,
+            dir,
+            timeout,
+            json,
+        } => {
+            use cma::bench::joins as bj;
+            if nodes == 0 || nodes > 1_000_000 {
+                eprintln!("cma bench joins: need 1..=1000000 agents");
+                return ExitCode::from(2);
+            }
+            let cfg = bj::JoinsBenchConfig {
+                nodes,
+                switches: if switches == 0 {
+                    nodes.div_ceil(40)
+                } else {
+                    switches
+                },
+                dir,
+                timeout_s: timeout,
+                exe: None,
+            };
+            let r = match bj::run(&cfg) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cma bench joins: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            print!("{}", bj::render(&r));
+            if let Some(p) = &json
+                && let Err(e) = std::fs::write(p, bj::to_json(&r).to_string())
+            {
+                eprintln!("cma bench joins: {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
         BenchCommand::Ack {
             reports,
             agents,

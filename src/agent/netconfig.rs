@@ -184,10 +184,75 @@ pub fn synthetic(host: &str, iface: &str, mac: [u8; 6], addr: SocketAddr, prefix
     wrap(host, data)
 }
 
+/// The netconfig of a simulated server, about the size of a real one's
+/// (~1.5 KB): `iface` carries `addr` (and an IPv6 link-local address);
+/// three more NICs without carrier and two bridges that are down carry no
+/// address (so neither its subnet nor its switch NICs change).
+pub fn synthetic_server(
+    host: &str,
+    iface: &str,
+    mac: [u8; 6],
+    addr: SocketAddr,
+    prefix: u8,
+) -> String {
+    let mut v: Value = serde_json::from_str(&synthetic(host, iface, mac, addr, prefix))
+        .expect("synthetic netconfig is JSON");
+    let ll = format!(
+        "fe80::{:x}:{:x}ff:fe{:x}:{:x}/64",
+        u16::from_be_bytes([mac[0] ^ 2, mac[1]]),
+        mac[2],
+        mac[3],
+        u16::from_be_bytes([mac[4], mac[5]])
+    );
+    let data = v["data"].as_object_mut().expect("data is an object");
+    if let Some(ips) = data[iface]["ipaddrs"].as_object_mut() {
+        ips.insert(ll, json!({"scope": "link"}));
+    }
+    let nic = |k: u8, up: bool| {
+        let mut m = mac;
+        m[0] = 2 | (k << 2);
+        json!({
+            "address": mac_string(&m),
+            "carrier": up,
+            "duplex": if up { "full" } else { "unknown" },
+            "ipaddrs": {},
+            "mtu": if k == 1 { 9000 } else { 1500 },
+            "operstate": if up { "up" } else { "down" },
+            "speed": if up { 10000 } else { -1 },
+            "type": 1,
+            "virtual": k > 2,
+        })
+    };
+    data.insert("eth1".into(), nic(1, false));
+    data.insert("eth2".into(), nic(2, false));
+    data.insert("eth3".into(), nic(3, false));
+    data.insert("docker0".into(), nic(4, false));
+    data.insert("virbr0".into(), nic(5, false));
+    if let Some(e) = data[iface].as_object_mut() {
+        e.insert("duplex".into(), json!("full"));
+        e.insert("speed".into(), json!(10000));
+    }
+    v.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::netconfig::subnet_of;
+
+    #[test]
+    fn a_simulated_servers_netconfig_is_real_sized_and_names_the_same_subnet() {
+        let a: SocketAddr = "127.1.2.3:1985".parse().unwrap();
+        let small = synthetic("h", "eth0", [2, 0xf1, 0, 0, 1, 2], a, 8);
+        let big = synthetic_server("h", "eth0", [2, 0xf1, 0, 0, 1, 2], a, 8);
+        assert!((1000..2500).contains(&big.len()), "{} bytes", big.len());
+        assert_eq!(subnet_of(&big, a.ip()), subnet_of(&small, a.ip()));
+        let v: Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(
+            crate::netconfig::switch_nics_in(&v),
+            vec!["eth0".to_string()]
+        );
+    }
 
     #[test]
     fn gathered_netconfig_names_loopback_and_its_subnet() {

@@ -4,5 +4,6 @@
 
 pub mod ack;
 pub mod checkpoint;
+pub mod joins;
 pub mod pipeline;
 pub mod recv;

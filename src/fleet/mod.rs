@@ -27,9 +27,99 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use crate::agent::netconfig::synthetic;
+use crate::agent::netconfig::{synthetic, synthetic_server};
 use crate::agent::{Agent, AgentConfig, Phase, SwitchId};
 use crate::reliable::normalize;
+
+/// The poll token of the shared socket.
+const SHARED: usize = usize::MAX;
+
+/// One socket for many loopback addresses: bound to a port on every
+/// address, it learns each datagram's destination and sends from any
+/// local address, with IP_PKTINFO.
+mod shared {
+    use std::io;
+    use std::io::{IoSlice, IoSliceMut};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::os::fd::AsRawFd;
+
+    use mio::net::UdpSocket;
+    use nix::sys::socket::{
+        ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
+        sockopt,
+    };
+
+    fn nix_err(e: nix::Error) -> io::Error {
+        io::Error::from_raw_os_error(e as i32)
+    }
+
+    pub(super) fn bind(port: u16) -> io::Result<UdpSocket> {
+        let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+        setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(nix_err)?;
+        // Every agent's traffic through one buffer: as large as allowed
+        // (past rmem_max when privileged).
+        if setsockopt(&s, sockopt::RcvBufForce, &(64 << 20)).is_err() {
+            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(64 << 20);
+        }
+        let _ = socket2::SockRef::from(&s).set_send_buffer_size(8 << 20);
+        Ok(s)
+    }
+
+    /// Sends `data` to `to` from the loopback address `from`.
+    pub(super) fn send_from(
+        s: &UdpSocket,
+        from: SocketAddr,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        let (IpAddr::V4(src), SocketAddr::V4(dst)) = (from.ip(), to) else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(src).to_be(),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        let dest = SockaddrIn::from(dst);
+        sendmsg(
+            s.as_raw_fd(),
+            &[IoSlice::new(data)],
+            &[ControlMessage::Ipv4PacketInfo(&info)],
+            MsgFlags::MSG_DONTWAIT,
+            Some(&dest),
+        )
+        .map(|_| ())
+        .map_err(nix_err)
+    }
+
+    /// One datagram: its length, its source and the address it was sent
+    /// to.
+    pub(super) fn recv(s: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, IpAddr)> {
+        let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+        let mut iov = [IoSliceMut::new(buf)];
+        let m = recvmsg::<SockaddrIn>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(nix_err)?;
+        let mut to = None;
+        for c in m.cmsgs().map_err(nix_err)? {
+            if let ControlMessageOwned::Ipv4PacketInfo(i) = c {
+                to = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr))));
+            }
+        }
+        let from = m
+            .address
+            .map(|a| SocketAddr::V4(SocketAddrV4::new(a.ip(), a.port())))
+            .ok_or_else(|| io::Error::other("no source address"))?;
+        let to = to.ok_or_else(|| io::Error::other("no destination address"))?;
+        Ok((m.bytes, from, to))
+    }
+}
 
 /// A fleet's shape.
 #[derive(Clone, Debug)]
@@ -57,6 +147,14 @@ pub struct FleetConfig {
     pub retransmit_ms: u64,
     /// Host names are `{prefix}{index}`.
     pub name_prefix: String,
+    /// Announce a real server's netconfig (~1.5 KB, six NICs) instead of
+    /// one NIC's (~300 B).
+    pub server_netconfig: bool,
+    /// One socket for every agent (bound to the port on every address,
+    /// each datagram sent from its agent's address with IP_PKTINFO), for
+    /// fleets larger than the open-files limit allows (`port` 0: one the
+    /// kernel picks).
+    pub shared_socket: bool,
 }
 
 impl FleetConfig {
@@ -73,6 +171,8 @@ impl FleetConfig {
             join_rate: 2000,
             retransmit_ms: 2000,
             name_prefix: "fleet-".into(),
+            server_netconfig: false,
+            shared_socket: false,
         }
     }
 }
@@ -90,7 +190,10 @@ pub enum Fate {
 
 struct Member {
     agent: Option<Agent>,
+    /// Its own socket (unless the fleet shares one).
     sock: Option<UdpSocket>,
+    /// Its address is open (with a shared socket: not killed).
+    open: bool,
     addr: SocketAddr,
     switch: usize,
     fate: Fate,
@@ -125,6 +228,8 @@ pub struct Fleet {
     start: Instant,
     rng: u64,
     partitioned: Vec<bool>,
+    /// The socket every agent shares, if the fleet shares one.
+    shared: Option<UdpSocket>,
     started: usize,
     buf: Vec<u8>,
     traffic: FleetTraffic,
@@ -153,17 +258,36 @@ impl Fleet {
         let mut members = Vec::with_capacity(cfg.nodes);
         let mut by_addr = HashMap::with_capacity(cfg.nodes);
         let switches = cfg.switches.max(1);
+        let mut cfg = cfg;
+        let shared = if cfg.shared_socket {
+            let mut s = shared::bind(cfg.port)?;
+            // Port 0: the one the kernel picked, every agent's.
+            cfg.port = s.local_addr()?.port();
+            poll.registry()
+                .register(&mut s, Token(SHARED), Interest::READABLE)?;
+            Some(s)
+        } else {
+            None
+        };
         for i in 0..cfg.nodes {
             let ip = Ipv4Addr::from(base + i as u32);
-            let mut sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), cfg.port))
-                .map_err(|e| io::Error::new(e.kind(), format!("bind {ip}:{}: {e}", cfg.port)))?;
-            let addr = sock.local_addr()?;
-            poll.registry()
-                .register(&mut sock, Token(i), Interest::READABLE)?;
+            let (sock, addr) = if shared.is_some() {
+                (None, SocketAddr::new(IpAddr::V4(ip), cfg.port))
+            } else {
+                let mut sock =
+                    UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), cfg.port)).map_err(|e| {
+                        io::Error::new(e.kind(), format!("bind {ip}:{}: {e}", cfg.port))
+                    })?;
+                let addr = sock.local_addr()?;
+                poll.registry()
+                    .register(&mut sock, Token(i), Interest::READABLE)?;
+                (Some(sock), addr)
+            };
             by_addr.insert(addr, i);
             members.push(Member {
                 agent: None,
-                sock: Some(sock),
+                sock,
+                open: true,
                 addr,
                 switch: i * switches / cfg.nodes.max(1),
                 fate: Fate::Alive,
@@ -175,6 +299,7 @@ impl Fleet {
             cma: normalize(cfg.cma),
             rng: cfg.seed | 1,
             partitioned: vec![false; switches],
+            shared,
             cfg,
             poll,
             events: Events::with_capacity(1024),
@@ -252,6 +377,7 @@ impl Fleet {
         if let Some(mut s) = m.sock.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
+        m.open = false;
         m.agent = None;
         m.deadline = u64::MAX;
         m.fate = Fate::Killed(now);
@@ -261,7 +387,8 @@ impl Fleet {
     /// address. A killed agent comes back.
     pub fn restart(&mut self, i: usize) -> io::Result<()> {
         let addr = self.members[i].addr;
-        if self.members[i].sock.is_none() {
+        self.members[i].open = true;
+        if self.members[i].sock.is_none() && self.shared.is_none() {
             let mut sock = UdpSocket::bind(addr)?;
             self.poll
                 .registry()
@@ -332,7 +459,11 @@ impl Fleet {
             (i >> 8) as u8,
             i as u8,
         ];
-        c.netconfig = synthetic(&hostname, "eth0", mac, m.addr, 8);
+        c.netconfig = if self.cfg.server_netconfig {
+            synthetic_server(&hostname, "eth0", mac, m.addr, 8)
+        } else {
+            synthetic(&hostname, "eth0", mac, m.addr, 8)
+        };
         c.retransmit_ms = self.cfg.retransmit_ms;
         c.switch = Some(SwitchId {
             chassis: format!("fleet-switch-{}", m.switch),
@@ -389,9 +520,14 @@ impl Fleet {
             } else if matches!(d, crate::agent::Datagram::Heartbeat(_)) {
                 self.traffic.heartbeats += 1;
             }
-            if let Some(s) = &self.members[i].sock
-                && s.send_to(d.bytes(), d.to()).is_err()
-            {
+            let sent = match (&self.members[i].sock, &self.shared) {
+                (Some(s), _) => s.send_to(d.bytes(), d.to()).is_ok(),
+                (None, Some(s)) if self.members[i].open => {
+                    shared::send_from(s, self.members[i].addr, d.bytes(), d.to()).is_ok()
+                }
+                _ => true,
+            };
+            if !sent {
                 self.traffic.send_errors += 1;
             }
         }
@@ -437,7 +573,11 @@ impl Fleet {
         }
         let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
         for i in ready {
-            self.drain_socket(i);
+            if i == SHARED {
+                self.drain_shared();
+            } else {
+                self.drain_socket(i);
+            }
         }
         let now = self.now_ms();
         for i in 0..self.members.len() {
@@ -449,6 +589,27 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// Everything waiting on the shared socket, each datagram to the agent
+    /// whose address it was sent to.
+    fn drain_shared(&mut self) {
+        loop {
+            let Some(s) = &self.shared else {
+                return;
+            };
+            let (n, from, to) = match shared::recv(s, &mut self.buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            };
+            let Some(&i) = self.by_addr.get(&SocketAddr::new(to, self.cfg.port)) else {
+                continue;
+            };
+            if self.members[i].open {
+                self.deliver(i, n, normalize(from));
+            }
+        }
     }
 
     fn drain_socket(&mut self, i: usize) {
@@ -463,20 +624,24 @@ impl Fleet {
                 // ICMP errors surface here on some kernels: keep reading.
                 Err(_) => continue,
             };
-            let from = normalize(from);
-            if self.cut(i, from) {
-                self.traffic.dropped += 1;
-                continue;
-            }
-            if from == self.cma {
-                self.traffic.from_cma += 1;
-            }
-            let now = self.now_ms();
-            if let Some(a) = self.members[i].agent.as_mut() {
-                a.on_datagram(now, from, &self.buf[..n]);
-            }
-            self.after(i);
+            self.deliver(i, n, normalize(from));
         }
+    }
+
+    /// The `n` bytes in the buffer, from `from`, to agent `i`.
+    fn deliver(&mut self, i: usize, n: usize, from: SocketAddr) {
+        if self.cut(i, from) {
+            self.traffic.dropped += 1;
+            return;
+        }
+        if from == self.cma {
+            self.traffic.from_cma += 1;
+        }
+        let now = self.now_ms();
+        if let Some(a) = self.members[i].agent.as_mut() {
+            a.on_datagram(now, from, &self.buf[..n]);
+        }
+        self.after(i);
     }
 
     /// Steps until `done(self)` holds or `deadline` passes; returns whether

@@ -2,6 +2,7 @@
 //! are not judged here: shared/BENCH.md).
 
 use cma::bench::ack::{AckBenchConfig, render, run, to_json};
+use cma::bench::joins;
 
 /// `cma bench ack`: every report of every agent is ACKed, the references
 /// are measured in the same run, and the table and JSON say so.
@@ -30,5 +31,27 @@ fn bench_ack_measures_every_report_and_the_references() {
     let j = to_json(&cfg, &r);
     assert_eq!(j["runs"][1]["count"], 90);
     // Nothing is left behind in the measured directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// `cma bench joins`: a small storm against `cma run` in its own process,
+/// every agent placed, then the restart; the figures are reported.
+#[test]
+fn bench_joins_places_every_agent_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = joins::JoinsBenchConfig {
+        nodes: 60,
+        switches: 3,
+        dir: dir.path().to_path_buf(),
+        timeout_s: 60,
+        exe: Some(env!("CARGO_BIN_EXE_cma").into()),
+    };
+    let r = joins::run(&cfg).expect("the bench runs");
+    assert_eq!(r.nodes, 60);
+    assert!(r.netconfig_bytes > 1000, "{} B", r.netconfig_bytes);
+    assert!(r.storm.seconds > 0.0 && r.restart.seconds > 0.0);
+    assert!(r.storm.rss_kib > 0 && r.idle_rss_kib > 0);
+    assert!(joins::render(&r).contains("60 agents"));
+    assert_eq!(joins::to_json(&r)["nodes"], 60);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
