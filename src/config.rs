@@ -90,6 +90,13 @@ registration_burst = 1024
 # Registered addresses at most; STARTUPs from new addresses beyond are
 # dropped and counted (cma_registrations_refused_total).
 max_nodes = 1000000
+# Bytes of compressed FrameSets inflated per second for one source network
+# (a /24, or an IPv6 /64), and at once (at least 4 MiB, one FrameSet's
+# largest): a flood of small datagrams that inflate to megabytes is dropped
+# before it is inflated, from its senders' budget, and counted
+# (cma_inflate_limited_total); other networks' reports are not delayed.
+inflate_bytes_per_s = 16777216
+inflate_burst_bytes = 33554432
 
 [metrics]
 # Prometheus text metrics at http://ADDR/metrics; "" turns them off.
@@ -214,6 +221,10 @@ pub struct LimitsSection {
     pub registration_burst: u32,
     /// Registered addresses at most.
     pub max_nodes: usize,
+    /// Inflated bytes per second per source network.
+    pub inflate_bytes_per_s: u32,
+    /// Inflated bytes at once per source network.
+    pub inflate_burst_bytes: u32,
 }
 
 /// A configuration problem, with what to do about it.
@@ -304,6 +315,13 @@ impl Config {
         }
         if self.limits.registration_burst == 0 || self.limits.max_nodes == 0 {
             return bad("limits.registration_burst and limits.max_nodes must be positive");
+        }
+        if self.limits.inflate_burst_bytes < crate::classify::MAX_DECOMPRESSED_LEN as u32
+            || self.limits.inflate_bytes_per_s == 0
+        {
+            return bad(
+                "limits.inflate_burst_bytes must be at least 4194304 (one FrameSet) and limits.inflate_bytes_per_s positive",
+            );
         }
         if self.log_level.parse::<log::LevelFilter>().is_err() {
             return bad("log_level must be error, warn, info, debug or trace");

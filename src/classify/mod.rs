@@ -144,6 +144,43 @@ pub fn is_sequenced(fstype: u16, has_reqid: bool) -> bool {
     has_reqid && fstype >= FIRST_SEQUENCED_TYPE && fstype != FrameSetType::Ack.to_wire()
 }
 
+/// What can be read off a datagram without verifying or inflating it:
+/// its FrameSet type and, if its payload is compressed, the size it
+/// declares once inflated. For the log thread's limits, applied before the
+/// cost of [`classify`] (SHA, inflation) is paid; `None` for anything
+/// [`classify`] would drop before that cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peek {
+    /// The FrameSet type.
+    pub fstype: u16,
+    /// A COMPRESS frame's declared decompressed size.
+    pub inflated_size: Option<u32>,
+}
+
+/// Reads a datagram's [`Peek`] (no digest check, no inflation).
+pub fn peek(datagram: &[u8]) -> Option<Peek> {
+    let fs = FrameSetView::new_checked(datagram).ok()?;
+    let mut it = FrameIter::new(fs.frames(), FRAMESET_HEADER_LEN);
+    let sig = it.next()?.ok()?;
+    if sig.ftype != FrameType::Sig.to_wire() {
+        return None;
+    }
+    let inflated_size = match it.next().transpose().ok()? {
+        Some(f) if f.ftype == FrameType::Compress.to_wire() => match Frame::parse(f.ftype, f.value)
+        {
+            Ok(Frame::Compress {
+                decompressed_size, ..
+            }) => Some(decompressed_size),
+            _ => None,
+        },
+        _ => None,
+    };
+    Some(Peek {
+        fstype: fs.fstype(),
+        inflated_size,
+    })
+}
+
 /// Classifies the first FrameSet of `datagram`. `wire_len` of the result
 /// says where a following FrameSet would start.
 pub fn classify(datagram: &[u8]) -> Result<Classified<'_>, Dropped> {

@@ -456,6 +456,10 @@ impl Daemon {
                 config.limits.registration_burst,
             ),
             max_nodes: config.limits.max_nodes,
+            inflation: super::limits::NetworkBuckets::new(
+                config.limits.inflate_bytes_per_s,
+                config.limits.inflate_burst_bytes,
+            ),
             acks,
             sync_thread: background,
             syncer: sync_thread.as_ref().map(|t| t.thread().clone()),

@@ -3,8 +3,10 @@
 //! address not registered, or with a new WALLCLOCK) are rate-limited per
 //! source network (/24 for IPv4, /64 for IPv6) by a token bucket, and the
 //! number of registered addresses is capped: a STARTUP storm from forged
-//! addresses fills neither the registry nor the rings. Each refusal is
-//! counted by the caller.
+//! addresses fills neither the registry nor the rings. Inflation is
+//! budgeted the same way, in bytes per source network per second: a flood
+//! of small datagrams that inflate to megabytes costs its sender's budget,
+//! not everyone's log thread. Each refusal is counted by the caller.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,19 +26,22 @@ pub fn source_network(ip: IpAddr) -> u128 {
 /// Buckets kept at most; past this, full (idle) buckets are dropped.
 const BUCKETS_MAX: usize = 65_536;
 
-/// A token bucket per source network.
+/// Registrations per source network.
+pub type RegistrationLimiter = NetworkBuckets;
+
+/// A token bucket per source network (registrations; inflated bytes).
 #[derive(Debug)]
-pub struct RegistrationLimiter {
+pub struct NetworkBuckets {
     per_s: f64,
     burst: f64,
     /// network -> (tokens, when last refilled, ns).
     buckets: HashMap<u128, (f64, u64)>,
 }
 
-impl RegistrationLimiter {
-    /// `per_s` registrations per second per network, `burst` at once.
-    pub fn new(per_s: u32, burst: u32) -> RegistrationLimiter {
-        RegistrationLimiter {
+impl NetworkBuckets {
+    /// `per_s` tokens per second per network, `burst` at once.
+    pub fn new(per_s: u32, burst: u32) -> NetworkBuckets {
+        NetworkBuckets {
             per_s: f64::from(per_s),
             burst: f64::from(burst.max(1)),
             buckets: HashMap::new(),
@@ -45,6 +50,13 @@ impl RegistrationLimiter {
 
     /// May `ip` register now (`now_ns`: a monotonic clock)? Takes a token.
     pub fn allow(&mut self, ip: IpAddr, now_ns: u64) -> bool {
+        self.take(ip, 1, now_ns)
+    }
+
+    /// May `ip` spend `cost` tokens now? Takes them if so (a cost above
+    /// the burst is never allowed).
+    pub fn take(&mut self, ip: IpAddr, cost: u32, now_ns: u64) -> bool {
+        let cost = f64::from(cost.max(1));
         if self.buckets.len() >= BUCKETS_MAX {
             self.prune(now_ns);
         }
@@ -56,8 +68,8 @@ impl RegistrationLimiter {
         let elapsed_s = now_ns.saturating_sub(b.1) as f64 / 1e9;
         b.0 = (b.0 + elapsed_s * per_s).min(burst);
         b.1 = b.1.max(now_ns);
-        if b.0 >= 1.0 {
-            b.0 -= 1.0;
+        if b.0 >= cost {
+            b.0 -= cost;
             true
         } else {
             false
@@ -117,6 +129,19 @@ mod tests {
             source_network(ip("fd00::1")),
             source_network(ip("fd00:0:0:1::1"))
         );
+    }
+
+    #[test]
+    fn bytes_are_spent_from_the_networks_budget() {
+        let mut l = NetworkBuckets::new(1000, 4000);
+        let s = 1_000_000_000;
+        assert!(l.take(ip("10.1.2.3"), 3000, s));
+        assert!(!l.take(ip("10.1.2.4"), 3000, s), "the /24 spent it");
+        assert!(l.take(ip("10.1.2.4"), 1000, s));
+        assert!(l.take(ip("10.9.9.9"), 3000, s), "another network");
+        assert!(!l.take(ip("10.7.7.7"), 5000, s), "above the burst, never");
+        // Three seconds later: refilled.
+        assert!(l.take(ip("10.1.2.3"), 3000, s + 3_000_000_000));
     }
 
     #[test]

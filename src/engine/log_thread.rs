@@ -98,6 +98,8 @@ pub(super) struct LogThread {
     pub(super) incarnations: HashMap<SocketAddr, u64>,
     /// Registrations per source network.
     pub(super) registrations: RegistrationLimiter,
+    /// Inflated bytes per source network (`limits.inflate_*`).
+    pub(super) inflation: super::limits::NetworkBuckets,
     /// Registered addresses at most (`limits.max_nodes`).
     pub(super) max_nodes: usize,
     /// Delivered FrameSets waiting for their ACK (sent by the sync thread
@@ -246,6 +248,26 @@ impl LogThread {
         peer: SocketAddr,
         time_ns: u64,
     ) -> Result<(), DaemonError> {
+        // Before classify's cost (SHA, inflation) is paid: a stranger's
+        // FrameSet other than STARTUP is dropped unread, and a compressed
+        // one is inflated only within its source network's budget.
+        if let Some(p) = crate::classify::peek(data) {
+            if p.fstype != FrameSetType::Startup.to_wire()
+                && p.fstype != FrameSetType::Heartbeat.to_wire()
+                && !self.incarnations.contains_key(&peer)
+            {
+                self.counters.unregistered.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            if let Some(n) = p.inflated_size
+                && !self.inflation.take(peer.ip(), n, time_ns)
+            {
+                self.counters
+                    .inflate_limited
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
         let c = match classify(data) {
             Ok(c) => c,
             Err(d) => {
@@ -279,14 +301,16 @@ impl LogThread {
                 let closes = fstype == FrameSetType::ConnShut.to_wire();
                 match self.inbound.entry(key).or_default().on_frameset_pinned(r) {
                     Verdict::Deliver => {
-                        let lsn = self.log_classified(&meta, &c)?;
-                        self.acks.lock().push_back(Delivered {
-                            lsn,
-                            key,
-                            peer,
-                            reqid: r,
-                            closes,
-                        });
+                        // One the log cannot take is dropped (not ACKed).
+                        if let Some(lsn) = self.log_classified(&meta, &c)? {
+                            self.acks.lock().push_back(Delivered {
+                                lsn,
+                                key,
+                                peer,
+                                reqid: r,
+                                closes,
+                            });
+                        }
                     }
                     Verdict::Duplicate { reack } => {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -343,18 +367,42 @@ impl LogThread {
     }
 
     /// Logs what classifying a FrameSet found: its verdict and its
-    /// verified, inflated frames. Nobody downstream classifies again.
+    /// verified, inflated frames. Nobody downstream classifies again. A
+    /// record larger than the log takes (`wal.segment_mib` below 5: a
+    /// FrameSet that inflates past a segment) is dropped and counted, not
+    /// a failure of the daemon: `None`.
     pub(super) fn log_classified(
         &mut self,
         meta: &RecordMeta,
         c: &Classified<'_>,
-    ) -> Result<u64, DaemonError> {
+    ) -> Result<Option<u64>, DaemonError> {
         let mut record = std::mem::take(&mut self.record);
         record.clear();
         write_logged(c, &mut record);
-        let lsn = self.append(meta, &record);
+        let lsn = match self.wal.append(meta, &record) {
+            Ok(lsn) => {
+                self.counters.appended.fetch_add(1, Ordering::Relaxed);
+                Some(lsn)
+            }
+            Err(crate::wal::WalError::TooLarge { len }) => {
+                self.counters.too_large.fetch_add(1, Ordering::Relaxed);
+                if let Some(peer) = meta.peer
+                    && self.truncated_from.len() < TRUNCATED_WARN_MAX
+                    && self.truncated_from.insert(peer.ip())
+                {
+                    log::warn!(
+                        "a FrameSet from {peer} inflates to a {len}-byte record, more than a log segment holds: dropped (raise wal.segment_mib)"
+                    );
+                }
+                None
+            }
+            Err(e) => {
+                self.record = record;
+                return Err(err("log append")(e));
+            }
+        };
         self.record = record;
-        lsn
+        Ok(lsn)
     }
 
     /// A datagram cut to the slot (the spill queue was full): dropped with

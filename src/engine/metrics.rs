@@ -77,6 +77,11 @@ pub struct Metrics {
     pub unregistered: AtomicU64,
     /// Registrations over the per-network rate, dropped.
     pub registrations_limited: AtomicU64,
+    /// Compressed FrameSets dropped uninflated: their source network's
+    /// inflation budget was spent.
+    pub inflate_limited: AtomicU64,
+    /// Classified FrameSets too large for a log segment, dropped.
+    pub too_large: AtomicU64,
     /// Registrations from new addresses past `limits.max_nodes`, dropped.
     pub registrations_refused: AtomicU64,
     /// 1 once a thread failed (the daemon stops; no more ACKs).
@@ -113,6 +118,8 @@ impl Default for Metrics {
             unknown_session: AtomicU64::new(0),
             unregistered: AtomicU64::new(0),
             registrations_limited: AtomicU64::new(0),
+            inflate_limited: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
             registrations_refused: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             acks_withheld: AtomicU64::new(0),
@@ -255,6 +262,16 @@ impl Metrics {
                 "cma_registrations_limited_total",
                 "STARTUPs of new registrations over limits.registrations_per_s from one source network, dropped.",
                 get(&self.registrations_limited),
+            ),
+            (
+                "cma_too_large_total",
+                "FrameSets whose classified record was larger than a log segment (wal.segment_mib), dropped.",
+                get(&self.too_large),
+            ),
+            (
+                "cma_inflate_limited_total",
+                "Compressed FrameSets dropped before inflation: their source network spent limits.inflate_bytes_per_s.",
+                get(&self.inflate_limited),
             ),
             (
                 "cma_registrations_refused_total",

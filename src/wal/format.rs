@@ -18,9 +18,10 @@ pub const RECORD_MAGIC: u16 = 0x57a1;
 pub const RECORD_HEADER_LEN: usize = 56;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: usize = 8;
-/// Largest payload of one record (a FrameSet is at most 65507 bytes; the
-/// decider's own records are smaller).
-pub const RECORD_PAYLOAD_MAX: usize = 1 << 20;
+/// Largest payload of one record: a classified FrameSet holds its payload
+/// inflated, up to `classify::MAX_DECOMPRESSED_LEN` (4 MiB), plus the
+/// verdict; the decider's own records are smaller.
+pub const RECORD_PAYLOAD_MAX: usize = 5 << 20;
 
 const _: () = assert!(SEGMENT_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(RECORD_ALIGN));

@@ -490,3 +490,31 @@ proptest! {
 fn json_kind(kind: u8) -> bool {
     matches!(kind, 3 | 13 | 14 | 23 | 28 | 29 | 37)
 }
+
+#[test]
+fn peek_reads_the_type_and_the_declared_inflated_size_only() {
+    use cma::classify::{Peek, peek};
+    let json = format!("{{\"x\":\"{}\"}}", "y".repeat(100_000));
+    let m = Message::JsDiscovery {
+        wallclock_us: None,
+        json: &json,
+    };
+    let big = encoded(&m, None);
+    let p = peek(&big).unwrap();
+    assert_eq!(p.fstype, FrameSetType::JsDiscovery.to_wire());
+    assert!(p.inflated_size.unwrap() as usize > json.len());
+    assert_eq!(
+        peek(&encoded(&Message::Ack, None)),
+        Some(Peek {
+            fstype: FrameSetType::Ack.to_wire(),
+            inflated_size: None
+        })
+    );
+    // No digest check: a corrupted body still peeks (classify drops it).
+    let mut bad = big.clone();
+    let last = bad.len() - 5;
+    bad[last] ^= 0xff;
+    assert_eq!(peek(&bad), Some(p));
+    assert!(classify(&bad).is_err());
+    assert_eq!(peek(&[0u8; 3]), None);
+}

@@ -466,6 +466,83 @@ fn two_monitors_alone_cannot_kill_an_agent_that_answers() {
     d.finish();
 }
 
+/// Compressed FrameSets are inflated only within their source network's
+/// budget (`limits.inflate_*`): past it they are dropped before inflation
+/// and counted; what fit was logged and ACKed.
+#[test]
+fn compressed_floods_are_dropped_uninflated_past_their_networks_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.limits.inflate_bytes_per_s = 1;
+    c.limits.inflate_burst_bytes = 4 << 20;
+    let d = start_with(c);
+    let metrics = d.metrics.unwrap();
+    let mut agents = join_all(d.addr, 1);
+    // 700 KB of JSON that compresses to about a kilobyte.
+    let big = format!("{{\"data\":\"{}\"}}", "a".repeat(700_000));
+    let m = Message::JsDiscovery {
+        wallclock_us: None,
+        json: &big,
+    };
+    assert!(encoded(&m, None).len() < 8192, "sent compressed");
+    let fit: Vec<ReqId> = (0..5).map(|_| agents[0].report(&m)).collect();
+    until(&mut agents, "five inflated and ACKed", |a| {
+        fit.iter().all(|r| a[0].acks_for(*r) == 1)
+    });
+    // A sixth passes the 4 MiB budget: dropped uninflated, counted.
+    let over = agents[0].report(&m);
+    let t0 = Instant::now();
+    loop {
+        let text = http_get(metrics, "/metrics");
+        let limited = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cma_inflate_limited_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if limited >= 1 {
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "the sixth was not limited");
+        agents[0].pump_now();
+    }
+    agents[0].pump_now();
+    assert_eq!(agents[0].acks_for(over), 0);
+    d.finish();
+}
+
+/// A FrameSet that inflates to more than a log segment holds (here 1 MiB
+/// segments and 1.5 MB of JSON) is dropped and counted: the daemon does not
+/// fail, and the agent's other reports are logged and ACKed.
+#[test]
+fn a_frameset_too_large_for_the_log_is_dropped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let metrics = d.metrics.unwrap();
+    let mut agents = join_all(d.addr, 2);
+    let big = format!("{{\"data\":\"{}\"}}", "a".repeat(1_500_000));
+    agents[0].report(&Message::JsDiscovery {
+        wallclock_us: None,
+        json: &big,
+    });
+    let t0 = Instant::now();
+    while !http_get(metrics, "/metrics").contains("cma_too_large_total 1") {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the large FrameSet was not counted"
+        );
+        agents[0].pump_now();
+    }
+    let peer = agents[0].addr();
+    let r = agents[1].report(&Message::HbLate {
+        peer,
+        elapsed_us: 1,
+    });
+    until(&mut agents, "another agent's report ACKed", |a| {
+        a[1].acks_for(r) == 1
+    });
+    d.finish();
+}
+
 /// Registrations are limited per source network and in number: a STARTUP
 /// storm from one /24 registers the burst, the rest is dropped and counted;
 /// past `max_nodes`, new addresses are refused.
