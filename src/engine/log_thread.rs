@@ -23,6 +23,11 @@ use crate::reliable::{ConnKey, Inbound, Verdict, normalize};
 use crate::ring_buffer::Consumer;
 use crate::wal::{RecordKind, RecordMeta, Wal};
 
+/// The highest REQID queue id that gets a connection: a nanoprobe uses
+/// queue 0 only (fsprotocol.h `DEFAULT_FSP_QID`), so each registered
+/// address holds at most four connections whatever it sends.
+pub(super) const QUEUE_ID_MAX: u16 = 3;
+
 /// A delivered sequenced FrameSet whose ACK waits for its record to be
 /// durable.
 #[derive(Clone, Copy)]
@@ -294,6 +299,15 @@ impl LogThread {
             return Ok(());
         }
         match c.reqid {
+            Some(r)
+                if c.is_sequenced()
+                    && fstype != FrameSetType::Ack.to_wire()
+                    && r.queue > QUEUE_ID_MAX =>
+            {
+                // Nanoprobes use queue 0 only: a sweep of queue ids from a
+                // registered address makes no connections.
+                self.counters.queue_refused.fetch_add(1, Ordering::Relaxed);
+            }
             Some(r) if c.is_sequenced() && fstype != FrameSetType::Ack.to_wire() => {
                 let key = ConnKey::new(peer, r.queue);
                 // A CONNSHUT is logged and ACKed like any other, then the

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub inflate_limited: AtomicU64,
     /// Classified FrameSets too large for a log segment, dropped.
     pub too_large: AtomicU64,
+    /// Sequenced FrameSets on a queue id above `QUEUE_ID_MAX`, dropped.
+    pub queue_refused: AtomicU64,
     /// Registrations from new addresses past `limits.max_nodes`, dropped.
     pub registrations_refused: AtomicU64,
     /// 1 once a thread failed (the daemon stops; no more ACKs).
@@ -120,6 +122,7 @@ impl Default for Metrics {
             registrations_limited: AtomicU64::new(0),
             inflate_limited: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
+            queue_refused: AtomicU64::new(0),
             registrations_refused: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             acks_withheld: AtomicU64::new(0),
@@ -262,6 +265,11 @@ impl Metrics {
                 "cma_registrations_limited_total",
                 "STARTUPs of new registrations over limits.registrations_per_s from one source network, dropped.",
                 get(&self.registrations_limited),
+            ),
+            (
+                "cma_queue_refused_total",
+                "Sequenced FrameSets on a REQID queue id above 3 (nanoprobes use 0), dropped: no connection made.",
+                get(&self.queue_refused),
             ),
             (
                 "cma_too_large_total",

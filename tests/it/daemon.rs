@@ -543,6 +543,42 @@ fn a_frameset_too_large_for_the_log_is_dropped_not_fatal() {
     d.finish();
 }
 
+/// A registered address gets connections on a few queue ids only (a
+/// nanoprobe uses queue 0): a sweep of queue ids makes none, draws no ACK
+/// and is counted; queue 0 goes on.
+#[test]
+fn a_sweep_of_queue_ids_makes_no_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let metrics = d.metrics.unwrap();
+    let mut agents = join_all(d.addr, 2);
+    let late = Message::HbLate {
+        peer: agents[1].addr(),
+        elapsed_us: 1,
+    };
+    let swept: Vec<ReqId> = (4..100u16)
+        .map(|queue| ReqId {
+            session: 77,
+            request: 1,
+            queue,
+        })
+        .collect();
+    for r in &swept {
+        agents[0].resend(&late, *r);
+    }
+    let t0 = Instant::now();
+    while !http_get(metrics, "/metrics").contains("cma_queue_refused_total 96") {
+        assert!(t0.elapsed() < DEADLINE, "the sweep was not counted");
+        agents[0].pump_now();
+    }
+    let r = agents[0].report(&late);
+    until(&mut agents, "queue 0's report ACKed", |a| {
+        a[0].acks_for(r) == 1
+    });
+    assert!(swept.iter().all(|r| agents[0].acks_for(*r) == 0));
+    d.finish();
+}
+
 /// Registrations are limited per source network and in number: a STARTUP
 /// storm from one /24 registers the burst, the rest is dropped and counted;
 /// past `max_nodes`, new addresses are refused.

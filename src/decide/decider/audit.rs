@@ -63,11 +63,7 @@ impl Decider {
         }
         self.counters.audits += 1;
         let want: BTreeSet<SocketAddr> = if self.topo.group_of(id).is_some() {
-            self.topo
-                .peers_of(id)
-                .into_iter()
-                .map(|p| self.nodes[p as usize].addr)
-                .collect()
+            self.ring_addrs(id).into_iter().collect()
         } else {
             BTreeSet::new()
         };

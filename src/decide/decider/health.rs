@@ -446,11 +446,7 @@ impl Decider {
     /// Takes `d` out of the rings; its queue is dropped.
     pub(super) fn remove(&mut self, d: NodeId, remember_peers: bool) {
         let peers: Vec<SocketAddr> = if remember_peers {
-            self.topo
-                .peers_of(d)
-                .into_iter()
-                .map(|p| self.nodes[p as usize].addr)
-                .collect()
+            self.ring_addrs(d)
         } else {
             Vec::new()
         };
@@ -482,6 +478,15 @@ impl Decider {
         n.out.reset();
     }
 
+    /// The addresses of the peers node `id` heartbeats in its rings.
+    pub(super) fn ring_addrs(&self, id: NodeId) -> Vec<SocketAddr> {
+        self.topo
+            .peers_of(id)
+            .into_iter()
+            .map(|p| self.nodes[p as usize].addr)
+            .collect()
+    }
+
     /// Node `id` never ACKed an instruction sent `tries` times: the CMA
     /// stops sending to it. Its queue is dropped (whatever comes next is of
     /// a new session) and held, nothing is sent until it is heard from
@@ -492,12 +497,7 @@ impl Decider {
     pub(super) fn give_up(&mut self, id: NodeId, tries: u32, out: &mut Vec<Effect>) {
         self.counters.gave_up += 1;
         out.push(Effect::Notice(Notice::GaveUp { node: id, tries }));
-        let ring: Vec<SocketAddr> = self
-            .topo
-            .peers_of(id)
-            .into_iter()
-            .map(|p| self.nodes[p as usize].addr)
-            .collect();
+        let ring = self.ring_addrs(id);
         let n = self.nodes.get_mut(id as usize);
         if !n.in_service() {
             n.out.reset();
@@ -523,12 +523,7 @@ impl Decider {
     /// heartbeat, then to heartbeat its ring (rule 1: STOP then SEND), and
     /// probed again if it was being judged.
     pub(super) fn reach_again(&mut self, id: NodeId, out: &mut Vec<Effect>) {
-        let ring: Vec<SocketAddr> = self
-            .topo
-            .peers_of(id)
-            .into_iter()
-            .map(|p| self.nodes[p as usize].addr)
-            .collect();
+        let ring = self.ring_addrs(id);
         let n = self.nodes.get_mut(id as usize);
         n.gave_up = false;
         let mut stale = std::mem::take(&mut n.stale_peers);
