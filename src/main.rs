@@ -263,6 +263,10 @@ enum BenchCommand {
         /// files (its file system is the one measured).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Run each again under a flood of this many inflation bombs per
+        /// second (0: no flood).
+        #[arg(long, default_value_t = 0)]
+        flood_rate: u64,
         /// Write the result as JSON to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -831,6 +835,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             reports,
             agents,
             dir,
+            flood_rate,
             json,
             svg,
         } => {
@@ -843,6 +848,7 @@ fn bench(command: BenchCommand) -> ExitCode {
                 reports,
                 agents,
                 dir,
+                flood_rate,
             };
             let r = match ba::run(&cfg) {
                 Ok(r) => r,

@@ -33,6 +33,10 @@ pub struct AckBenchConfig {
     pub agents: Vec<usize>,
     /// Where the temporary data directory and reference files go.
     pub dir: PathBuf,
+    /// Each run again under a flood of this many datagrams/s (0: none):
+    /// 1.9 KB compressed FrameSets that declare 1.8 MB inflated, from a
+    /// registered address on the agents' network (issue: "Strangers").
+    pub flood_rate: u64,
 }
 
 /// A latency distribution, µs.
@@ -76,6 +80,9 @@ pub struct AckBenchResult {
     pub msync_large_folios: Dist,
     /// report -> ACK, per run: (agents, distribution).
     pub runs: Vec<(usize, Dist)>,
+    /// The same under the flood: (agents, distribution, datagrams the
+    /// flood sent).
+    pub flooded: Vec<(usize, Dist, u64)>,
 }
 
 /// A directory of ours under the measured one, removed when dropped.
@@ -267,8 +274,74 @@ fn agent(k: usize, run: usize, cma: SocketAddr, reports: usize) -> Result<Histog
     Ok(h)
 }
 
-/// One run: a daemon with its defaults, `agents` closed loops at once.
-fn daemon_run(agents: usize, run: usize, cfg: &AckBenchConfig) -> Result<Dist, String> {
+/// Registers a source, then sends `rate` inflation bombs a second (1.8 MB
+/// of JSON, compressed to ~1.9 KB, unsequenced) until `stop`; returns how
+/// many it sent.
+fn flood(
+    cma: SocketAddr,
+    rate: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<u64, String> {
+    use std::sync::atomic::Ordering;
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let me = sock.local_addr().map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let startup = Message::Startup(Startup {
+        hostname: "ack-bench-flood",
+        listen: me,
+        wallclock_us: 99,
+        netconfig: "{}",
+        key: None,
+        features: None,
+    });
+    encode(&startup, None, &EncodeOptions::default(), &mut buf).map_err(|e| e.to_string())?;
+    let _ = sock.send_to(&buf, cma);
+    let mut b = [0u8; 65_536];
+    let t0 = Instant::now();
+    while sock.recv(&mut b).is_err() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err("the flood's STARTUP was never answered".into());
+        }
+        let _ = sock.send_to(&buf, cma);
+    }
+    let json = format!("{{\"data\":\"{}\"}}", "a".repeat(1_800_000));
+    let mut bomb = Vec::new();
+    encode(
+        &Message::JsDiscovery {
+            wallclock_us: None,
+            json: &json,
+        },
+        None,
+        &EncodeOptions::default(),
+        &mut bomb,
+    )
+    .map_err(|e| e.to_string())?;
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        let due = (start.elapsed().as_micros() as u64 * rate) / 1_000_000;
+        while sent < due {
+            let _ = sock.send_to(&bomb, cma);
+            sent += 1;
+        }
+        // Drain what the CMA sends back (its instructions).
+        while sock.recv(&mut b).is_ok() {}
+        thread::sleep(Duration::from_micros(500));
+    }
+    Ok(sent)
+}
+
+/// One run: a daemon with its defaults, `agents` closed loops at once,
+/// under a flood of `flood_rate` datagrams/s if not 0.
+fn daemon_run(
+    agents: usize,
+    run: usize,
+    flood_rate: u64,
+    cfg: &AckBenchConfig,
+) -> Result<(Dist, u64), String> {
     let data = TempDir::new(&cfg.dir, &format!("run{run}"))?;
     let mut c = Config::from_toml(
         "listen = [\"127.0.0.1:0\"]\nlog_level = \"error\"\n[metrics]\nlisten = \"\"\n",
@@ -283,6 +356,11 @@ fn daemon_run(agents: usize, run: usize, cfg: &AckBenchConfig) -> Result<Dist, S
         .spawn(move || d.run())
         .map_err(|e| format!("spawn the daemon: {e}"))?;
     let reports = cfg.reports;
+    let stop_flood = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = (flood_rate > 0).then(|| {
+        let stop = stop_flood.clone();
+        thread::spawn(move || flood(cma, flood_rate, stop))
+    });
     let clients: Vec<_> = (0..agents)
         .map(|k| thread::spawn(move || agent(k, run, cma, reports)))
         .collect();
@@ -297,6 +375,15 @@ fn daemon_run(agents: usize, run: usize, cfg: &AckBenchConfig) -> Result<Dist, S
             Err(_) => failure = Some("an agent thread panicked".into()),
         }
     }
+    stop_flood.store(true, std::sync::atomic::Ordering::Release);
+    let mut flooded = 0;
+    if let Some(f) = flooder {
+        match f.join() {
+            Ok(Ok(n)) => flooded = n,
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("the flood thread panicked".into()),
+        }
+    }
     stop.stop();
     let r = daemon
         .join()
@@ -304,7 +391,7 @@ fn daemon_run(agents: usize, run: usize, cfg: &AckBenchConfig) -> Result<Dist, S
     r.map_err(|e| e.0)?;
     match failure {
         Some(e) => Err(e),
-        None => Ok(Dist::of(&all)),
+        None => Ok((Dist::of(&all), flooded)),
     }
 }
 
@@ -317,14 +404,20 @@ pub fn run(cfg: &AckBenchConfig) -> Result<AckBenchResult, String> {
     let fdatasync = fdatasync_reference(&refs.path().join("fdatasync"), n).map_err(io)?;
     let msync_large_folios = msync_reference(&refs.path().join("large"), 1 << 20, n).map_err(io)?;
     let mut runs = Vec::new();
+    let mut flooded = Vec::new();
     for (i, &a) in cfg.agents.iter().enumerate() {
-        runs.push((a, daemon_run(a, i, cfg)?));
+        runs.push((a, daemon_run(a, 2 * i, 0, cfg)?.0));
+        if cfg.flood_rate > 0 {
+            let (d, sent) = daemon_run(a, 2 * i + 1, cfg.flood_rate, cfg)?;
+            flooded.push((a, d, sent));
+        }
     }
     Ok(AckBenchResult {
         msync,
         fdatasync,
         msync_large_folios,
         runs,
+        flooded,
     })
 }
 
@@ -368,6 +461,19 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
             m,
         );
     }
+    for (a, d, sent) in &r.flooded {
+        s += &row(
+            &format!("  {a} agent(s), flooded ({sent} bombs sent)"),
+            d,
+            m,
+        );
+    }
+    if !r.flooded.is_empty() {
+        s += &format!(
+            "  (flood: {} datagrams/s of 1.9 KB compressed FrameSets declaring 1.8 MB inflated, from a registered address on the agents' /24)\n",
+            cfg.flood_rate
+        );
+    }
     s +=
         "targets: p50 <= msync p50 + 100 us, p99 <= 2 x msync p99, and 3x better than RabbitMQ's\n";
     for (a, d) in &r.runs {
@@ -409,6 +515,13 @@ pub fn to_json(cfg: &AckBenchConfig, r: &AckBenchResult) -> serde_json::Value {
         "runs": r.runs.iter().map(|(a, d)| {
             let mut v = dist_json(d);
             v["agents"] = serde_json::json!(a);
+            v
+        }).collect::<Vec<_>>(),
+        "flood_rate": cfg.flood_rate,
+        "flooded": r.flooded.iter().map(|(a, d, sent)| {
+            let mut v = dist_json(d);
+            v["agents"] = serde_json::json!(a);
+            v["flood_sent"] = serde_json::json!(sent);
             v
         }).collect::<Vec<_>>(),
     })

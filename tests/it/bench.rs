@@ -13,6 +13,7 @@ fn bench_ack_measures_every_report_and_the_references() {
         reports: 30,
         agents: vec![1, 3],
         dir: dir.path().to_path_buf(),
+        flood_rate: 2000,
     };
     let r = run(&cfg).expect("the bench runs");
     assert_eq!(
@@ -26,6 +27,15 @@ fn bench_ack_measures_every_report_and_the_references() {
         assert_eq!(d.count, 100);
         assert!(d.p50 > 0 && d.p50 <= d.p99 && d.p99 <= d.max);
     }
+    // And again under a flood of inflation bombs: every report still ACKed.
+    assert_eq!(
+        r.flooded
+            .iter()
+            .map(|(a, d, _)| (*a, d.count))
+            .collect::<Vec<_>>(),
+        vec![(1, 30), (3, 90)]
+    );
+    assert!(r.flooded.iter().all(|(_, _, sent)| *sent > 0));
     let table = render(&cfg, &r);
     assert!(table.contains("one-page msync") && table.contains("3 agent(s)"));
     let j = to_json(&cfg, &r);
