@@ -4,6 +4,7 @@
 
 pub mod ack;
 pub mod checkpoint;
+pub mod cli;
 pub mod joins;
 pub mod pipeline;
 pub mod recv;
