@@ -23,8 +23,11 @@ pub fn source_network(ip: IpAddr) -> u128 {
     }
 }
 
-/// Buckets kept at most; past this, full (idle) buckets are dropped.
+/// Buckets kept at most; past this, full (idle) buckets are dropped, and
+/// while none is, a network without a bucket is refused.
 const BUCKETS_MAX: usize = 65_536;
+/// The table is walked for full buckets at most this often.
+const PRUNE_EVERY_NS: u64 = 100_000_000;
 
 /// Registrations per source network.
 pub type RegistrationLimiter = NetworkBuckets;
@@ -36,6 +39,9 @@ pub struct NetworkBuckets {
     burst: f64,
     /// network -> (tokens, when last refilled, ns).
     buckets: HashMap<u128, (f64, u64)>,
+    /// When full buckets were last dropped (at most every 100 ms: each
+    /// time walks the table).
+    pruned_ns: Option<u64>,
 }
 
 impl NetworkBuckets {
@@ -45,6 +51,7 @@ impl NetworkBuckets {
             per_s: f64::from(per_s),
             burst: f64::from(burst.max(1)),
             buckets: HashMap::new(),
+            pruned_ns: None,
         }
     }
 
@@ -57,14 +64,23 @@ impl NetworkBuckets {
     /// the burst is never allowed).
     pub fn take(&mut self, ip: IpAddr, cost: u32, now_ns: u64) -> bool {
         let cost = f64::from(cost.max(1));
-        if self.buckets.len() >= BUCKETS_MAX {
-            self.prune(now_ns);
+        let net = source_network(ip);
+        if self.buckets.len() >= BUCKETS_MAX && !self.buckets.contains_key(&net) {
+            if self
+                .pruned_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) >= PRUNE_EVERY_NS)
+            {
+                self.prune(now_ns);
+                self.pruned_ns = Some(now_ns);
+            }
+            if self.buckets.len() >= BUCKETS_MAX {
+                // Full of networks still spending (forged sources from many
+                // networks): a new one waits until some refill.
+                return false;
+            }
         }
         let (per_s, burst) = (self.per_s, self.burst);
-        let b = self
-            .buckets
-            .entry(source_network(ip))
-            .or_insert((burst, now_ns));
+        let b = self.buckets.entry(net).or_insert((burst, now_ns));
         let elapsed_s = now_ns.saturating_sub(b.1) as f64 / 1e9;
         b.0 = (b.0 + elapsed_s * per_s).min(burst);
         b.1 = b.1.max(now_ns);
@@ -151,8 +167,12 @@ mod tests {
             l.allow(IpAddr::V4((i << 8).into()), 0);
         }
         assert_eq!(l.len(), BUCKETS_MAX);
+        // While none has refilled, a new network is refused: the table
+        // does not grow past its bound.
+        assert!(!l.allow(ip("10.0.0.1"), 1));
+        assert_eq!(l.len(), BUCKETS_MAX);
         // A second later they have all refilled: pruned on the next call.
-        l.allow(ip("10.0.0.1"), 1_000_000_000);
+        assert!(l.allow(ip("10.0.0.1"), 1_000_000_000));
         assert_eq!(l.len(), 1);
     }
 }
