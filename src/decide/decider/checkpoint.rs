@@ -6,8 +6,9 @@ use super::*;
 use crate::decide::topology::{GroupParts, RingLinks};
 
 impl Decider {
-    /// Instructions sent and not yet ACKed, to seed the transport after a
-    /// restart from a checkpoint.
+    /// Instructions sent and not yet ACKed: the daemon sends them once more
+    /// when it starts (an agent discards a duplicate); their retransmission
+    /// timers go on from the checkpoint.
     pub fn unacked(&self) -> Vec<Effect> {
         let mut out = Vec::new();
         for (id, n) in self.nodes.iter().enumerate() {
