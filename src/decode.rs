@@ -242,6 +242,7 @@ pub fn frame_value(f: &Frame<'_>) -> Value {
             "receiver_key_id": h.receiver_key_id,
             "nonce": hex::encode(h.nonce),
             "mac": hex::encode(h.mac),
+            "ciphertext_len": h.ciphertext.len(),
         }),
         Frame::Compress {
             method,

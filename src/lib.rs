@@ -15,6 +15,7 @@ pub mod agent;
 pub mod bench;
 pub mod classify;
 pub mod config;
+pub mod crypt;
 pub mod decide;
 pub mod decode;
 pub mod engine;

@@ -51,7 +51,7 @@ pub enum Drop {
     MisplacedFrame,
     /// A malformed CRYPTCURVE25519 header.
     BadCrypt,
-    /// Encrypted FrameSet: decryption is not supported yet.
+    /// Encrypted FrameSet, and the CMA has no key (`cma keys init`).
     EncryptedUnsupported,
     /// An unsequenced FrameSet of a type we do not know.
     UnknownFrameSetType,
@@ -63,6 +63,12 @@ pub enum Drop {
     DuplicateFrame,
     /// ACK without a REQID frame.
     AckWithoutReqId,
+    /// Encrypted under a sender key the CMA does not trust.
+    UnknownKey,
+    /// Encrypted for a receiver key that is not one of the CMA's.
+    NotOurKey,
+    /// The MAC does not verify: not made with the keys it names.
+    DecryptFailed,
 }
 
 impl Drop {
@@ -70,7 +76,7 @@ impl Drop {
     pub const COUNT: usize = Drop::ALL.len();
 
     /// Every reason, in declaration order (index = `self as usize`).
-    pub const ALL: [Drop; 26] = [
+    pub const ALL: [Drop; 29] = [
         Drop::TruncatedHeader,
         Drop::FrameSetOverrun,
         Drop::TruncatedFrame,
@@ -97,6 +103,9 @@ impl Drop {
         Drop::UnexpectedFrame,
         Drop::DuplicateFrame,
         Drop::AckWithoutReqId,
+        Drop::UnknownKey,
+        Drop::NotOurKey,
+        Drop::DecryptFailed,
     ];
 
     /// A stable snake_case name, used as a metrics label and in JSON.
@@ -128,6 +137,9 @@ impl Drop {
             Drop::UnexpectedFrame => "unexpected_frame",
             Drop::DuplicateFrame => "duplicate_frame",
             Drop::AckWithoutReqId => "ack_without_reqid",
+            Drop::UnknownKey => "unknown_key",
+            Drop::NotOurKey => "not_our_key",
+            Drop::DecryptFailed => "decrypt_failed",
         }
     }
 }

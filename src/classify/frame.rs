@@ -84,6 +84,9 @@ pub struct CryptHeader<'a> {
     pub nonce: &'a [u8; 24],
     /// 16-byte Poly1305 MAC.
     pub mac: &'a [u8; 16],
+    /// The ciphertext: every frame after this one, encrypted (the frame's
+    /// TLV length runs to the end of the FrameSet).
+    pub ciphertext: &'a [u8],
 }
 
 /// An address frame (IPADDR, MACADDR): family and bytes.
@@ -324,6 +327,7 @@ impl<'a> Frame<'a> {
                 }
                 out.extend_from_slice(h.nonce);
                 out.extend_from_slice(h.mac);
+                out.extend_from_slice(h.ciphertext);
             }
             Frame::Compress {
                 method,
@@ -525,22 +529,40 @@ fn take_key_id(value: &[u8]) -> Result<(&str, &[u8]), Drop> {
         return Err(Drop::BadCrypt);
     }
     let id = parse_str(&rest[..len]).map_err(|_| Drop::BadCrypt)?;
+    if !is_key_id(id) {
+        return Err(Drop::BadCrypt);
+    }
     Ok((id, &rest[len..]))
 }
 
 fn parse_crypt(value: &[u8]) -> Result<CryptHeader<'_>, Drop> {
     let (sender_key_id, rest) = take_key_id(value)?;
     let (receiver_key_id, rest) = take_key_id(rest)?;
-    if rest.len() != 24 + 16 {
+    if rest.len() < 24 + 16 {
         return Err(Drop::BadCrypt);
     }
-    let (nonce, mac) = rest.split_at(24);
+    let (nonce, rest) = rest.split_at(24);
+    let (mac, ciphertext) = rest.split_at(16);
     Ok(CryptHeader {
         sender_key_id,
         receiver_key_id,
         nonce: nonce.try_into().map_err(|_| Drop::BadCrypt)?,
         mac: mac.try_into().map_err(|_| Drop::BadCrypt)?,
+        ciphertext,
     })
+}
+
+/// A key id as the nanoprobe accepts one: 1 to [`KEYID_MAX_LEN`] - 1
+/// characters of `[A-Za-z0-9-_.+@#]` (it names a file in a key directory,
+/// so nothing else may pass: no `/`, no `..` alone).
+pub fn is_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() < KEYID_MAX_LEN
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+@#".contains(&b))
 }
 
 #[cfg(test)]
@@ -581,6 +603,7 @@ mod tests {
             receiver_key_id: "#CMA#0",
             nonce: &[7; 24],
             mac: &[9; 16],
+            ciphertext: b"secret",
         }));
         round_trip(Frame::Unknown {
             ftype: 999,

@@ -19,8 +19,9 @@
 //!   everything it sends after it stays blocked (WIRE.md).
 //!
 //! What it does not do: sockets, threads, reliable-delivery state, the log.
-//! Encrypted FrameSets are recognised and dropped
-//! ([`Drop::EncryptedUnsupported`]).
+//! Encrypted FrameSets (CRYPTCURVE25519) are opened by [`classify_with`]
+//! given the CMA's keys (an [`Opener`], see `crate::crypt`); without keys
+//! they are dropped ([`Drop::EncryptedUnsupported`]).
 
 mod encode;
 mod error;
@@ -32,6 +33,7 @@ mod types;
 mod view;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -40,7 +42,8 @@ pub use encode::{COMPRESS_THRESHOLD, EncodeError, EncodeOptions, deflate, encode
 pub use error::{Drop, DropCounters, Dropped};
 pub use frame::{
     ADDR_FAMILY_802, ADDR_FAMILY_IPV4, ADDR_FAMILY_IPV6, AddrFrame, CryptHeader, DigestKind, Frame,
-    PeerState, PeerStatus, REQID_LEN, ReqId, ValueKind, parse_int, parse_ipport, parse_str,
+    PeerState, PeerStatus, REQID_LEN, ReqId, ValueKind, is_key_id, parse_int, parse_ipport,
+    parse_str,
 };
 pub use logged::{LOGGED_HEADER_LEN, LOGGED_VERSION, Logged, LoggedError, write_logged};
 pub use message::{
@@ -113,6 +116,8 @@ pub struct Classified<'a> {
     /// type we do not know: [`Drop::UnknownFrameSetType`]); it is still to
     /// be logged and ACKed.
     pub malformed: Option<Dropped>,
+    /// The sender's key id when it arrived encrypted (and opened).
+    pub sender_key: Option<Arc<str>>,
     /// Payload frames: after REQID, before END.
     payload: Cow<'a, [u8]>,
     /// Offset of the payload in the datagram (or the inflated bytes).
@@ -181,9 +186,26 @@ pub fn peek(datagram: &[u8]) -> Option<Peek> {
     })
 }
 
+/// Opens encrypted FrameSets: the CMA's keys (`crate::crypt::Keyring`).
+pub trait Opener {
+    /// The plaintext frames of a crypt frame and the sender's key id, or
+    /// why it cannot be opened.
+    fn open_frames(&self, h: &CryptHeader<'_>) -> Result<(Vec<u8>, Arc<str>), Drop>;
+}
+
 /// Classifies the first FrameSet of `datagram`. `wire_len` of the result
-/// says where a following FrameSet would start.
+/// says where a following FrameSet would start. An encrypted one is
+/// dropped ([`Drop::EncryptedUnsupported`]); see [`classify_with`].
 pub fn classify(datagram: &[u8]) -> Result<Classified<'_>, Dropped> {
+    classify_with(datagram, None)
+}
+
+/// [`classify`], opening an encrypted FrameSet with `keys`: the result is
+/// its plaintext's, with [`Classified::sender_key`] set.
+pub fn classify_with<'a>(
+    datagram: &'a [u8],
+    keys: Option<&dyn Opener>,
+) -> Result<Classified<'a>, Dropped> {
     let fs = FrameSetView::new_checked(datagram)?;
     let fstype = fs.fstype();
     let frames = fs.frames();
@@ -208,38 +230,64 @@ pub fn classify(datagram: &[u8]) -> Result<Classified<'_>, Dropped> {
         return Err(Dropped::at(Drop::DigestMismatch, first.offset));
     }
 
-    // Optional CRYPTCURVE25519, then optional COMPRESS.
+    // Optional CRYPTCURVE25519 (running to the end), then optional COMPRESS.
     let mut next = it.clone().next().transpose()?;
+    let mut sender_key = None;
+    let mut opened: Option<Vec<u8>> = None;
     if let Some(f) = next.filter(|f| f.ftype == FrameType::CryptCurve25519.to_wire()) {
-        return Err(match Frame::parse(f.ftype, f.value) {
-            Ok(_) => Dropped::at(Drop::EncryptedUnsupported, f.offset),
-            Err(reason) => Dropped::at(reason, f.offset),
-        });
+        let h = match Frame::parse(f.ftype, f.value) {
+            Ok(Frame::Crypt(h)) => h,
+            Ok(_) => return Err(Dropped::at(Drop::BadCrypt, f.offset)),
+            Err(reason) => return Err(Dropped::at(reason, f.offset)),
+        };
+        let keys = keys.ok_or(Dropped::at(Drop::EncryptedUnsupported, f.offset))?;
+        let (plain, key) = keys.open_frames(&h).map_err(|r| Dropped::at(r, f.offset))?;
+        sender_key = Some(key);
+        opened = Some(plain);
     }
+    // Offsets past here count in the plaintext (or inflated) bytes.
+    let was_opened = opened.is_some();
+    let mut decoded = was_opened;
     let mut compressed = false;
-    let (inner, inner_base): (Cow<'_, [u8]>, usize) = match next {
-        Some(f) if f.ftype == FrameType::Compress.to_wire() => {
-            let Ok(Frame::Compress {
-                decompressed_size,
-                data,
-                ..
-            }) = Frame::parse(f.ftype, f.value)
-            else {
-                return Err(Dropped::at(Drop::BadCompress, f.offset));
-            };
-            it.next();
-            if !it.rest().is_empty() {
-                return Err(Dropped::at(Drop::TrailingBytes, it.offset()));
+    let (inner, inner_base): (Cow<'_, [u8]>, usize) = {
+        let (bytes, base): (&[u8], usize) = match &opened {
+            Some(p) => (p, 0),
+            None => (it.rest(), it.offset()),
+        };
+        let mut pit = FrameIter::new(bytes, base);
+        let in_plain = |mut d: Dropped| {
+            d.inflated = was_opened;
+            d
+        };
+        let first = pit.clone().next().transpose().map_err(in_plain)?;
+        match first {
+            Some(f) if f.ftype == FrameType::Compress.to_wire() => {
+                let Ok(Frame::Compress {
+                    decompressed_size,
+                    data,
+                    ..
+                }) = Frame::parse(f.ftype, f.value)
+                else {
+                    return Err(in_plain(Dropped::at(Drop::BadCompress, f.offset)));
+                };
+                pit.next();
+                if !pit.rest().is_empty() {
+                    return Err(in_plain(Dropped::at(Drop::TrailingBytes, pit.offset())));
+                }
+                compressed = true;
+                decoded = true;
+                let bytes = inflate(data, decompressed_size as usize)
+                    .map_err(|r| in_plain(Dropped::at(r, f.offset)))?;
+                (Cow::Owned(bytes), 0)
             }
-            compressed = true;
-            let bytes =
-                inflate(data, decompressed_size as usize).map_err(|r| Dropped::at(r, f.offset))?;
-            (Cow::Owned(bytes), 0)
+            _ => match opened {
+                Some(p) => (Cow::Owned(p), 0),
+                None => (Cow::Borrowed(it.rest()), it.offset()),
+            },
         }
-        _ => (Cow::Borrowed(it.rest()), it.offset()),
     };
     let in_inner = |mut d: Dropped| {
-        d.inflated = compressed;
+        d.inflated = decoded;
         d
     };
 
@@ -317,6 +365,7 @@ pub fn classify(datagram: &[u8]) -> Result<Classified<'_>, Dropped> {
         compressed,
         unknown_frames,
         malformed,
+        sender_key,
         payload,
         payload_offset,
     })
