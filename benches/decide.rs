@@ -77,6 +77,7 @@ impl Feed {
                     from,
                     reqid,
                     message,
+                    key: None,
                 },
             },
             &mut self.out,

@@ -71,6 +71,7 @@ impl Fleet {
                     from,
                     reqid,
                     message: m,
+                    key: None,
                 },
             },
             &mut self.effects,

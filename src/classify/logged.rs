@@ -13,7 +13,7 @@
 //! |        |       | malformed offset counts in the inflated bytes, 16 SHA-1|
 //! | 2      | 2     | FrameSet type                                          |
 //! | 4      | 1     | malformed: the reason (its index in [`Drop::ALL`])     |
-//! | 5      | 1     | 0                                                      |
+//! | 5      | 1     | v2: length of the sender's key id (0: not encrypted)   |
 //! | 6      | 2     | unknown frames skipped                                 |
 //! | 8      | 4     | malformed: the byte offset                             |
 //! | 12     | 4     | offset of the payload in the FrameSet (or inflated)    |
@@ -21,7 +21,10 @@
 //! | 20     | 2     | REQID queue                                            |
 //! | 22     | 2     | 0                                                      |
 //! | 24     | 8     | REQID request                                          |
-//! | 32     | ...   | payload frames                                         |
+//! | 32     | ...   | v2: the sender's key id (byte 5 long), then the payload |
+//! |        |       | frames                                                 |
+//!
+//! Version 1 (before encryption) is version 2 with byte 5 zero.
 //!
 //! The verdict (accepted, or accepted as malformed with its reason) is the
 //! log thread's, fixed when the record was written: a later change to the
@@ -39,7 +42,7 @@ use super::types::FrameSetType;
 use super::{Classified, is_sequenced};
 
 /// The record format this build writes (and the newest it reads).
-pub const LOGGED_VERSION: u8 = 1;
+pub const LOGGED_VERSION: u8 = 2;
 /// Bytes before the payload frames.
 pub const LOGGED_HEADER_LEN: usize = 32;
 
@@ -110,7 +113,9 @@ pub fn write_logged(c: &Classified<'_>, out: &mut Vec<u8>) {
     out.push(flags);
     out.extend_from_slice(&c.fstype.to_le_bytes());
     out.push(reason);
-    out.push(0);
+    let key = c.sender_key.as_deref().unwrap_or("");
+    // Key ids are at most 127 bytes (`is_key_id`).
+    out.push(key.len().min(255) as u8);
     out.extend_from_slice(&c.unknown_frames.to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(&payload_offset.to_le_bytes());
@@ -118,6 +123,7 @@ pub fn write_logged(c: &Classified<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.queue.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&r.request.to_le_bytes());
+    out.extend_from_slice(&key.as_bytes()[..key.len().min(255)]);
     out.extend_from_slice(c.payload());
 }
 
@@ -138,6 +144,8 @@ pub struct Logged<'a> {
     pub digest: DigestKind,
     /// Unknown frame types skipped in the payload.
     pub unknown_frames: u16,
+    /// The sender's key id, when it arrived encrypted.
+    pub sender_key: Option<&'a str>,
     payload: &'a [u8],
     payload_offset: usize,
 }
@@ -150,9 +158,24 @@ impl<'a> Logged<'a> {
             return Err(LoggedError::Short(bytes.len()));
         }
         match bytes[0] {
-            1 => {}
+            // Version 1 is version 2 without key ids (byte 5 was 0).
+            1 | 2 => {}
             v => return Err(LoggedError::Version(v)),
         }
+        let key_len = usize::from(bytes[5]);
+        let key_end = LOGGED_HEADER_LEN + key_len;
+        if bytes.len() < key_end {
+            return Err(LoggedError::Corrupt("a key id past its end"));
+        }
+        let sender_key = match key_len {
+            0 => None,
+            _ => Some(
+                std::str::from_utf8(&bytes[LOGGED_HEADER_LEN..key_end])
+                    .ok()
+                    .filter(|k| super::is_key_id(k))
+                    .ok_or(LoggedError::Corrupt("a bad key id"))?,
+            ),
+        };
         let flags = bytes[1];
         if flags & !F_KNOWN != 0 {
             return Err(LoggedError::Corrupt("unknown flags"));
@@ -189,7 +212,8 @@ impl<'a> Logged<'a> {
                 DigestKind::Sha256
             },
             unknown_frames: u16_at(6),
-            payload: &bytes[LOGGED_HEADER_LEN..],
+            sender_key,
+            payload: &bytes[key_end..],
             payload_offset: u32_at(12) as usize,
         })
     }
@@ -289,8 +313,12 @@ mod tests {
         .unwrap();
         let rec = record_of(&wire);
         let mut v = rec.clone();
-        v[0] = 2;
-        assert_eq!(Logged::parse(&v), Err(LoggedError::Version(2)));
+        v[0] = 3;
+        assert_eq!(Logged::parse(&v), Err(LoggedError::Version(3)));
+        // A version-1 record (no key id) reads as before.
+        let mut one = rec.clone();
+        one[0] = 1;
+        assert_eq!(Logged::parse(&one).unwrap().sender_key, None);
         let mut f = rec.clone();
         f[1] |= 0x80;
         assert!(matches!(Logged::parse(&f), Err(LoggedError::Corrupt(_))));

@@ -39,6 +39,7 @@ pub fn decide_logged(
                 from,
                 reqid: logged.reqid,
                 message,
+                key: logged.sender_key,
             },
             Decided::Message {
                 ack: matches!(message, Message::Ack),
@@ -53,7 +54,14 @@ pub fn decide_logged(
                 log::warn!("log record {lsn}: accepted when written, does not parse now ({e})");
             }
             match logged.reqid {
-                Some(reqid) => (Event::Malformed { from, reqid }, Decided::Malformed),
+                Some(reqid) => (
+                    Event::Malformed {
+                        from,
+                        reqid,
+                        key: logged.sender_key,
+                    },
+                    Decided::Malformed,
+                ),
                 None => return Decided::Skipped,
             }
         }

@@ -84,6 +84,7 @@ pub(super) fn feed_live(
                         from,
                         reqid,
                         message: m,
+                        key: None,
                     },
                 },
                 out,

@@ -14,6 +14,12 @@ impl Decider {
             self.counters.not_applicable += 1;
             return;
         }
+        if self.nodes[d as usize].key_id.is_some() && self.nodes[reporter as usize].key_id.is_none()
+        {
+            // A keyed node's status changes only on keyed monitors' word.
+            self.counters.unkeyed_reports += 1;
+            return;
+        }
         let watching = self.watching(reporter, d);
         let now = self.now_ms;
         let late = self.across_cut(reporter, d);

@@ -128,6 +128,10 @@ pub struct Node {
     /// what it may heartbeat first, rule 1). Its rings do not change.
     #[serde(default)]
     pub gave_up: bool,
+    /// Its key id (KEYID of its STARTUP): everything it sends but STARTUP
+    /// must come under it, and everything sent to it is encrypted to it.
+    #[serde(default)]
+    pub key_id: Option<String>,
     /// In the decider's dirty list (set between a change and the end of
     /// the record's handling: never in a checkpoint).
     #[serde(skip)]
@@ -309,9 +313,11 @@ impl Decider {
         match input.event {
             Event::Tick => self.on_tick(out),
             Event::Resume => self.on_resume(),
-            Event::Malformed { from, reqid } => {
+            Event::Malformed { from, reqid, key } => {
                 self.counters.malformed += 1;
-                if let Some(&id) = self.by_addr.get(&normalize(from)) {
+                if let Some(&id) = self.by_addr.get(&normalize(from))
+                    && self.authentic(id, key)
+                {
                     self.nodes.get_mut(id as usize).inbound = Some((reqid.session, reqid.request));
                     self.heard(id, false, out);
                 }
@@ -320,7 +326,8 @@ impl Decider {
                 from,
                 reqid,
                 message,
-            } => self.on_message(normalize(from), reqid, &message, out),
+                key,
+            } => self.on_message(normalize(from), reqid, &message, key, out),
         }
         self.flush(out);
         if let Err(e) = self.check_changed(&out[first_effect..]) {
@@ -401,6 +408,7 @@ impl Decider {
         from: SocketAddr,
         reqid: Option<ReqId>,
         message: &Message<'_>,
+        key: Option<&str>,
         out: &mut Vec<Effect>,
     ) {
         if let Message::Startup(s) = message {
@@ -411,6 +419,9 @@ impl Decider {
             self.counters.unknown_sender += 1;
             return;
         };
+        if !self.authentic(id, key) {
+            return;
+        }
         let mut probe_answered = false;
         if let Some(r) = reqid {
             if matches!(message, Message::Ack) {
@@ -617,6 +628,25 @@ impl Decider {
             },
             instruction,
         }
+    }
+
+    /// May a FrameSet under `key` (`None`: in clear) speak for node `id`?
+    /// A keyed node speaks only under its own key (DESIGN.md rule 9): a
+    /// forged source address cannot ACK, report, shut down or reset for
+    /// it. Counted when not.
+    fn authentic(&mut self, id: NodeId, key: Option<&str>) -> bool {
+        match &self.nodes[id as usize].key_id {
+            Some(k) if key != Some(k.as_str()) => {
+                self.counters.unauthenticated += 1;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// The key id instructions to node `id` are encrypted to.
+    pub fn key_of(&self, id: NodeId) -> Option<&str> {
+        self.nodes.get(id as usize)?.key_id.as_deref()
     }
 
     fn row(&self, id: NodeId) -> NodeRow {

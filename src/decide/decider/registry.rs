@@ -55,8 +55,26 @@ impl Decider {
                 serde_json::from_str(s.netconfig).unwrap_or(serde_json::Value::Null);
             (subnet_in(&v, ip), switch_nics_in(&v))
         };
+        let key_id = s.key.map(|(k, _)| k);
+        // An address a live keyed node holds is not taken by another host
+        // on its word: the holder is probed, and keeps it if it answers
+        // (under its key) within the confirmation window.
+        if let Some(&holder) = self.by_addr.get(&addr)
+            && self.nodes[holder as usize].hostname != s.hostname
+            && self.nodes[holder as usize].key_id.is_some()
+            && self.nodes[holder as usize].in_service()
+            && !self.contested(holder, addr)
+        {
+            self.counters.key_refused += 1;
+            return;
+        }
         if let Some(&id) = self.by_host.get(s.hostname) {
             let n = &self.nodes[id as usize];
+            if n.key_id.is_some() && n.key_id.as_deref() != key_id {
+                // A keyed host comes back only under its key.
+                self.counters.key_refused += 1;
+                return;
+            }
             if n.incarnation == s.wallclock_us && n.addr == addr {
                 self.counters.duplicate_startup += 1;
                 if n.gave_up {
@@ -119,6 +137,7 @@ impl Decider {
             n.conflict = None;
             n.nics = nics;
             n.gave_up = false;
+            n.key_id = key_id.map(str::to_string);
             n.health = Health::Up;
             n.last_heard_ms = self.now_ms;
             out.push(Effect::Notice(Notice::Restarted(id)));
@@ -151,6 +170,7 @@ impl Decider {
             unconfirmed: None,
             nics,
             gave_up: false,
+            key_id: key_id.map(str::to_string),
             dirty: false,
         });
         self.by_host.insert(s.hostname.to_string(), id);

@@ -129,6 +129,8 @@ pub enum Event<'a> {
         reqid: Option<ReqId>,
         /// The typed payload.
         message: Message<'a>,
+        /// The sender's key id, when it arrived encrypted under it.
+        key: Option<&'a str>,
     },
     /// A sequenced FrameSet that was logged (and ACKed) but whose payload
     /// did not decode: only the receiving position moves.
@@ -137,6 +139,8 @@ pub enum Event<'a> {
         from: SocketAddr,
         /// Its REQID.
         reqid: ReqId,
+        /// The sender's key id, when it arrived encrypted under it.
+        key: Option<&'a str>,
     },
     /// The log clock advanced: deadlines may fire.
     Tick,
@@ -349,6 +353,16 @@ pub enum Notice {
 pub struct Counters {
     /// Records handled.
     pub records: u64,
+    /// FrameSets from a keyed node not under its key (DESIGN.md rule 9).
+    #[serde(default)]
+    pub unauthenticated: u64,
+    /// STARTUPs refused for their key: a keyed host without its key or
+    /// with another, or an address a live keyed node holds.
+    #[serde(default)]
+    pub key_refused: u64,
+    /// Reports about a keyed node from a monitor without a key.
+    #[serde(default)]
+    pub unkeyed_reports: u64,
     /// FrameSets from an address that is no registered node.
     pub unknown_sender: u64,
     /// Reports about an address that is no registered node.

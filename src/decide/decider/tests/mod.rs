@@ -6,6 +6,7 @@ use crate::decide::failure::ANSWER_MS;
 
 mod audit;
 mod health;
+mod keys;
 mod registry;
 mod sending;
 mod switches;
@@ -30,6 +31,13 @@ struct T {
     lsn: u64,
     now: u64,
     out: Vec<Effect>,
+    /// Agents announce keys and send under them (`key_of`).
+    keyed: bool,
+}
+
+/// The key id of test agent `n` (its host name, a made-up digest).
+fn key_of(n: u8) -> String {
+    format!("host{n}@@{n:032x}")
 }
 
 impl T {
@@ -39,10 +47,28 @@ impl T {
             lsn: 0,
             now: 1000,
             out: Vec::new(),
+            keyed: false,
         }
     }
 
     fn feed(&mut self, from: SocketAddr, reqid: Option<ReqId>, m: Message<'_>) -> Vec<Effect> {
+        // A genuine agent sends under its own key, if it has one.
+        let key = self
+            .d
+            .node_at(from)
+            .and_then(|id| self.d.key_of(id))
+            .map(str::to_string);
+        self.feed_keyed(from, reqid, m, key.as_deref())
+    }
+
+    /// A FrameSet that arrived encrypted under `key` (`None`: in clear).
+    fn feed_keyed(
+        &mut self,
+        from: SocketAddr,
+        reqid: Option<ReqId>,
+        m: Message<'_>,
+        key: Option<&str>,
+    ) -> Vec<Effect> {
         self.lsn += 1;
         self.out.clear();
         self.d.handle(
@@ -53,6 +79,7 @@ impl T {
                     from,
                     reqid,
                     message: m,
+                    key,
                 },
             },
             &mut self.out,
@@ -85,7 +112,9 @@ impl T {
     fn startup_with(&mut self, n: u8, wallclock: u64, features: Option<&str>) -> Vec<Effect> {
         let host = format!("host{n}");
         let net = format!("{{\"data\":{{\"eth0\":{{\"ipaddrs\":{{\"10.0.0.{n}/24\":{{}}}}}}}}}}");
-        self.feed(
+        let id = key_of(n);
+        let public = [n; 32];
+        self.feed_keyed(
             addr(n),
             None,
             Message::Startup(Startup {
@@ -93,9 +122,10 @@ impl T {
                 listen: addr(n),
                 wallclock_us: wallclock,
                 netconfig: &net,
-                key: None,
+                key: self.keyed.then_some((id.as_str(), &public)),
                 features,
             }),
+            None,
         )
     }
 
