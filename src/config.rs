@@ -98,6 +98,21 @@ max_nodes = 1000000
 inflate_bytes_per_s = 16777216
 inflate_burst_bytes = 33554432
 
+[auth]
+# Key directory, laid out as the nanoprobe's crypto.d ("" = DATA_DIR/keys).
+# With a CMA key in it (`cma keys init`), nodes are authenticated with
+# CRYPTCURVE25519: a node's key arrives in its STARTUP and is trusted on
+# first use; everything else from it must be encrypted under that key, and
+# everything sent to it is. Without one, the network must be trusted.
+key_dir = ""
+# Trust only the nanoprobe keys already in key_dir (`cma keys trust HOST`
+# accepts one that was refused); false: trust a new host's key on first use.
+require_known_keys = false
+# With a CMA key, also admit nodes that announce no key (a fleet moving to
+# keys). They are not authenticated; a keyed node's status never changes on
+# their word.
+allow_unkeyed = false
+
 [metrics]
 # Prometheus text metrics at http://ADDR/metrics; "" turns them off.
 listen = "127.0.0.1:9184"
@@ -129,6 +144,8 @@ pub struct Config {
     pub store: StoreSection,
     /// Limits on strangers.
     pub limits: LimitsSection,
+    /// Authentication.
+    pub auth: AuthSection,
     /// Metrics.
     pub metrics: MetricsSection,
 }
@@ -227,6 +244,18 @@ pub struct LimitsSection {
     pub inflate_burst_bytes: u32,
 }
 
+/// `[auth]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Key directory ("" = DATA_DIR/keys).
+    pub key_dir: PathBuf,
+    /// Trust only keys already in the directory.
+    pub require_known_keys: bool,
+    /// Admit nodes without a key when the CMA has one.
+    pub allow_unkeyed: bool,
+}
+
 /// A configuration problem, with what to do about it.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -258,6 +287,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The key directory (`auth.key_dir`, else DATA_DIR/keys).
+    pub fn key_dir(&self) -> PathBuf {
+        if self.auth.key_dir.as_os_str().is_empty() {
+            self.data_dir.join("keys")
+        } else {
+            self.auth.key_dir.clone()
+        }
+    }
+
     /// The defaults overlaid with `text` (a TOML document, possibly partial).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let mut base: toml::Table = DEFAULT_CONFIG

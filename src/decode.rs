@@ -21,9 +21,19 @@ use crate::classify::{
 /// Decodes every FrameSet of `datagram`. `source` is copied into each object
 /// (e.g. `{"line": 3}` or the pcap packet number and addresses).
 pub fn decode_datagram(datagram: &[u8], source: &Value) -> Vec<Value> {
+    decode_datagram_with(datagram, source, None)
+}
+
+/// [`decode_datagram`], decrypting CRYPTCURVE25519 FrameSets with `keys`
+/// (`cma decode --keys DIR`): their plaintext frames are shown too.
+pub fn decode_datagram_with(
+    datagram: &[u8],
+    source: &Value,
+    keys: Option<&dyn classify::Opener>,
+) -> Vec<Value> {
     let mut out = Vec::new();
     let mut offset = 0usize;
-    let verdicts: Vec<_> = classify::classify_all(datagram).collect();
+    let verdicts: Vec<_> = classify::classify_all_with(datagram, keys).collect();
     let mut verdicts = verdicts.into_iter();
     while offset < datagram.len() {
         let Some(verdict) = verdicts.next() else {
@@ -46,6 +56,23 @@ pub fn decode_datagram(datagram: &[u8], source: &Value) -> Vec<Value> {
                 obj.insert("verdict".into(), json!("accepted"));
                 obj.insert("sequenced".into(), json!(c.is_sequenced()));
                 obj.insert("band".into(), json!(format!("{:?}", c.band).to_lowercase()));
+                if let Some(k) = &c.sender_key {
+                    let mut frames = Vec::new();
+                    if let Some(r) = c.reqid {
+                        frames.push(json!({"type": "REQID", "session": r.session, "request": r.request, "queue": r.queue}));
+                    }
+                    for f in classify::FrameIter::new(c.payload(), 0).flatten() {
+                        let value = classify::Frame::parse(f.ftype, f.value)
+                            .map_or(Value::Null, |fr| frame_value(&fr));
+                        frames.push(
+                            json!({"type": classify::frame_type_name(f.ftype), "value": value}),
+                        );
+                    }
+                    obj.insert(
+                        "decrypted".into(),
+                        json!({"sender_key": k.as_ref(), "frames": frames}),
+                    );
+                }
                 if let Some(m) = c.malformed {
                     obj.insert(
                         "malformed".into(),
@@ -632,13 +659,14 @@ pub struct DecodeStats {
 pub fn run_decode(
     input: DecodeInput,
     text: bool,
+    keys: Option<&dyn classify::Opener>,
     out: &mut dyn std::io::Write,
     err: &mut dyn std::io::Write,
 ) -> std::io::Result<Result<DecodeStats, PcapError>> {
     let mut stats = DecodeStats::default();
     let mut show =
         |datagram: &[u8], source: Value, out: &mut dyn std::io::Write| -> std::io::Result<()> {
-            for v in decode_datagram(datagram, &source) {
+            for v in decode_datagram_with(datagram, &source, keys) {
                 stats.framesets += 1;
                 if v["verdict"] == json!("accepted") {
                     stats.accepted += 1;

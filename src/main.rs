@@ -94,6 +94,22 @@ enum Command {
         /// Print a readable form instead of JSON lines.
         #[arg(long)]
         text: bool,
+        /// Decrypt CRYPTCURVE25519 FrameSets with the keys of this
+        /// directory (the CMA's, or a nanoprobe's crypto.d).
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+    },
+    /// The CMA's keys and the nanoprobe keys it trusts (CRYPTCURVE25519).
+    Keys {
+        /// Key directory (default: the configuration's auth.key_dir, else
+        /// DATA_DIR/keys).
+        #[arg(long, global = true, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// TOML configuration to take the key directory from.
+        #[arg(long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Inspect a write-ahead log directory (read-only).
     Wal {
@@ -228,6 +244,34 @@ struct DbArgs {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Make the CMA's key pair (#CMA#00000; with --next, a rotation spare).
+    Init {
+        /// Make the next key (#CMA#00001, ...) beside the existing one.
+        #[arg(long)]
+        next: bool,
+    },
+    /// Every key: the CMA's, trusted nanoprobes', refused ones.
+    List,
+    /// Where a key's file is, and its MD5 (default: the CMA's sending key).
+    /// Copy `#CMA#00000.pub` into each nanoprobe's crypto.d.
+    Show {
+        /// Key id.
+        id: Option<String>,
+    },
+    /// Trust the key refused for HOST (it replaces the old one).
+    Trust {
+        /// Host name.
+        host: String,
+    },
+    /// Forget HOST's keys: its next STARTUP is a first use.
+    Forget {
+        /// Host name.
+        host: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum WalCommand {
     /// Check every record and say how the log ends (exit 1 on corruption).
     Verify {
@@ -275,7 +319,17 @@ fn main() -> ExitCode {
         Command::Events { db, after, follow } => events(&db, after, follow),
         Command::Status { db } => status(&db),
         Command::Stats { node, db } => stats(&db, &node),
-        Command::Decode { hex, pcap, text } => decode(hex, pcap, text),
+        Command::Decode {
+            hex,
+            pcap,
+            text,
+            keys,
+        } => decode(hex, pcap, text, keys),
+        Command::Keys {
+            dir,
+            config,
+            command,
+        } => keys(dir, config, command),
         Command::Wal { command } => wal(command),
         Command::Bench { command } => cma::bench::cli::bench(command),
         Command::Simulate {
@@ -691,7 +745,89 @@ fn wal(command: WalCommand) -> ExitCode {
     })
 }
 
-fn decode(hex: Vec<String>, pcap: Option<PathBuf>, text: bool) -> ExitCode {
+fn keys(dir: Option<PathBuf>, config: Option<PathBuf>, command: KeysCommand) -> ExitCode {
+    use cma::crypt::keydir;
+    let dir = match (dir, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => match cma::config::Config::load(&c) {
+            Ok(c) => c.key_dir(),
+            Err(e) => {
+                eprintln!("cma keys: {}", e.0);
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => cma::config::Config::default().key_dir(),
+    };
+    let result = match command {
+        KeysCommand::Init { next } => keydir::init(&dir, next).map(|(id, public)| {
+            println!("made {id} in {}", dir.display());
+            println!(
+                "public key {} (md5 {}): copy it into each nanoprobe's crypto.d",
+                keydir::public_path(&dir, &id).display(),
+                hex::encode(md5_of(&public))
+            );
+        }),
+        KeysCommand::List => keydir::list(&dir).map(|l| {
+            for k in l {
+                println!("{:<10} {}  {}", k.role, k.md5, k.id);
+            }
+        }),
+        KeysCommand::Show { id } => {
+            let id = match id {
+                Some(i) => Ok(i),
+                None => keydir::list(&dir).and_then(|l| {
+                    l.into_iter()
+                        .find(|k| k.role == "cma")
+                        .map(|k| k.id)
+                        .ok_or_else(|| {
+                            keydir::KeyDirError::Refused(format!(
+                                "no CMA key in {} (`cma keys init`)",
+                                dir.display()
+                            ))
+                        })
+                }),
+            };
+            id.and_then(|id| {
+                keydir::read_public(&dir, &id).map(|k| {
+                    println!("{id}");
+                    println!("  file   {}", keydir::public_path(&dir, &id).display());
+                    println!("  md5    {}", hex::encode(md5_of(&k)));
+                    println!("  key    {}", hex::encode(k));
+                })
+            })
+        }
+        KeysCommand::Trust { host } => keydir::trust(&dir, &host).map(|id| {
+            println!("{host} is trusted with {id} (taken at its next STARTUP)");
+        }),
+        KeysCommand::Forget { host } => keydir::forget(&dir, &host).map(|ids| {
+            println!(
+                "forgot {}: {host}'s next key is a first use",
+                ids.join(", ")
+            );
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cma keys: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn md5_of(k: &[u8; 32]) -> Vec<u8> {
+    use md5::Digest;
+    md5::Md5::digest(k).to_vec()
+}
+
+fn decode(hex: Vec<String>, pcap: Option<PathBuf>, text: bool, keys: Option<PathBuf>) -> ExitCode {
+    let opener = match keys.map(|d| cma::crypt::DirOpener::load(&d)).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("cma decode: keys: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let input = match (pcap, hex.is_empty()) {
         (Some(path), _) => match std::fs::read(&path) {
             Ok(data) => DecodeInput::Pcap(data),
@@ -717,7 +853,8 @@ fn decode(hex: Vec<String>, pcap: Option<PathBuf>, text: bool) -> ExitCode {
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    match run_decode(input, text, &mut stdout.lock(), &mut stderr.lock()) {
+    let opener = opener.as_ref().map(|o| o as &dyn cma::classify::Opener);
+    match run_decode(input, text, opener, &mut stdout.lock(), &mut stderr.lock()) {
         Ok(Ok(stats)) if stats.accepted > 0 => ExitCode::SUCCESS,
         Ok(Ok(stats)) => {
             eprintln!(

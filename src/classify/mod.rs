@@ -374,6 +374,14 @@ pub fn classify_with<'a>(
 /// Classifies every FrameSet of a datagram in turn; stops after the first
 /// one whose length cannot be trusted (header or overrun errors).
 pub fn classify_all(datagram: &[u8]) -> impl Iterator<Item = Result<Classified<'_>, Dropped>> {
+    classify_all_with(datagram, None)
+}
+
+/// [`classify_all`], opening encrypted FrameSets with `keys`.
+pub fn classify_all_with<'a>(
+    datagram: &'a [u8],
+    keys: Option<&'a dyn Opener>,
+) -> impl Iterator<Item = Result<Classified<'a>, Dropped>> {
     let mut rest = datagram;
     let mut base = 0usize;
     std::iter::from_fn(move || {
@@ -388,7 +396,7 @@ pub fn classify_all(datagram: &[u8]) -> impl Iterator<Item = Result<Classified<'
             }
             Ok(view) => {
                 let len = view.wire_len();
-                let mut r = classify(view.as_bytes());
+                let mut r = classify_with(view.as_bytes(), keys);
                 if let Err(d) = &mut r
                     && !d.inflated
                 {

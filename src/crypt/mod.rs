@@ -70,6 +70,16 @@ pub struct PeerKey {
     pub public: [u8; KEY_LEN],
     /// With the CMA's sending key.
     shared: SalsaBox,
+    /// The CMA's sending key id.
+    sender: Arc<str>,
+}
+
+impl PeerKey {
+    /// Encrypts the FrameSet `wire` for this nanoprobe, from the CMA's
+    /// sending key, into `out`.
+    pub fn seal(&self, wire: &[u8], out: &mut Vec<u8>) -> Result<(), Drop> {
+        seal_frameset(&self.sender, &self.id, &self.shared, wire, out)
+    }
 }
 
 impl fmt::Debug for PeerKey {
@@ -233,6 +243,7 @@ impl Keyring {
             id: Arc::from(id),
             public,
             shared: SalsaBox::new(&PublicKey::from(public), &self.ours[0].secret),
+            sender: Arc::from(self.ours[0].id.as_str()),
         })
     }
 
@@ -259,6 +270,11 @@ impl Keyring {
     /// A trusted key by id.
     pub fn peer(&self, id: &str) -> Option<Arc<PeerKey>> {
         self.read().by_id.get(id).cloned()
+    }
+
+    /// The key id trusted for `host`, if any.
+    pub fn host_key(&self, host: &str) -> Option<Arc<str>> {
+        self.read().by_host.get(&host.to_ascii_lowercase()).cloned()
     }
 
     /// Trusts (or refuses) the key a STARTUP from `host` announces.
@@ -425,5 +441,34 @@ mod tests;
 impl crate::classify::Opener for Keyring {
     fn open_frames(&self, h: &CryptHeader<'_>) -> Result<(Vec<u8>, Arc<str>), Drop> {
         self.open(h).map(|(plain, k)| (plain, k.id.clone()))
+    }
+}
+
+/// Opens FrameSets of either direction with the keys of a directory
+/// (`cma decode --keys DIR`): one side's secret key (the CMA's, or a
+/// nanoprobe's) and the other's public key.
+pub struct DirOpener {
+    files: keydir::Files,
+}
+
+impl DirOpener {
+    /// Reads every key of `dir`.
+    pub fn load(dir: &Path) -> Result<DirOpener, KeyDirError> {
+        Ok(DirOpener {
+            files: keydir::scan(dir)?,
+        })
+    }
+}
+
+impl crate::classify::Opener for DirOpener {
+    fn open_frames(&self, h: &CryptHeader<'_>) -> Result<(Vec<u8>, Arc<str>), Drop> {
+        let s = &self.files.secrets;
+        let (secret, other) = match (s.get(h.receiver_key_id), s.get(h.sender_key_id)) {
+            (Some(k), _) => (k, h.sender_key_id),
+            (None, Some(k)) => (k, h.receiver_key_id),
+            (None, None) => return Err(Drop::NotOurKey),
+        };
+        let public = self.files.publics.get(other).ok_or(Drop::UnknownKey)?;
+        open_with(&salsa_box(public, secret), h).map(|p| (p, Arc::from(h.sender_key_id)))
     }
 }

@@ -96,12 +96,42 @@ pub struct Daemon {
     store: Store,
     inbound: HashMap<ConnKey, Inbound>,
     incarnations: HashMap<SocketAddr, u64>,
+    /// The CMA's keys (`None`: unauthenticated).
+    keyring: Option<Arc<crate::crypt::Keyring>>,
+    /// Registered addresses with their nodes' key ids.
+    keyed: HashMap<SocketAddr, Vec<Arc<str>>>,
     send: SendSockets,
     clock_base_ms: u64,
     stop: StopHandle,
     counters: Arc<Counters>,
     addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+}
+
+/// The key directory's keyring; says once at start whether nodes are
+/// authenticated.
+fn load_keyring(config: &Config) -> Result<Option<Arc<crate::crypt::Keyring>>, DaemonError> {
+    let dir = config.key_dir();
+    let ring = crate::crypt::Keyring::load(&dir, config.auth.require_known_keys)
+        .map_err(|e| DaemonError(format!("keys: {e}")))?;
+    match &ring {
+        None => log::warn!(
+            "no CMA key in {}: nodes are not authenticated, anyone who can send to this port can speak for any node; the network must be trusted (`cma keys init` makes a key)",
+            dir.display()
+        ),
+        Some(r) => log::info!(
+            "authentication on: CMA key {}, {} trusted nanoprobe key(s) in {}{}",
+            r.sending_key().id,
+            r.trusted(),
+            dir.display(),
+            if config.auth.require_known_keys {
+                " (known keys only)"
+            } else {
+                " (new hosts trusted on first use)"
+            }
+        ),
+    }
+    Ok(ring.map(Arc::new))
 }
 
 fn sync_policy(c: &Config) -> SyncPolicy {
@@ -299,6 +329,12 @@ impl Daemon {
             .iter()
             .map(|n| (n.addr, n.incarnation))
             .collect();
+        let keyring = load_keyring(&config)?;
+        let keyed: HashMap<SocketAddr, Vec<Arc<str>>> = decider
+            .nodes()
+            .iter()
+            .filter_map(|n| Some((n.addr, vec![Arc::from(n.key_id.as_deref()?)])))
+            .collect();
 
         Ok(Daemon {
             config,
@@ -312,6 +348,8 @@ impl Daemon {
             store,
             inbound,
             incarnations,
+            keyring,
+            keyed,
             send,
             clock_base_ms: last_time_ms + 1,
             stop: StopHandle {
@@ -363,6 +401,8 @@ impl Daemon {
             store,
             inbound,
             incarnations,
+            keyring,
+            keyed,
             send,
             clock_base_ms,
             stop,
@@ -417,6 +457,7 @@ impl Daemon {
             clock: clock.clone(),
             cpu: usize::try_from(config.decider.cpu).ok(),
             spin: config.decider.spin,
+            keyring: keyring.clone(),
         };
         let guard = fatal.clone();
         let decider_thread = thread::Builder::new()
@@ -480,6 +521,10 @@ impl Daemon {
             truncated_from: HashSet::new(),
             record: Vec::with_capacity(2048),
             ready: Vec::new(),
+            keyring,
+            allow_unkeyed: config.auth.allow_unkeyed,
+            keyed,
+            auth_warned: HashSet::new(),
         };
         let io_stop = io_handle;
         let stop_watch = stop.clone();

@@ -44,6 +44,8 @@ pub(super) struct DeciderThread {
     pub(super) clock: LogClock,
     pub(super) cpu: Option<usize>,
     pub(super) spin: bool,
+    /// The CMA's keys: instructions to a keyed node are encrypted to it.
+    pub(super) keyring: Option<Arc<crate::crypt::Keyring>>,
 }
 
 impl DeciderThread {
@@ -186,12 +188,28 @@ impl DeciderThread {
     pub(super) fn release(&mut self, cfg: &DeciderConfig, e: &Effect) {
         match e {
             Effect::Send {
+                node,
                 to,
                 reqid,
                 instruction,
-                ..
             } => {
-                if let Err(e) = self.batch.push_instruction(*to, instruction, *reqid, cfg) {
+                // A keyed node obeys only what comes under the CMA's key.
+                let key = match self.decider.key_of(*node) {
+                    None => None,
+                    Some(id) => match self.keyring.as_ref().and_then(|r| r.peer(id)) {
+                        Some(k) => Some(k),
+                        None => {
+                            self.counters
+                                .auth_unsendable
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) =
+                    self.batch
+                        .push_instruction(*to, instruction, *reqid, cfg, key.as_deref())
+                {
                     log::error!("instruction to {to} not encodable: {e}");
                 }
             }

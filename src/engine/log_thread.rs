@@ -17,8 +17,9 @@ use super::metrics::Metrics as Counters;
 use super::mmsg::{self};
 use super::send::{SendSockets, send_to};
 use crate::classify::{
-    Classified, EncodeOptions, FrameSetType, Message, ReqId, classify, encode, write_logged,
+    Classified, EncodeOptions, FrameSetType, Message, ReqId, classify_with, encode, write_logged,
 };
+use crate::crypt::{Keyring, PeerKey};
 use crate::reliable::{ConnKey, Inbound, Verdict, normalize};
 use crate::ring_buffer::Consumer;
 use crate::wal::{RecordKind, RecordMeta, Wal};
@@ -28,9 +29,29 @@ use crate::wal::{RecordKind, RecordMeta, Wal};
 /// address holds at most four connections whatever it sends.
 pub(super) const QUEUE_ID_MAX: u16 = 3;
 
+/// An ACK to send: to whom, of what, and the key to encrypt it to (the
+/// one the ACKed FrameSet came under).
+pub(super) type AckTo = (SocketAddr, ReqId, Option<Arc<PeerKey>>);
+
+/// Encodes an ACK of `r`, encrypted to `key` when there is one, into `out`.
+pub(super) fn encode_ack(r: ReqId, key: Option<&PeerKey>, out: &mut Vec<u8>) -> bool {
+    let Some(k) = key else {
+        return encode(&Message::Ack, Some(r), &EncodeOptions::default(), out).is_ok();
+    };
+    let mut clear = Vec::with_capacity(64);
+    encode(
+        &Message::Ack,
+        Some(r),
+        &EncodeOptions::default(),
+        &mut clear,
+    )
+    .is_ok()
+        && k.seal(&clear, out).is_ok()
+}
+
 /// A delivered sequenced FrameSet whose ACK waits for its record to be
 /// durable.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(super) struct Delivered {
     pub(super) lsn: u64,
     pub(super) key: ConnKey,
@@ -38,6 +59,8 @@ pub(super) struct Delivered {
     pub(super) reqid: ReqId,
     /// A CONNSHUT: the connection is forgotten once it is ACKed (rule 2).
     pub(super) closes: bool,
+    /// It came encrypted under this key: so goes its ACK.
+    pub(super) sealed: Option<Arc<PeerKey>>,
 }
 
 /// Every delivered FrameSet, queued once in LSN order. Whoever syncs (the
@@ -58,7 +81,7 @@ impl AckQueue {
 
     /// The (peer, REQID) of every ACK in (acked_lsn, durable], into
     /// `ready`; then everything up to `durable` counts as ACKed.
-    pub(super) fn take_durable(&self, durable: u64, ready: &mut Vec<(SocketAddr, ReqId)>) {
+    pub(super) fn take_durable(&self, durable: u64, ready: &mut Vec<AckTo>) {
         let from = self.acked_lsn.load(Ordering::Acquire);
         if durable <= from {
             return;
@@ -67,7 +90,10 @@ impl AckQueue {
             let q = self.lock();
             let start = q.partition_point(|d| d.lsn <= from);
             let end = q.partition_point(|d| d.lsn <= durable);
-            ready.extend(q.range(start..end).map(|d| (d.peer, d.reqid)));
+            ready.extend(
+                q.range(start..end)
+                    .map(|d| (d.peer, d.reqid, d.sealed.clone())),
+            );
         }
         self.acked_lsn.store(durable, Ordering::Release);
     }
@@ -135,8 +161,22 @@ pub(super) struct LogThread {
     /// Scratch for the record being logged.
     pub(super) record: Vec<u8>,
     /// Scratch for ACKs to send.
-    pub(super) ready: Vec<(SocketAddr, ReqId)>,
+    pub(super) ready: Vec<AckTo>,
+    /// The CMA's keys: encrypted FrameSets are opened, keys in STARTUPs
+    /// admitted (`None`: no key, nothing authenticated).
+    pub(super) keyring: Option<Arc<Keyring>>,
+    /// `auth.allow_unkeyed`.
+    pub(super) allow_unkeyed: bool,
+    /// Addresses that registered with a key: the key ids their sequenced
+    /// FrameSets must come under (a few: a host that moved, a newcomer
+    /// the decider weighs against the holder).
+    pub(super) keyed: HashMap<SocketAddr, Vec<Arc<str>>>,
+    /// Hosts and addresses already warned about (bounded).
+    pub(super) auth_warned: HashSet<String>,
 }
+
+/// Key ids one address may send under, at most.
+const KEYS_PER_ADDR: usize = 4;
 
 /// Sources named in a warning about cut datagrams, at most.
 pub(super) const TRUNCATED_WARN_MAX: usize = 1024;
@@ -273,7 +313,11 @@ impl LogThread {
                 return Ok(());
             }
         }
-        let c = match classify(data) {
+        let opener = self
+            .keyring
+            .as_deref()
+            .map(|k| k as &dyn crate::classify::Opener);
+        let c = match classify_with(data, opener) {
             Ok(c) => c,
             Err(d) => {
                 log::debug!("dropped a datagram from {peer}: {:?}", d.reason);
@@ -298,6 +342,25 @@ impl LogThread {
             self.counters.unregistered.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        // A keyed address speaks under one of its keys (rule 9): a forged
+        // source address cannot ACK, report, reset or shut down for it,
+        // nor move its receiving position.
+        if fstype >= crate::classify::FIRST_SEQUENCED_TYPE
+            && let Some(keys) = self.keyed.get(&peer)
+            && !c
+                .sender_key
+                .as_ref()
+                .is_some_and(|k| keys.iter().any(|x| x == k))
+        {
+            self.counters
+                .auth_unencrypted
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let sealed = match (&self.keyring, &c.sender_key) {
+            (Some(ring), Some(k)) => ring.peer(k),
+            _ => None,
+        };
         match c.reqid {
             Some(r)
                 if c.is_sequenced()
@@ -323,13 +386,14 @@ impl LogThread {
                                 peer,
                                 reqid: r,
                                 closes,
+                                sealed,
                             });
                         }
                     }
                     Verdict::Duplicate { reack } => {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                         if let Some(a) = reack {
-                            self.send_ack(peer, a);
+                            self.send_ack(peer, a, sealed.as_deref());
                         }
                     }
                     Verdict::StaleSession | Verdict::Gap { .. } => {
@@ -352,6 +416,10 @@ impl LogThread {
                 if fstype == FrameSetType::Startup.to_wire()
                     && let Ok(Message::Startup(st)) = c.message()
                 {
+                    if !self.admit(peer, &st) {
+                        self.counters.auth_refused.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
                     let known = self.incarnations.get(&peer).copied();
                     if known != Some(st.wallclock_us) {
                         if known.is_none() && self.incarnations.len() >= self.max_nodes {
@@ -458,8 +526,8 @@ impl LogThread {
         if !self.sync_thread {
             let mut ready = std::mem::take(&mut self.ready);
             self.acks.take_durable(self.wal.durable_lsn(), &mut ready);
-            for &(peer, r) in &ready {
-                self.send_ack(peer, r);
+            for (peer, r, key) in &ready {
+                self.send_ack(*peer, *r, key.as_deref());
             }
             ready.clear();
             self.ready = ready;
@@ -477,7 +545,65 @@ impl LogThread {
         }
     }
 
-    pub(super) fn send_ack(&mut self, peer: SocketAddr, r: ReqId) {
+    /// Admits a STARTUP's key (rule 9): with CMA keys, a key is trusted on
+    /// first use (or only from the directory), a changed one refused; a
+    /// STARTUP without one is refused unless `auth.allow_unkeyed`, and
+    /// always for a host known with a key. Said once per host.
+    fn admit(&mut self, peer: SocketAddr, st: &crate::classify::Startup<'_>) -> bool {
+        let Some(ring) = self.keyring.clone() else {
+            if st.key.is_some() {
+                self.warn_once(st.hostname, || format!(
+                    "{} ({peer}) announces a key but this CMA has none: it will not obey clear-text instructions (`cma keys init`, then install #CMA#00000.pub in its crypto.d)",
+                    st.hostname
+                ));
+            }
+            return true;
+        };
+        let Some((id, public)) = st.key else {
+            if let Some(k) = ring.host_key(st.hostname) {
+                self.warn_once(st.hostname, || format!(
+                    "STARTUP for {} from {peer} without its key {k}: refused (forged, or its keys were lost: `cma keys forget {}`)",
+                    st.hostname, st.hostname
+                ));
+                return false;
+            }
+            if !self.allow_unkeyed {
+                self.warn_once(st.hostname, || format!(
+                    "{} ({peer}) has no key: refused (install #CMA#00000.pub in its crypto.d, or set auth.allow_unkeyed)",
+                    st.hostname
+                ));
+                return false;
+            }
+            return true;
+        };
+        match ring.admit(st.hostname, id, public) {
+            crate::crypt::Admission::Trusted(k) => {
+                let keys = self.keyed.entry(peer).or_default();
+                if !keys.contains(&k.id) {
+                    if keys.len() >= KEYS_PER_ADDR {
+                        keys.remove(0);
+                    }
+                    keys.push(k.id.clone());
+                }
+                true
+            }
+            crate::crypt::Admission::Refused(why) => {
+                self.warn_once(st.hostname, || {
+                    format!("key {id} of {} ({peer}) refused: {why}", st.hostname)
+                });
+                false
+            }
+        }
+    }
+
+    fn warn_once(&mut self, host: &str, say: impl FnOnce() -> String) {
+        if self.auth_warned.len() < TRUNCATED_WARN_MAX && self.auth_warned.insert(host.to_string())
+        {
+            log::warn!("{}", say());
+        }
+    }
+
+    pub(super) fn send_ack(&mut self, peer: SocketAddr, r: ReqId, key: Option<&PeerKey>) {
         if self.counters.failed.load(Ordering::Acquire) != 0 {
             // A thread failed: nothing more is ACKed (the report might
             // never be decided); the agent keeps it and resends.
@@ -485,14 +611,7 @@ impl LogThread {
             return;
         }
         self.out.clear();
-        if encode(
-            &Message::Ack,
-            Some(r),
-            &EncodeOptions::default(),
-            &mut self.out,
-        )
-        .is_ok()
-        {
+        if encode_ack(r, key, &mut self.out) {
             send_to(&self.send, &self.out, peer, &self.counters);
             self.counters.acks_sent.fetch_add(1, Ordering::Relaxed);
         }

@@ -84,6 +84,15 @@ pub struct Metrics {
     pub too_large: AtomicU64,
     /// Sequenced FrameSets on a queue id above `QUEUE_ID_MAX`, dropped.
     pub queue_refused: AtomicU64,
+    /// FrameSets from a keyed address not encrypted under one of its
+    /// keys, dropped.
+    pub auth_unencrypted: AtomicU64,
+    /// STARTUPs whose key was refused (changed, unknown, malformed), or
+    /// without a key when `auth.allow_unkeyed` is off, dropped.
+    pub auth_refused: AtomicU64,
+    /// Instructions or ACKs not sent: the node's key is not in the key
+    /// directory any more.
+    pub auth_unsendable: AtomicU64,
     /// Registrations from new addresses past `limits.max_nodes`, dropped.
     pub registrations_refused: AtomicU64,
     /// 1 once a thread failed (the daemon stops; no more ACKs).
@@ -123,6 +132,9 @@ impl Default for Metrics {
             inflate_limited: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
             queue_refused: AtomicU64::new(0),
+            auth_unencrypted: AtomicU64::new(0),
+            auth_refused: AtomicU64::new(0),
+            auth_unsendable: AtomicU64::new(0),
             registrations_refused: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             acks_withheld: AtomicU64::new(0),
@@ -270,6 +282,21 @@ impl Metrics {
                 "cma_queue_refused_total",
                 "Sequenced FrameSets on a REQID queue id above 3 (nanoprobes use 0), dropped: no connection made.",
                 get(&self.queue_refused),
+            ),
+            (
+                "cma_auth_unencrypted_total",
+                "FrameSets from a keyed node's address not encrypted under its key (forged or stale), dropped.",
+                get(&self.auth_unencrypted),
+            ),
+            (
+                "cma_auth_refused_total",
+                "STARTUPs refused for their key (changed, unknown with auth.require_known_keys, malformed) or for having none, dropped.",
+                get(&self.auth_refused),
+            ),
+            (
+                "cma_auth_unsendable_total",
+                "Instructions and ACKs not sent: the node's key is no longer trusted.",
+                get(&self.auth_unsendable),
             ),
             (
                 "cma_too_large_total",

@@ -165,6 +165,8 @@ pub fn switch_discovery_json(device: &str) -> String {
 #[derive(Default)]
 pub(super) struct Batch {
     buf: Vec<u8>,
+    /// Scratch: an instruction before it is encrypted.
+    clear: Vec<u8>,
     list: Vec<(SocketAddr, std::ops::Range<usize>)>,
 }
 
@@ -176,9 +178,21 @@ impl Batch {
         i: &Instruction,
         reqid: ReqId,
         cfg: &DeciderConfig,
+        key: Option<&crate::crypt::PeerKey>,
     ) -> Result<(), crate::classify::EncodeError> {
         let start = self.buf.len();
-        match encode_instruction(i, reqid, cfg, &mut self.buf) {
+        let encoded = match key {
+            None => encode_instruction(i, reqid, cfg, &mut self.buf),
+            Some(k) => {
+                self.clear.clear();
+                encode_instruction(i, reqid, cfg, &mut self.clear).and_then(|n| {
+                    k.seal(&self.clear, &mut self.buf)
+                        .map(|_| n)
+                        .map_err(|_| crate::classify::EncodeError::TooLarge { bytes: n })
+                })
+            }
+        };
+        match encoded {
             Ok(_) => {
                 self.list.push((to, start..self.buf.len()));
                 Ok(())

@@ -1,7 +1,6 @@
 //! The sync thread: group commit (each sync covers everything written
 //! while the previous one ran), then the ACKs of what became durable.
 
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +12,6 @@ use super::log_thread::AckQueue;
 use super::metrics::Metrics as Counters;
 use super::mmsg::{self, MMSG_BATCH_MAX};
 use super::send::SendSockets;
-use crate::classify::{EncodeOptions, Message, ReqId, encode};
 use crate::wal::Syncer;
 
 /// Group commit on its own thread: each sync covers everything written
@@ -31,7 +29,7 @@ pub(super) struct SyncThread {
 impl SyncThread {
     pub(super) fn run(mut self) -> Result<(), DaemonError> {
         let mut out = Vec::with_capacity(128 * MMSG_BATCH_MAX);
-        let mut ready: Vec<(SocketAddr, ReqId)> = Vec::new();
+        let mut ready: Vec<super::log_thread::AckTo> = Vec::new();
         loop {
             let done = self.log_done.load(Ordering::Acquire);
             let durable = if self.syncer.pending() {
@@ -65,7 +63,7 @@ impl SyncThread {
 
 impl SyncThread {
     /// Sends the ACKs with `sendmmsg`, a batch per socket family.
-    pub(super) fn send_acks(&self, ready: &mut Vec<(SocketAddr, ReqId)>, out: &mut Vec<u8>) {
+    pub(super) fn send_acks(&self, ready: &mut Vec<super::log_thread::AckTo>, out: &mut Vec<u8>) {
         if self.counters.failed.load(Ordering::Acquire) != 0 {
             // A thread failed: nothing more is ACKed (see `fatal`).
             self.counters
@@ -79,15 +77,15 @@ impl SyncThread {
                 return;
             };
             let fd = sock.as_raw_fd();
-            let mine: Vec<&(SocketAddr, ReqId)> =
-                ready.iter().filter(|(p, _)| p.is_ipv4() == v4).collect();
+            let mine: Vec<&super::log_thread::AckTo> =
+                ready.iter().filter(|(p, _, _)| p.is_ipv4() == v4).collect();
             for chunk in mine.chunks(MMSG_BATCH_MAX) {
                 out.clear();
                 let mut spans = Vec::with_capacity(chunk.len());
                 let mut addrs = Vec::with_capacity(chunk.len());
-                for (peer, r) in chunk {
+                for (peer, r, key) in chunk {
                     let start = out.len();
-                    if encode(&Message::Ack, Some(*r), &EncodeOptions::default(), out).is_ok() {
+                    if super::log_thread::encode_ack(*r, key.as_deref(), out) {
                         spans.push(start..out.len());
                         let mut a = [0u8; crate::ring_buffer::SLOT_ADDR_LEN];
                         let len = mmsg::encode_sockaddr(peer, &mut a);

@@ -8,7 +8,7 @@ use crate::support::capture;
 
 fn run(input: DecodeInput, text: bool) -> (String, String, cma::decode::DecodeStats) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let stats = run_decode(input, text, &mut out, &mut err)
+    let stats = run_decode(input, text, None, &mut out, &mut err)
         .unwrap()
         .unwrap();
     (
