@@ -112,6 +112,10 @@ pub fn decode_logged(record: &[u8]) -> Value {
         json!({"kind": l.digest.name(), "verdict": "ok"}),
     );
     obj.insert("compressed".into(), json!(l.compressed));
+    obj.insert("encrypted".into(), json!(l.sender_key.is_some()));
+    if let Some(k) = l.sender_key {
+        obj.insert("sender_key".into(), json!(k));
+    }
     obj.insert("sequenced".into(), json!(l.is_sequenced()));
     if let Some(r) = l.reqid {
         obj.insert(

@@ -3,6 +3,8 @@
 //! saying in one line why a test was skipped.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -26,6 +28,13 @@ pub fn nanoprobe() -> Result<PathBuf, String> {
             Err(format!("NANOPROBE={} is no file", p.display()))
         };
     }
+    nanoprobe_in("nanoprobe")
+}
+
+/// The nanoprobe built from ../shared/nanoprobe into `target/SUBDIR`: each
+/// build has its own key directory (`SUBDIR/share/assimilation/crypto.d`,
+/// compiled in), so a build whose probes must encrypt is kept apart.
+pub fn nanoprobe_in(subdir: &str) -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let build = root.join("../shared/nanoprobe/build.sh");
     if !build.is_file() {
@@ -33,7 +42,7 @@ pub fn nanoprobe() -> Result<PathBuf, String> {
     }
     let out = Command::new("bash")
         .arg(&build)
-        .arg(root.join("target/nanoprobe"))
+        .arg(root.join("target").join(subdir))
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("build.sh: {e}"))?;
@@ -47,6 +56,66 @@ pub fn nanoprobe() -> Result<PathBuf, String> {
         return Err(format!("build.sh failed ({})", out.status));
     }
     Ok(PathBuf::from(path))
+}
+
+/// Runs `f` on a thread that entered the network namespace `ns` (made by
+/// `ip netns add`): its sockets live there.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(format!("/run/netns/{ns}")).expect("the namespace");
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("the namespace thread")
+    })
+}
+
+/// Sends one UDP datagram with a forged source address, through a raw
+/// socket (needs root; the kernel fills the IP checksum, UDP's is left 0,
+/// "none", as IPv4 allows).
+pub fn forge_udp(
+    from: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )?;
+    let len = 20 + 8 + payload.len();
+    let mut p = Vec::with_capacity(len);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&from.ip().octets());
+    p.extend_from_slice(&to.ip().octets());
+    p.extend_from_slice(&from.port().to_be_bytes());
+    p.extend_from_slice(&to.port().to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    s.send_to(&p, &SockAddr::from(std::net::SocketAddr::V4(to)))?;
+    Ok(())
+}
+
+/// A Prometheus counter's value from `http://ADDR/metrics` (0 if absent).
+pub fn metric(addr: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(c, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = String::new();
+    let _ = c.read_to_string(&mut body);
+    body.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// Runs a command; its stderr is the error.
