@@ -3,7 +3,9 @@
 //! `fuzz/corpus/classify/`: the known HEARTBEAT vector, every datagram of
 //! the real nanoprobe captures, and one FrameSet per message type from the
 //! encoder (plain, SHA-1 and compressed variants). `fuzz/corpus/decode_pcap/`:
-//! pcap files of those datagrams over each supported link type. Files are
+//! pcap files of those datagrams over each supported link type.
+//! `fuzz/corpus/crypt/`: the encoder's FrameSets in clear and sealed with
+//! `cma::crypt::fixture`'s keys (fixed nonces). Files are
 //! named by the SHA-1 of their contents, as libFuzzer names its own.
 
 use std::net::SocketAddr;
@@ -56,13 +58,29 @@ fn main() -> std::io::Result<()> {
             .collect();
         write_named(&dir, &pcap(link, &packets))?;
     }
+    // Encrypted FrameSets (the fixture's keys, fixed nonces) and their
+    // clear originals, for `crypt`.
+    let (_, id, shared) = cma::crypt::fixture();
+    let dir = root.join("fuzz/corpus/crypt");
+    let mut crypt_seeds = 0;
+    for (i, d) in encoded_messages().iter().enumerate() {
+        let mut sealed = Vec::new();
+        let nonce = [i as u8; 24];
+        if cma::crypt::seal_frameset_with_nonce(&id, "#CMA#00000", &shared, &nonce, d, &mut sealed)
+            .is_ok()
+        {
+            write_named(&dir, &sealed)?;
+            write_named(&dir, d)?;
+            crypt_seeds += 2;
+        }
+    }
     let wal_seeds = wal_segments()?;
     let dir = root.join("fuzz/corpus/wal_recovery");
     for seed in &wal_seeds {
         write_named(&dir, seed)?;
     }
     println!(
-        "wrote {} classify seeds, 3 pcap seeds, {} WAL seeds",
+        "wrote {} classify seeds, 3 pcap seeds, {} WAL seeds, {crypt_seeds} crypt seeds",
         datagrams.len(),
         wal_seeds.len()
     );

@@ -2,8 +2,9 @@
 //! the CMA's public key (`#CMA#00000.pub` in their crypto.d): they join,
 //! everything after their STARTUP is CRYPTCURVE25519 both ways (read back
 //! from a capture with `cma decode --pcap --keys`), forged source
-//! addresses (raw sockets) change nothing, a kill is confirmed by two
-//! monitors, a clean shutdown completes.
+//! addresses (raw sockets) change nothing, and after the CMA is SIGKILLed
+//! and restarted a kill is confirmed by two monitors and a clean shutdown
+//! completes.
 //!
 //! The probes are a build of their own (target/nanoprobe-keys): the key
 //! directory is compiled into the nanoprobe, and the other real-nanoprobe
@@ -349,6 +350,14 @@ fn keyed_nanoprobes_encrypt_everything_and_forged_sources_change_nothing() {
     assert!(lab.all_up(&names), "{}", lab.report());
     let refused = in_netns(&lab.ns, || metric(METRICS, "cma_auth_unencrypted_total"));
     assert!(refused >= sent, "{refused} of {sent} forgeries refused");
+
+    // The CMA is SIGKILLed and restarts: keys and bindings come back
+    // from its directory and checkpoint.
+    lab.kill_cma();
+    lab.start_cma();
+    lab.wait("the CMA back", DEADLINE, |l| {
+        in_netns(&l.ns, || metric(METRICS, "cma_healthy")) == 1
+    });
 
     // The real thing still works: a kill, confirmed by both monitors
     // (their reports encrypted), and a clean shutdown.

@@ -364,6 +364,20 @@ pub fn seal_frameset(
     wire: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), Drop> {
+    let nonce: [u8; NONCE_LEN] = SalsaBox::generate_nonce(&mut OsRng).into();
+    seal_frameset_with_nonce(from, to, shared, &nonce, wire, out)
+}
+
+/// [`seal_frameset`] with a given nonce: for test vectors and fuzz seeds
+/// only (a nonce must never be used twice with one pair of keys).
+pub fn seal_frameset_with_nonce(
+    from: &str,
+    to: &str,
+    shared: &SalsaBox,
+    nonce: &[u8; NONCE_LEN],
+    wire: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Drop> {
     use crate::classify::{FRAMESET_HEADER_LEN, Frame, FrameIter, FrameSetView};
     let fs = FrameSetView::new_checked(wire).map_err(|d| d.reason)?;
     let mut it = FrameIter::new(fs.frames(), FRAMESET_HEADER_LEN);
@@ -386,14 +400,17 @@ pub fn seal_frameset(
         frames.extend_from_slice(id.as_bytes());
         frames.push(0);
     }
-    let nonce = SalsaBox::generate_nonce(&mut OsRng);
-    frames.extend_from_slice(&nonce);
+    frames.extend_from_slice(nonce);
     let mac_at = frames.len();
     frames.extend_from_slice(&[0; MAC_LEN]);
     let text_at = frames.len();
     frames.extend_from_slice(plain);
     let tag = shared
-        .encrypt_in_place_detached(&nonce, b"", &mut frames[text_at..])
+        .encrypt_in_place_detached(
+            crypto_box::Nonce::from_slice(nonce),
+            b"",
+            &mut frames[text_at..],
+        )
         .map_err(|_| Drop::BadCrypt)?;
     frames[mac_at..text_at].copy_from_slice(&tag);
     crate::classify::seal(fs.fstype(), &frames, kind, out);
@@ -471,4 +488,18 @@ impl crate::classify::Opener for DirOpener {
         let public = self.files.publics.get(other).ok_or(Drop::UnknownKey)?;
         open_with(&salsa_box(public, secret), h).map(|p| (p, Arc::from(h.sender_key_id)))
     }
+}
+
+/// Fixed keys for tests, fuzzing and fuzz seeds: a keyring (the CMA's key
+/// `#CMA#00000` from secret `[7; 32]`, in memory) that trusts the nanoprobe
+/// `fuzz` (secret `[3; 32]`); its key id, and its box with the CMA's key.
+pub fn fixture() -> (Keyring, String, SalsaBox) {
+    let ring = Keyring::in_memory(&[("#CMA#00000", [7; KEY_LEN])], false);
+    let public = public_of(&[3; KEY_LEN]);
+    let id = nanoprobe_key_id("fuzz", &public);
+    let Admission::Trusted(_) = ring.admit("fuzz", &id, &public) else {
+        unreachable!("a first key is trusted");
+    };
+    let shared = salsa_box(&ring.sending_key().public, &[3; KEY_LEN]);
+    (ring, id, shared)
 }

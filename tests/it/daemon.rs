@@ -19,7 +19,7 @@ use super::support::encoded;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn config(dir: &Path) -> Config {
+pub(crate) fn config(dir: &Path) -> Config {
     let mut c = Config::from_toml(
         "listen = [\"127.0.0.1:0\"]\n\
          [wal]\nsegment_mib = 1\n\
@@ -32,18 +32,18 @@ fn config(dir: &Path) -> Config {
     c
 }
 
-struct Running {
-    addr: SocketAddr,
-    metrics: Option<SocketAddr>,
-    stop: StopHandle,
-    thread: JoinHandle<Result<(), DaemonError>>,
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) stop: StopHandle,
+    pub(crate) thread: JoinHandle<Result<(), DaemonError>>,
 }
 
 fn start(dir: &Path) -> Running {
     start_with(config(dir))
 }
 
-fn start_with(c: Config) -> Running {
+pub(crate) fn start_with(c: Config) -> Running {
     let d = Daemon::start(c, false).expect("daemon starts");
     let addr = d.local_addrs()[0];
     let metrics = d.metrics_addr();
@@ -58,7 +58,7 @@ fn start_with(c: Config) -> Running {
 }
 
 impl Running {
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         self.stop.stop();
         self.thread
             .join()
@@ -251,7 +251,7 @@ fn until(agents: &mut [Agent], what: &str, mut done: impl FnMut(&[Agent]) -> boo
 }
 
 /// A plain HTTP/1.0 GET.
-fn http_get(addr: SocketAddr, path: &str) -> String {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(addr).unwrap();
     write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();

@@ -1,0 +1,156 @@
+//! The daemon with a CMA key, on loopback: which STARTUPs it admits, that
+//! what it sends a keyed agent is encrypted under the CMA's key, and that
+//! a keyed agent is heard only under its own key.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use cma::classify::{
+    FRAMESET_HEADER_LEN, Frame, FrameIter, FrameSetType, FrameSetView, Message, Startup,
+};
+use cma::crypt::{keydir, nanoprobe_key_id, open_with, public_of, salsa_box};
+
+use super::daemon::{Running, config, http_get, start_with};
+use super::support::encoded;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn counter(d: &Running, name: &str) -> u64 {
+    http_get(d.metrics.unwrap(), "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_counter(d: &Running, name: &str, at_least: u64) {
+    let t0 = Instant::now();
+    while counter(d, name) < at_least {
+        assert!(t0.elapsed() < DEADLINE, "{name} never reached {at_least}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn startup(name: &str, at: SocketAddr, key: Option<(&str, &[u8; 32])>) -> Vec<u8> {
+    encoded(
+        &Message::Startup(Startup {
+            hostname: name,
+            listen: at,
+            wallclock_us: 7,
+            netconfig: r#"{"data":{"lo":{"ipaddrs":{"127.0.0.1/8":{}}}}}"#,
+            key,
+            features: None,
+        }),
+        None,
+    )
+}
+
+/// The next datagram `s` receives (within the deadline).
+fn receive(s: &UdpSocket) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return buf[..n].to_vec();
+        }
+        assert!(t0.elapsed() < DEADLINE, "nothing received");
+    }
+}
+
+#[test]
+fn with_a_cma_key_agents_are_admitted_by_key_and_spoken_to_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cma_id, cma_pub) = keydir::init(&dir.path().join("keys"), false).unwrap();
+    assert_eq!(cma_id, "#CMA#00000");
+    let d = start_with(config(dir.path()));
+
+    // No key: refused (auth.allow_unkeyed is off).
+    let bare = UdpSocket::bind("127.0.91.1:0").unwrap();
+    bare.send_to(&startup("bare", bare.local_addr().unwrap(), None), d.addr)
+        .unwrap();
+    wait_counter(&d, "cma_auth_refused_total", 1);
+
+    // A key: trusted on first use, saved; its SETCONFIG comes encrypted
+    // from the CMA's key, and opens with the agent's secret.
+    let secret = [3u8; 32];
+    let public = public_of(&secret);
+    let id = nanoprobe_key_id("k1", &public);
+    let k1 = UdpSocket::bind("127.0.91.2:0").unwrap();
+    k1.send_to(
+        &startup("k1", k1.local_addr().unwrap(), Some((&id, &public))),
+        d.addr,
+    )
+    .unwrap();
+    let first = receive(&k1);
+    let fs = FrameSetView::new_checked(&first).unwrap();
+    let mut it = FrameIter::new(fs.frames(), FRAMESET_HEADER_LEN);
+    it.next().unwrap().unwrap();
+    let cf = it.next().unwrap().unwrap();
+    let Ok(Frame::Crypt(h)) = Frame::parse(cf.ftype, cf.value) else {
+        panic!("the CMA's first FrameSet to a keyed agent is not encrypted");
+    };
+    assert_eq!(
+        (h.sender_key_id, h.receiver_key_id),
+        ("#CMA#00000", id.as_str())
+    );
+    let plain = open_with(&salsa_box(&cma_pub, &secret), &h).unwrap();
+    let f0 = FrameIter::new(&plain, 0).next().unwrap().unwrap();
+    let Ok(Frame::ReqId(reqid)) = Frame::parse(f0.ftype, f0.value) else {
+        panic!("the plaintext does not start with its REQID");
+    };
+    assert_eq!(fs.fstype(), FrameSetType::SetConfig.to_wire());
+    assert!(keydir::public_path(&dir.path().join("keys"), &id).exists());
+
+    // Its ACK in clear is refused; under its key, taken.
+    let ack = encoded(&Message::Ack, Some(reqid));
+    k1.send_to(&ack, d.addr).unwrap();
+    wait_counter(&d, "cma_auth_unencrypted_total", 1);
+    let mut sealed = Vec::new();
+    cma::crypt::seal_frameset(
+        &id,
+        &cma_id,
+        &salsa_box(&cma_pub, &secret),
+        &ack,
+        &mut sealed,
+    )
+    .unwrap();
+    k1.send_to(&sealed, d.addr).unwrap();
+    wait_counter(&d, "cma_datagrams_total{type=\"ACK\"}", 2);
+
+    // The same host with another key: refused, kept for the operator.
+    let other = public_of(&[4u8; 32]);
+    let other_id = nanoprobe_key_id("k1", &other);
+    let k1b = UdpSocket::bind("127.0.91.3:0").unwrap();
+    k1b.send_to(
+        &startup("k1", k1b.local_addr().unwrap(), Some((&other_id, &other))),
+        d.addr,
+    )
+    .unwrap();
+    wait_counter(&d, "cma_auth_refused_total", 2);
+    assert!(keydir::public_path(&dir.path().join("keys/refused"), &other_id).exists());
+    assert_eq!(counter(&d, "cma_auth_unencrypted_total"), 1);
+    d.finish();
+}
+
+#[test]
+fn allow_unkeyed_admits_agents_without_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    keydir::init(&dir.path().join("keys"), false).unwrap();
+    let mut c = config(dir.path());
+    c.auth.allow_unkeyed = true;
+    let d = start_with(c);
+    let bare = UdpSocket::bind("127.0.91.4:0").unwrap();
+    bare.send_to(&startup("bare", bare.local_addr().unwrap(), None), d.addr)
+        .unwrap();
+    // Answered in clear: a SETCONFIG it can read.
+    let first = receive(&bare);
+    assert_eq!(
+        FrameSetView::new_checked(&first).unwrap().fstype(),
+        FrameSetType::SetConfig.to_wire()
+    );
+    assert!(cma::classify::classify(&first).is_ok());
+    assert_eq!(counter(&d, "cma_auth_refused_total"), 0);
+    d.finish();
+}
