@@ -352,9 +352,11 @@ impl LogThread {
                 .as_ref()
                 .is_some_and(|k| keys.iter().any(|x| x == k))
         {
-            self.counters
-                .auth_unencrypted
-                .fetch_add(1, Ordering::Relaxed);
+            let c = match c.sender_key {
+                None => &self.counters.auth_unencrypted,
+                Some(_) => &self.counters.auth_wrong_key,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         let sealed = match (&self.keyring, &c.sender_key) {

@@ -84,9 +84,11 @@ pub struct Metrics {
     pub too_large: AtomicU64,
     /// Sequenced FrameSets on a queue id above `QUEUE_ID_MAX`, dropped.
     pub queue_refused: AtomicU64,
-    /// FrameSets from a keyed address not encrypted under one of its
-    /// keys, dropped.
+    /// Sequenced FrameSets in clear text from a keyed address, dropped.
     pub auth_unencrypted: AtomicU64,
+    /// Sequenced FrameSets from a keyed address under a key that is not
+    /// one of its own, dropped.
+    pub auth_wrong_key: AtomicU64,
     /// STARTUPs whose key was refused (changed, unknown, malformed), or
     /// without a key when `auth.allow_unkeyed` is off, dropped.
     pub auth_refused: AtomicU64,
@@ -133,6 +135,7 @@ impl Default for Metrics {
             too_large: AtomicU64::new(0),
             queue_refused: AtomicU64::new(0),
             auth_unencrypted: AtomicU64::new(0),
+            auth_wrong_key: AtomicU64::new(0),
             auth_refused: AtomicU64::new(0),
             auth_unsendable: AtomicU64::new(0),
             registrations_refused: AtomicU64::new(0),
@@ -285,8 +288,13 @@ impl Metrics {
             ),
             (
                 "cma_auth_unencrypted_total",
-                "FrameSets from a keyed node's address not encrypted under its key (forged or stale), dropped.",
+                "Sequenced FrameSets in clear text from a keyed node's address (forged, or sent before it had the CMA's key), dropped.",
                 get(&self.auth_unencrypted),
+            ),
+            (
+                "cma_auth_wrong_key_total",
+                "Sequenced FrameSets from a keyed node's address under another node's key, dropped.",
+                get(&self.auth_wrong_key),
             ),
             (
                 "cma_auth_refused_total",

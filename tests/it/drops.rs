@@ -420,10 +420,54 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Drop, Option<u32>)> {
     cases
 }
 
+/// Encrypted FrameSets the CMA's keys (`cma::crypt::fixture`) cannot open.
+fn keyed_cases() -> Vec<(&'static str, Vec<u8>, Drop, Option<u32>)> {
+    use cma::crypt::{fixture, nanoprobe_key_id, public_of, salsa_box, seal_frameset_with_nonce};
+    let (ring, id, shared) = fixture();
+    let clear = encoded(&Message::Ack, Some(ReqId::default()));
+    let seal = |from: &str, to: &str, b: &crypto_box::SalsaBox| {
+        let mut out = Vec::new();
+        seal_frameset_with_nonce(from, to, b, &[1; 24], &clear, &mut out).unwrap();
+        out
+    };
+    let stranger = nanoprobe_key_id("evil", &public_of(&[4; 32]));
+    let forged = salsa_box(&ring.sending_key().public, &[4; 32]);
+    vec![
+        (
+            "encrypted under an untrusted key",
+            seal(&stranger, "#CMA#00000", &forged),
+            Drop::UnknownKey,
+            Some(46),
+        ),
+        (
+            "encrypted for another CMA key",
+            seal(&id, "#CMA#00009", &shared),
+            Drop::NotOurKey,
+            Some(46),
+        ),
+        (
+            "a trusted key id, sealed with another key",
+            seal(&id, "#CMA#00000", &forged),
+            Drop::DecryptFailed,
+            Some(46),
+        ),
+    ]
+}
+
 #[test]
 fn every_drop_reason_is_detected() {
     let mut seen = HashSet::new();
     let mut counters = DropCounters::default();
+    let (ring, _, _) = cma::crypt::fixture();
+    for (name, bytes, reason, offset) in keyed_cases() {
+        let d = match cma::classify::classify_with(&bytes, Some(&ring)) {
+            Ok(c) => panic!("{name}: accepted as {:?}", c.kind),
+            Err(d) => d,
+        };
+        assert_eq!((d.reason, Some(d.offset)), (reason, offset), "{name}: {d}");
+        counters.record(d.reason);
+        seen.insert(reason);
+    }
     for (name, bytes, reason, offset) in cases() {
         let d = match classify(&bytes) {
             Ok(c) => panic!("{name}: accepted as {:?}", c.kind),
@@ -438,7 +482,10 @@ fn every_drop_reason_is_detected() {
     }
     let missing: Vec<_> = Drop::ALL.iter().filter(|d| !seen.contains(d)).collect();
     assert!(missing.is_empty(), "reasons without a test: {missing:?}");
-    assert_eq!(counters.total() as usize, cases().len());
+    assert_eq!(
+        counters.total() as usize,
+        cases().len() + keyed_cases().len()
+    );
     assert_eq!(counters.get(Drop::BadIpPort), 4);
 }
 
