@@ -8,8 +8,11 @@
 //!
 //! The probes are a build of their own (target/nanoprobe-keys): the key
 //! directory is compiled into the nanoprobe, and the other real-nanoprobe
-//! tests need probes without the CMA's key. Needs root; without it, or
-//! without ../shared/nanoprobe, it says in one line that it was skipped.
+//! tests need probes without the CMA's key. A second test does the
+//! forgeries of the strangers issue with keys off (a trusted network):
+//! sessions cannot be taken over and two forged monitors cannot kill.
+//! The two take turns (one lock). Needs root; without it, or without
+//! ../shared/nanoprobe, each says in one line that it was skipped.
 
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -160,12 +163,16 @@ fn next_reqid(data: &Path, peer: &str, acks: bool) -> ReqId {
     }
 }
 
+/// The two tests take turns: each runs a CMA and probes on two cores.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn at(a: &str) -> SocketAddrV4 {
     a.parse().expect("an IPv4 address and port")
 }
 
 #[test]
 fn keyed_nanoprobes_encrypt_everything_and_forged_sources_change_nothing() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     if !is_root() {
         return common::skip(
             "keyed real-nanoprobe test",
@@ -400,4 +407,131 @@ fn keyed_nanoprobes_encrypt_everything_and_forged_sources_change_nothing() {
             "a death and a shutdown: {down} FrameSets to the probes and {up} to the CMA, all encrypted"
         );
     }
+}
+
+#[test]
+fn without_keys_forged_sources_cannot_take_sessions_kill_or_move_nodes() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    if !is_root() {
+        return common::skip(
+            "forged-source real-nanoprobe test",
+            "needs root (namespaces, raw sockets)",
+        );
+    }
+    let np = match common::nanoprobe() {
+        Ok(p) => p,
+        Err(why) => return common::skip("forged-source real-nanoprobe test", &why),
+    };
+    let mut lab = match Lab::new(np, "forge", CMA_TOML) {
+        Ok(l) => l,
+        Err(why) => {
+            return common::skip(
+                "forged-source real-nanoprobe test",
+                &format!("cannot make a network namespace: {why}"),
+            );
+        }
+    };
+    lab.start_cma();
+    let names = ["fp1", "fp2", "fp3"];
+    for (i, n) in names.iter().enumerate() {
+        lab.start_probe(n, &format!("127.79.0.{}", i + 1));
+    }
+    lab.wait("three probes up", DEADLINE, |l| l.all_up(&names));
+    lab.wait("their ring", DEADLINE, |l| {
+        l.rings()
+            .iter()
+            .any(|(g, m)| g.contains("127.79.0.0/24") && m.len() == 3)
+    });
+    // Sessions are pinned once a connection is open: each probe has sent
+    // its first sequenced FrameSet (its OS discovery). Before that, the
+    // first session seen from a registered address is adopted, whoever
+    // sends it (keys close that window; see the README).
+    let data = lab.data();
+    lab.wait("every probe's connection open", DEADLINE, |_| {
+        (1..=3).all(|i| next_reqid(&data, &format!("127.79.0.{i}:1984"), false).session != 0)
+    });
+    let (a1, a2, a3) = (
+        at("127.79.0.1:1984"),
+        at("127.79.0.2:1984"),
+        at("127.79.0.3:1984"),
+    );
+    let cma = at(CMA);
+    let received = || in_netns(&lab.ns, || metric(METRICS, "cma_received_total"));
+    let before = received();
+    let mut sent = 0u64;
+    in_netns(&lab.ns, || {
+        let send = |from, w: &[u8]| forge_udp(from, cma, w).expect("a raw socket (root)");
+        let stolen = |request| {
+            Some(ReqId {
+                session: 0xfeed_0000,
+                request,
+                queue: 0,
+            })
+        };
+        // Three HBDEADs about fp1 from each of its neighbours' addresses
+        // under a new session: were it adopted, their real reports would
+        // be dropped from then on and fp1 never declared dead.
+        for k in 1..=3 {
+            send(a2, &wire(&Message::HbDead { peer: a1.into() }, stolen(k)));
+            send(a3, &wire(&Message::HbDead { peer: a1.into() }, stolen(k)));
+            sent += 2;
+        }
+        send(
+            a1,
+            &wire(&Message::HbShutdown { hostname: "fp1" }, stolen(1)),
+        );
+        send(a1, &wire(&Message::ConnShut, stolen(2)));
+        // fp1's name from another address.
+        send(
+            at("127.79.0.9:1984"),
+            &wire(
+                &Message::Startup(Startup {
+                    hostname: "fp1",
+                    listen: "127.79.0.9:1984".parse().unwrap(),
+                    wallclock_us: 0xbad,
+                    netconfig: "{}",
+                    key: None,
+                    features: None,
+                }),
+                None,
+            ),
+        );
+        sent += 3;
+    });
+    lab.wait("the forgeries received", DEADLINE, |_| {
+        received() >= before + sent
+    });
+    // Long enough for a death or a move to happen.
+    std::thread::sleep(DEATH);
+    let status = lab.status();
+    assert_eq!(
+        status.get("fp1"),
+        Some(&("up".to_string(), "127.79.0.1:1984".to_string())),
+        "{}",
+        lab.report()
+    );
+    let refused = in_netns(&lab.ns, || metric(METRICS, "cma_unknown_session_total"));
+    assert!(
+        refused >= 8,
+        "{refused} forgeries under a new session refused\n{}",
+        lab.report()
+    );
+    // Its neighbours' real reports are still heard: killed, fp1 is dead
+    // by both monitors.
+    let fp1 = lab.probe("fp1");
+    lab.signal(fp1, nix::sys::signal::Signal::SIGKILL);
+    lab.wait("fp1 dead", DEATH + Duration::from_secs(5), |l| {
+        l.status().get("fp1").is_some_and(|s| s.0 == "dead")
+    });
+    let events = lab.events();
+    let death = events
+        .iter()
+        .find(|e| e.kind == "dead")
+        .expect("a dead event");
+    assert!(death.detail.contains("TwoMonitors"), "{death:?}");
+    let moved: Vec<_> = events
+        .iter()
+        .filter(|e| ["left", "restarted", "moved"].contains(&e.kind.as_str()))
+        .collect();
+    assert!(moved.is_empty(), "{moved:?}");
 }
