@@ -525,8 +525,6 @@ impl Daemon {
             allow_unkeyed: config.auth.allow_unkeyed,
             keyed,
             auth_warned: HashSet::new(),
-            slots: Vec::with_capacity(256),
-            per_source: HashMap::new(),
         };
         let io_stop = io_handle;
         let stop_watch = stop.clone();

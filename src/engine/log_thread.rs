@@ -173,15 +173,7 @@ pub(super) struct LogThread {
     pub(super) keyed: HashMap<SocketAddr, Vec<Arc<str>>>,
     /// Hosts and addresses already warned about (bounded).
     pub(super) auth_warned: HashSet<String>,
-    /// Scratch for a batch: (slot, source, spilled bytes).
-    pub(super) slots: Vec<(usize, SocketAddr, Option<Vec<u8>>)>,
-    /// Scratch for a batch: datagrams per source address.
-    pub(super) per_source: HashMap<IpAddr, u32>,
 }
-
-/// A source with more datagrams than this in one batch is a heavy sender:
-/// the batch's other sources are logged first.
-const FAIR_SHARE_SLOTS: u32 = 8;
 
 /// Key ids one address may send under, at most.
 const KEYS_PER_ADDR: usize = 4;
@@ -211,16 +203,8 @@ impl LogThread {
             if got {
                 let batch = consumer.read_batch(256);
                 n = batch.len();
-                // Fair share: what a batch holds from sources with a few
-                // datagrams in it is logged first (and its group commit
-                // started), then what the heavy senders sent; each
-                // source's own order is kept. One flooding source cannot
-                // make another's report wait behind its whole batch.
-                let mut slots = std::mem::take(&mut self.slots);
-                slots.clear();
-                self.per_source.clear();
                 for i in 0..n {
-                    let (_, meta) = batch.get(i);
+                    let (data, meta) = batch.get(i);
                     // A long datagram's whole bytes wait in the spill
                     // queue (sent before the slot was committed); take
                     // them even when the slot is dropped, to stay in step.
@@ -231,37 +215,14 @@ impl LogThread {
                         continue;
                     };
                     let peer = normalize(peer);
-                    *self.per_source.entry(peer.ip()).or_insert(0) += 1;
-                    slots.push((i, peer, whole));
-                }
-                let mut appended_before = self.counters.appended.load(Ordering::Relaxed);
-                for heavy in [false, true] {
-                    for (i, peer, whole) in &slots {
-                        let many = self.per_source.get(&peer.ip()).copied().unwrap_or(0)
-                            > FAIR_SHARE_SLOTS;
-                        if many != heavy {
-                            continue;
-                        }
-                        let (data, meta) = batch.get(*i);
-                        if meta.flags & mmsg::SLOT_TRUNCATED != 0 {
-                            self.on_truncated(*peer, meta.len);
-                            continue;
-                        }
-                        let data = whole.as_deref().unwrap_or(data);
-                        let time_ns = self.clock.slot_ns(meta.recv_ns);
-                        self.accept(data, *peer, time_ns)?;
+                    if meta.flags & mmsg::SLOT_TRUNCATED != 0 {
+                        self.on_truncated(peer, meta.len);
+                        continue;
                     }
-                    let appended = self.counters.appended.load(Ordering::Relaxed);
-                    if !heavy
-                        && appended != appended_before
-                        && let Some(s) = &self.syncer
-                    {
-                        s.unpark();
-                    }
-                    appended_before = appended;
+                    let data = whole.as_deref().unwrap_or(data);
+                    let time_ns = self.clock.slot_ns(meta.recv_ns);
+                    self.accept(data, peer, time_ns)?;
                 }
-                slots.clear();
-                self.slots = slots;
                 batch.release();
                 // The group commit first (the ACK waits on it), then the
                 // decider, which reads records as they are written (it
