@@ -1,5 +1,8 @@
 //! ns per packet for `classify` (parse, digest check, validation) on the
-//! four shapes that dominate a CMA's input.
+//! four shapes that dominate a CMA's input; and, in the same run, what
+//! CRYPTCURVE25519 adds: the HBDEAD opened with the CMA's keys
+//! (`classify_with`), and an ACK sealed for a nanoprobe (the CMA's cost per
+//! ACK and instruction to a keyed node).
 
 use std::hint::black_box;
 
@@ -74,6 +77,30 @@ fn bench(c: &mut Criterion) {
             b.iter(|| classify(black_box(bytes)).map(|c| c.wire_len))
         });
     }
+    g.finish();
+
+    let (ring, id, shared) = cma::crypt::fixture();
+    let hbdead = &cases[1].1;
+    let mut sealed = Vec::new();
+    cma::crypt::seal_frameset(&id, "#CMA#00000", &shared, hbdead, &mut sealed)
+        .expect("the HBDEAD seals");
+    let peer = ring.peer(&id).expect("the fixture trusts its probe");
+    let ack = packet(&Message::Ack, reqid);
+    let mut g = c.benchmark_group("crypt");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("hbdead_reqid_clear", |b| {
+        b.iter(|| classify(black_box(hbdead)).map(|c| c.wire_len))
+    });
+    g.bench_function("hbdead_reqid_opened", |b| {
+        b.iter(|| cma::classify::classify_with(black_box(&sealed), Some(&ring)).map(|c| c.wire_len))
+    });
+    let mut out = Vec::with_capacity(256);
+    g.bench_function("ack_sealed", |b| {
+        b.iter(|| {
+            out.clear();
+            peer.seal(black_box(&ack), &mut out).map(|_| out.len())
+        })
+    });
     g.finish();
 }
 

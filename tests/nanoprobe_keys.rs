@@ -163,6 +163,21 @@ fn next_reqid(data: &Path, peer: &str, acks: bool) -> ReqId {
     }
 }
 
+/// Starts the CMA and three probes at 127.79.0.1-3; waits until all are
+/// up in one ring.
+fn start_three(lab: &mut Lab, names: [&str; 3]) {
+    lab.start_cma();
+    for (i, n) in names.iter().enumerate() {
+        lab.start_probe(n, &format!("127.79.0.{}", i + 1));
+    }
+    lab.wait("three probes up", DEADLINE, |l| l.all_up(&names));
+    lab.wait("their ring", DEADLINE, |l| {
+        l.rings()
+            .iter()
+            .any(|(g, m)| g.contains("127.79.0.0/24") && m.len() == 3)
+    });
+}
+
 /// The two tests take turns: each runs a CMA and probes on two cores.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -215,17 +230,8 @@ fn keyed_nanoprobes_encrypt_everything_and_forged_sources_change_nothing() {
     if capture.is_none() {
         common::skip("the capture of the keyed test", "no tcpdump");
     }
-    lab.start_cma();
     let names = ["kp1", "kp2", "kp3"];
-    for (i, n) in names.iter().enumerate() {
-        lab.start_probe(n, &format!("127.79.0.{}", i + 1));
-    }
-    lab.wait("three keyed probes up", DEADLINE, |l| l.all_up(&names));
-    lab.wait("their ring", DEADLINE, |l| {
-        l.rings()
-            .iter()
-            .any(|(g, m)| g.contains("127.79.0.0/24") && m.len() == 3)
-    });
+    start_three(&mut lab, names);
     // Trusted on first use: each probe's key is in the CMA's directory.
     for n in names {
         let found = std::fs::read_dir(&keys)
@@ -431,17 +437,8 @@ fn without_keys_forged_sources_cannot_take_sessions_kill_or_move_nodes() {
             );
         }
     };
-    lab.start_cma();
     let names = ["fp1", "fp2", "fp3"];
-    for (i, n) in names.iter().enumerate() {
-        lab.start_probe(n, &format!("127.79.0.{}", i + 1));
-    }
-    lab.wait("three probes up", DEADLINE, |l| l.all_up(&names));
-    lab.wait("their ring", DEADLINE, |l| {
-        l.rings()
-            .iter()
-            .any(|(g, m)| g.contains("127.79.0.0/24") && m.len() == 3)
-    });
+    start_three(&mut lab, names);
     // Sessions are pinned once a connection is open: each probe has sent
     // its first sequenced FrameSet (its OS discovery). Before that, the
     // first session seen from a registered address is adopted, whoever

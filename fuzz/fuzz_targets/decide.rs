@@ -13,6 +13,10 @@ use cma::classify::{
 use cma::decide::decider::{Decider, DeciderConfig, Effect, Event, Input};
 use libfuzzer_sys::fuzz_target;
 
+/// Key ids a sender may announce or send under (none, or one of two).
+const KEYS: [Option<&str>; 3] = [None, Some("a@@00"), Some("b@@11")];
+const PUBLIC: [u8; 32] = [9; 32];
+
 fn addr(b: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, (b >> 3) & 1, b & 7], 1984 + u16::from(b >> 4 & 1)))
 }
@@ -77,7 +81,8 @@ fuzz_target!(|data: &[u8]| {
                 listen: if z & 1 == 0 { from } else { peer },
                 wallclock_us: u64::from(z >> 5),
                 netconfig: &json,
-                key: None,
+                // Keyed or not, and which key: identity bound to keys.
+                key: KEYS[usize::from(x >> 6) % KEYS.len()].map(|k| (k, &PUBLIC)),
                 features: (z & 2 != 0).then_some("hbstate"),
             }),
             2 => Message::HbDead { peer },
@@ -136,6 +141,7 @@ fuzz_target!(|data: &[u8]| {
             from,
             reqid,
             message,
+            key: KEYS[usize::from(z >> 6) % KEYS.len()],
         };
         step(&mut d, &mut out, lsn, now, event);
     }

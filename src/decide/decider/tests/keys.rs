@@ -119,9 +119,7 @@ fn a_newcomer_cannot_take_a_live_keyed_nodes_address() {
     let mut t = keyed_fleet(3);
     let id2 = t.id(2);
     let forged = [5u8; 32];
-    let e = t.feed_keyed(
-        addr(2),
-        None,
+    let intruder = || {
         Message::Startup(Startup {
             hostname: "intruder",
             listen: addr(2),
@@ -129,9 +127,9 @@ fn a_newcomer_cannot_take_a_live_keyed_nodes_address() {
             netconfig: "{}",
             key: Some(("intruder@@00000000000000000000000000000005", &forged)),
             features: None,
-        }),
-        None,
-    );
+        })
+    };
+    let e = t.feed_keyed(addr(2), None, intruder(), None);
     // The holder is probed, not replaced.
     assert_eq!(sends_to(&e, addr(2)), vec![Instruction::Probe]);
     assert_eq!(t.d.node_at(addr(2)), Some(id2));
@@ -139,19 +137,7 @@ fn a_newcomer_cannot_take_a_live_keyed_nodes_address() {
     // It answers under its key: the address stays its own.
     t.settle();
     t.tick_for(60_000);
-    t.feed_keyed(
-        addr(2),
-        None,
-        Message::Startup(Startup {
-            hostname: "intruder",
-            listen: addr(2),
-            wallclock_us: 1,
-            netconfig: "{}",
-            key: Some(("intruder@@00000000000000000000000000000005", &forged)),
-            features: None,
-        }),
-        None,
-    );
+    t.feed_keyed(addr(2), None, intruder(), None);
     assert_eq!(t.d.node_at(addr(2)), Some(id2));
     assert_eq!(t.health(2), Health::Up);
 }
