@@ -139,7 +139,14 @@ pub struct Keyring {
     ours: Vec<CmaKey>,
     require_known: bool,
     peers: RwLock<Peers>,
+    /// Hosts whose refused key was kept in `refused/` (at most
+    /// [`REFUSED_KEPT_MAX`] per run, one per host: strangers cannot fill
+    /// the disk with keys).
+    refused_kept: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Refused keys kept for the operator per run, at most.
+pub const REFUSED_KEPT_MAX: usize = 1024;
 
 #[derive(Default)]
 struct Peers {
@@ -185,6 +192,7 @@ impl Keyring {
             ours,
             require_known,
             peers: RwLock::new(Peers::default()),
+            refused_kept: Default::default(),
         };
         {
             let mut p = ring.write();
@@ -227,6 +235,7 @@ impl Keyring {
             ours: v,
             require_known,
             peers: RwLock::new(Peers::default()),
+            refused_kept: Default::default(),
         }
     }
 
@@ -296,9 +305,7 @@ impl Keyring {
             let forgotten = persisted && !keydir::public_path(&self.dir, &known).exists();
             let trusted_now = persisted && keydir::public_path(&self.dir, key_id).exists();
             if !forgotten && !trusted_now {
-                if persisted {
-                    let _ = keydir::save_refused(&self.dir, key_id, public);
-                }
+                self.keep_refused(&host, key_id, public);
                 return Admission::Refused(Refusal::KeyChanged {
                     known: known.to_string(),
                 });
@@ -309,9 +316,7 @@ impl Keyring {
         } else if self.require_known
             && !(persisted && keydir::public_path(&self.dir, key_id).exists())
         {
-            if persisted {
-                let _ = keydir::save_refused(&self.dir, key_id, public);
-            }
+            self.keep_refused(&host, key_id, public);
             return Admission::Refused(Refusal::Unknown);
         }
         if persisted && let Err(e) = keydir::save_public(&self.dir, key_id, public) {
@@ -322,6 +327,21 @@ impl Keyring {
         p.by_host.insert(host, k.id.clone());
         p.by_id.insert(k.id.clone(), k.clone());
         Admission::Trusted(k)
+    }
+
+    /// Keeps a refused key in `refused/` for `cma keys trust`: the first
+    /// per host, up to [`REFUSED_KEPT_MAX`] hosts per run.
+    fn keep_refused(&self, host: &str, key_id: &str, public: &[u8; KEY_LEN]) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        let mut kept = self.refused_kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= REFUSED_KEPT_MAX || !kept.insert(host.to_string()) {
+            return;
+        }
+        if let Err(e) = keydir::save_refused(&self.dir, key_id, public) {
+            log::warn!("keys: the refused key {key_id} was not kept: {e}");
+        }
     }
 
     /// Decrypts a crypt frame's ciphertext: the plaintext frames, and the

@@ -418,12 +418,9 @@ impl LogThread {
                 if fstype == FrameSetType::Startup.to_wire()
                     && let Ok(Message::Startup(st)) = c.message()
                 {
-                    if !self.admit(peer, &st) {
-                        self.counters.auth_refused.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
-                    }
                     let known = self.incarnations.get(&peer).copied();
-                    if known != Some(st.wallclock_us) {
+                    let registers = known != Some(st.wallclock_us);
+                    if registers {
                         if known.is_none() && self.incarnations.len() >= self.max_nodes {
                             self.counters
                                 .registrations_refused
@@ -436,6 +433,14 @@ impl LogThread {
                                 .fetch_add(1, Ordering::Relaxed);
                             return Ok(());
                         }
+                    }
+                    // Keys after the limits: a key is trusted (and saved)
+                    // only within a registration's budget.
+                    if !self.admit(peer, &st, registers, time_ns) {
+                        self.counters.auth_refused.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    if registers {
                         self.incarnations.insert(peer, st.wallclock_us);
                         self.inbound.remove(&ConnKey::new(peer, 0));
                     }
@@ -550,8 +555,16 @@ impl LogThread {
     /// Admits a STARTUP's key (rule 9): with CMA keys, a key is trusted on
     /// first use (or only from the directory), a changed one refused; a
     /// STARTUP without one is refused unless `auth.allow_unkeyed`, and
-    /// always for a host known with a key. Said once per host.
-    fn admit(&mut self, peer: SocketAddr, st: &crate::classify::Startup<'_>) -> bool {
+    /// always for a host known with a key. Said once per host. A key not
+    /// yet trusted costs a registration (`limits`) even in a repeated
+    /// STARTUP (`registered`: this one already paid).
+    fn admit(
+        &mut self,
+        peer: SocketAddr,
+        st: &crate::classify::Startup<'_>,
+        registered: bool,
+        time_ns: u64,
+    ) -> bool {
         let Some(ring) = self.keyring.clone() else {
             if st.key.is_some() {
                 self.warn_once(st.hostname, || format!(
@@ -578,6 +591,15 @@ impl LogThread {
             }
             return true;
         };
+        if !registered
+            && ring.peer(id).is_none_or(|k| k.public != *public)
+            && !self.registrations.allow(peer.ip(), time_ns)
+        {
+            self.counters
+                .registrations_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         match ring.admit(st.hostname, id, public) {
             crate::crypt::Admission::Trusted(k) => {
                 let keys = self.keyed.entry(peer).or_default();

@@ -154,3 +154,63 @@ fn allow_unkeyed_admits_agents_without_keys() {
     assert_eq!(counter(&d, "cma_auth_refused_total"), 0);
     d.finish();
 }
+
+/// Strangers cannot make the CMA trust or keep keys without limit: a key
+/// trusted on first use costs a registration even in a repeated STARTUP,
+/// and one refused key per host is kept.
+#[test]
+fn keys_from_strangers_are_bounded_by_the_registration_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    keydir::init(&keys, false).unwrap();
+    let mut c = config(dir.path());
+    c.limits.registrations_per_s = 1;
+    c.limits.registration_burst = 4;
+    let d = start_with(c);
+    let s = UdpSocket::bind("127.0.91.5:0").unwrap();
+    let at = s.local_addr().unwrap();
+    // Twenty hosts with keys of their own, all from one address with one
+    // WALLCLOCK (a repeated STARTUP after the first).
+    for i in 0..20u8 {
+        let public = public_of(&[100 + i; 32]);
+        let host = format!("spray{i}");
+        let id = nanoprobe_key_id(&host, &public);
+        s.send_to(&startup(&host, at, Some((&id, &public))), d.addr)
+            .unwrap();
+    }
+    wait_counter(&d, "cma_registrations_limited_total", 14);
+    // One host's key refused twenty times (another key each time).
+    let k = UdpSocket::bind("127.0.92.6:0").unwrap();
+    let first = public_of(&[1; 32]);
+    k.send_to(
+        &startup(
+            "held",
+            k.local_addr().unwrap(),
+            Some((&nanoprobe_key_id("held", &first), &first)),
+        ),
+        d.addr,
+    )
+    .unwrap();
+    for i in 0..20u8 {
+        let other = public_of(&[150 + i; 32]);
+        k.send_to(
+            &startup(
+                "held",
+                k.local_addr().unwrap(),
+                Some((&nanoprobe_key_id("held", &other), &other)),
+            ),
+            d.addr,
+        )
+        .unwrap();
+    }
+    wait_counter(&d, "cma_auth_refused_total", 1);
+    d.finish();
+    let trusted = keydir::list(&keys)
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.role == "trusted")
+        .count();
+    assert!(trusted <= 6, "{trusted} keys trusted");
+    let refused = std::fs::read_dir(keys.join("refused")).map_or(0, |d| d.count());
+    assert!(refused <= 1, "{refused} refused keys kept");
+}
