@@ -292,12 +292,15 @@ impl Keyring {
         if !is_key_id(key_id) || nanoprobe_key_id(&host, public) != key_id.to_ascii_lowercase() {
             return Admission::Refused(Refusal::BadKeyId);
         }
+        let persisted = !self.dir.as_os_str().is_empty();
         if let Some(k) = self.read().by_id.get(key_id)
             && k.public == *public
+            // Still in the directory (`cma keys forget` revokes it at the
+            // host's next STARTUP): one stat per STARTUP, not per report.
+            && (!persisted || keydir::public_path(&self.dir, key_id).exists())
         {
             return Admission::Trusted(k.clone());
         }
-        let persisted = !self.dir.as_os_str().is_empty();
         let known = self.read().by_host.get(&host).cloned();
         if let Some(known) = known {
             // Forgotten by the operator since (`cma keys forget`), or the
@@ -313,9 +316,10 @@ impl Keyring {
             let mut p = self.write();
             p.by_id.remove(&known);
             p.by_host.remove(&host);
-        } else if self.require_known
-            && !(persisted && keydir::public_path(&self.dir, key_id).exists())
-        {
+        }
+        // A new key (a new host, or one forgotten by the operator) with
+        // known keys only: it must be in the directory already.
+        if self.require_known && !(persisted && keydir::public_path(&self.dir, key_id).exists()) {
             self.keep_refused(&host, key_id, public);
             return Admission::Refused(Refusal::Unknown);
         }

@@ -183,10 +183,23 @@ fn the_key_directory_trusts_on_first_use_and_the_operator_decides_changes() {
         Admission::Trusted(_)
     ));
     assert!(ring.peer(&id1).is_none());
-    // Forgotten: the next key is a first use again.
+    // Forgotten: the next key is a first use again...
+    let strict = Keyring::load(&d, true).unwrap().unwrap();
     keydir::forget(&d, "web1").unwrap();
     assert!(matches!(
         ring.admit("web1", &id1, &k1),
+        Admission::Trusted(_)
+    ));
+    // ... unless only known keys are trusted: then the operator trusts it
+    // first.
+    keydir::forget(&d, "web1").unwrap();
+    assert!(matches!(
+        strict.admit("web1", &id2, &k2),
+        Admission::Refused(Refusal::Unknown)
+    ));
+    keydir::trust(&d, "web1").unwrap();
+    assert!(matches!(
+        strict.admit("web1", &id2, &k2),
         Admission::Trusted(_)
     ));
     // A secret readable by others is refused at load.

@@ -335,6 +335,13 @@ impl Daemon {
             .iter()
             .filter_map(|n| Some((n.addr, vec![Arc::from(n.key_id.as_deref()?)])))
             .collect();
+        if keyring.is_none() && !keyed.is_empty() {
+            log::warn!(
+                "{} node(s) joined with keys, but this CMA has no key now: nothing can be sent to them (their instructions are counted in cma_auth_unsendable_total) until the CMA's key is back in {}",
+                keyed.len(),
+                config.key_dir().display()
+            );
+        }
 
         Ok(Daemon {
             config,
