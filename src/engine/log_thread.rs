@@ -359,7 +359,9 @@ impl LogThread {
             c.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let sealed = match (&self.keyring, &c.sender_key) {
+        // The key its ACK goes under: looked up only when one is sent.
+        let keyring = c.sender_key.as_ref().and_then(|_| self.keyring.clone());
+        let sealed = || match (&keyring, &c.sender_key) {
             (Some(ring), Some(k)) => ring.peer(k),
             _ => None,
         };
@@ -388,14 +390,14 @@ impl LogThread {
                                 peer,
                                 reqid: r,
                                 closes,
-                                sealed,
+                                sealed: sealed(),
                             });
                         }
                     }
                     Verdict::Duplicate { reack } => {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                         if let Some(a) = reack {
-                            self.send_ack(peer, a, sealed.as_deref());
+                            self.send_ack(peer, a, sealed().as_deref());
                         }
                     }
                     Verdict::StaleSession | Verdict::Gap { .. } => {
