@@ -1,8 +1,9 @@
 //! Reliable delivery of sequenced FrameSets (WIRE.md), as pure state
 //! machines: no sockets, no clocks (time is passed in), no allocation per
 //! packet once a connection exists. The CMA's log thread drives
-//! [`Inbound`] for what agents send; our agent drives both halves. The
-//! CMA's own sending half is the decider's per-agent queue (`decide::outq`:
+//! [`Inbound`] for what agents send; our agent drives both halves, and the
+//! simulator's agents use the same [`Outbound`] on virtual time. The CMA's
+//! own sending half is the decider's per-agent queue (`decide::outq`:
 //! coalescing, window, request ids), and both sending halves time their
 //! retransmissions with one [`RetransmitTimer`].
 //!

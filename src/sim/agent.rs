@@ -14,6 +14,7 @@ impl Sim {
         *ag = Agent {
             alive: true,
             incarnation: inc,
+            out: agent_outbound(inc as u32),
             ..Agent::new(ag.addr, ag.switch)
         };
         self.send_to_cma(a, Pkt::Startup);
@@ -35,7 +36,7 @@ impl Sim {
             return;
         }
         ag.alive = false;
-        ag.outq.clear();
+        ag.out = agent_outbound(0);
         let sends: Vec<u32> = ag.send.iter().map(|x| x.0).collect();
         let expects: Vec<u32> = ag.expect.iter().map(|x| x.0).collect();
         for p in expects {
@@ -149,27 +150,44 @@ impl Sim {
     }
 
     pub(super) fn agent_report(&mut self, a: u32, msg: AgentMsg) {
-        let ag = &mut self.agents[a as usize];
-        let seq = ag.next_seq;
-        ag.next_seq += 1;
-        ag.outq.push_back((seq, msg));
-        if ag.outq.len() == 1 {
-            self.agent_send_head(a);
-        }
+        self.agents[a as usize].out.push(msg);
+        self.agent_pump(a);
     }
 
-    pub(super) fn agent_send_head(&mut self, a: u32) {
+    /// Whatever the agent's sending half has to send now (a report never
+    /// sent while the window allows, the oldest again when its timer ran
+    /// out) goes out, and its timer's next deadline is scheduled. A frozen
+    /// agent sends nothing; it is pumped again when it wakes.
+    pub(super) fn agent_pump(&mut self, a: u32) {
+        let now = self.now;
         let ag = &mut self.agents[a as usize];
         if ag.paused {
             return;
         }
-        let Some((seq, msg)) = ag.outq.front().cloned() else {
-            return;
-        };
-        ag.retx_gen += 1;
-        let g = ag.retx_gen;
-        self.send_to_cma(a, Pkt::Seq { seq, msg });
-        self.at(self.now + RETRANSMIT_MS, Ev::AgentRetx(a, g));
+        let mut again = 0;
+        let sends: Vec<Pkt> = ag
+            .out
+            .poll_transmit(now)
+            .into_iter()
+            .map(|t| {
+                again += u64::from(t.retransmit);
+                Pkt::Seq {
+                    seq: t.reqid.request,
+                    msg: t.item.clone(),
+                }
+            })
+            .collect();
+        let next = ag.out.next_timeout_ms();
+        if let Some(t) = next
+            && ag.retx_at != t
+        {
+            ag.retx_at = t;
+            self.at(t, Ev::AgentRetx(a));
+        }
+        self.report.agent_retransmits += again;
+        for pkt in sends {
+            self.send_to_cma(a, pkt);
+        }
     }
 
     pub(super) fn ack_agent(&mut self, to: u32, inc: u64, seq: u64) {

@@ -4,7 +4,8 @@
 //! Agents behave as WIRE.md describes a nanoprobe: STARTUP every 5 s until
 //! configured, heartbeat counts that each SENDEXPECTHB raises and each STOP
 //! lowers (no de-duplication), in-order delivery of sequenced instructions
-//! with duplicate re-ACKs, one report in flight with a 2 s retransmit, and
+//! with duplicate re-ACKs, one report in flight with a 2 s retransmit (the
+//! sending half `cma agent` uses, `reliable::Outbound`), and
 //! HBDEAD after `dead_ms` of silence, HBBACKALIVE when heard again,
 //! HBMARTIAN for unexpected heartbeats. The network between agents and the
 //! CMA loses, duplicates, delays and so reorders datagrams; faults crash,
@@ -25,7 +26,7 @@
 //! `report.rs` what a run found.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -40,6 +41,7 @@ use crate::decide::failure::Health;
 use crate::decide::input::decide_logged;
 use crate::decide::outq::Instruction;
 use crate::decide::topology::GroupKey;
+use crate::reliable::{Outbound, OutboundConfig};
 
 /// The CMA's address inside the simulation (never used on a network).
 mod agent;
@@ -260,10 +262,13 @@ struct Agent {
     cma_in: Option<u64>,
     /// The CMA's session on its receiving side (0: none yet).
     cma_session: u32,
-    /// Sending side towards the CMA.
-    next_seq: u64,
-    outq: VecDeque<(u64, AgentMsg)>,
-    retx_gen: u64,
+    /// Sending side towards the CMA: the same sending half as our agent's
+    /// (`reliable::Outbound`: request ids, the nanoprobe's 2 s
+    /// retransmission of the oldest report, cumulative ACKs), one report in
+    /// flight.
+    out: Outbound<AgentMsg>,
+    /// When an `AgentRetx` event is already due (none while 0).
+    retx_at: u64,
 }
 
 impl Agent {
@@ -282,11 +287,19 @@ impl Agent {
             watch: Vec::new(),
             cma_in: None,
             cma_session: 0,
-            next_seq: 1,
-            outq: VecDeque::new(),
-            retx_gen: 0,
+            out: agent_outbound(0),
+            retx_at: 0,
         }
     }
+}
+
+/// A simulated agent's sending half in session `session`.
+fn agent_outbound(session: u32) -> Outbound<AgentMsg> {
+    let config = OutboundConfig {
+        window: 1,
+        retransmit_ms: RETRANSMIT_MS,
+    };
+    Outbound::new(session, 0, config)
 }
 
 #[derive(Clone, Copy)]
@@ -345,7 +358,8 @@ enum Ev {
         inc: u64,
         seq: u64,
     },
-    AgentRetx(u32, u64),
+    /// An agent's retransmission timer may be due.
+    AgentRetx(u32),
     EdgeCheck {
         a: u32,
         peer: u32,
@@ -555,25 +569,28 @@ impl Sim {
                 if !ag.alive || ag.incarnation != inc || ag.paused {
                     return;
                 }
-                let before = ag.outq.len();
-                while ag.outq.front().is_some_and(|(s, _)| *s <= seq) {
-                    ag.outq.pop_front();
-                }
-                if ag.outq.len() != before {
-                    if ag.leaving && ag.outq.is_empty() {
+                let ack = ReqId {
+                    session: inc as u32,
+                    request: seq,
+                    queue: 0,
+                };
+                if ag.out.on_ack(ack) > 0 {
+                    if ag.leaving && ag.out.is_empty() {
                         // HBSHUTDOWN delivered: the agent exits.
                         self.stop_agent(to);
                         return;
                     }
-                    self.agent_send_head(to);
+                    self.agent_pump(to);
                 }
             }
-            Ev::AgentRetx(a, g) => {
-                let ag = &self.agents[a as usize];
-                if !ag.alive || ag.retx_gen != g || ag.outq.is_empty() || ag.paused {
-                    return;
+            Ev::AgentRetx(a) => {
+                let ag = &mut self.agents[a as usize];
+                if ag.retx_at == self.now {
+                    ag.retx_at = 0;
                 }
-                self.agent_send_head(a);
+                if ag.alive && !ag.paused {
+                    self.agent_pump(a);
+                }
             }
             Ev::EdgeCheck { a, peer, token } => {
                 let ag = &mut self.agents[a as usize];
@@ -658,7 +675,7 @@ impl Sim {
                 for b in peers {
                     self.refresh(a, b);
                 }
-                self.agent_send_head(a);
+                self.agent_pump(a);
                 let since = self.now;
                 self.at(self.now + HEAL_CHECK_MS, Ev::BackCheck { a, since });
             }

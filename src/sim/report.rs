@@ -42,6 +42,9 @@ pub struct SimReport {
     pub gave_up: u64,
     /// Datagrams agents sent the CMA.
     pub agents_sent: u64,
+    /// Of those, reports sent again by the agents' sending halves (their
+    /// 2 s retransmission timer ran out before the ACK came).
+    pub agent_retransmits: u64,
     /// CMA datagrams sent during the fault phase (per fault: see
     /// [`SimReport::summary`]).
     pub cma_sent_faults: u64,

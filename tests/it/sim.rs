@@ -312,6 +312,7 @@ fn partitions_that_heal_kill_nobody_and_every_agent_matches_its_rings() {
     heal.sort_unstable();
     let gave_up: u64 = reports.iter().map(|r| r.1.gave_up).sum();
     let retransmits: u64 = reports.iter().map(|r| r.1.cma_retransmits).sum();
+    let agent_retransmits: u64 = reports.iter().map(|r| r.1.agent_retransmits).sum();
     assert_eq!(false_dead, 0);
     assert_eq!(named, partitions);
     assert!(partitions > 100, "{partitions} long partitions");
@@ -319,8 +320,14 @@ fn partitions_that_heal_kill_nobody_and_every_agent_matches_its_rings() {
     // Cuts of up to 10 min outlast the give-up (74 s): the CMA gave up on
     // agents behind them, and placed them again once heard from.
     assert!(gave_up > 0, "no give-up in {partitions} long cuts");
+    // Agents behind a cut retransmit their reports every 2 s (their own
+    // sending half, the one `cma agent` uses) until the cut heals.
+    assert!(
+        agent_retransmits > 0,
+        "no agent retransmitted behind {partitions} cuts"
+    );
     eprintln!(
-        "200 fleets, {} heals ({partitions} long enough to be named, all named), no death; {retransmits} retransmissions, {gave_up} agents given up on and reached again; every agent matched its rings after p50 {} p99 {} max {} ms",
+        "200 fleets, {} heals ({partitions} long enough to be named, all named), no death; {retransmits} CMA retransmissions, {agent_retransmits} agent retransmissions, {gave_up} agents given up on and reached again; every agent matched its rings after p50 {} p99 {} max {} ms",
         heal.len(),
         heal[heal.len() / 2],
         heal[heal.len() * 99 / 100],
