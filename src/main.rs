@@ -109,7 +109,7 @@ enum Command {
         #[arg(long, global = true, value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(subcommand)]
-        command: KeysCommand,
+        command: cma::crypt::cli::KeysCommand,
     },
     /// Inspect a write-ahead log directory (read-only).
     Wal {
@@ -244,34 +244,6 @@ struct DbArgs {
 }
 
 #[derive(Subcommand)]
-enum KeysCommand {
-    /// Make the CMA's key pair (#CMA#00000; with --next, a rotation spare).
-    Init {
-        /// Make the next key (#CMA#00001, ...) beside the existing one.
-        #[arg(long)]
-        next: bool,
-    },
-    /// Every key: the CMA's, trusted nanoprobes', refused ones.
-    List,
-    /// Where a key's file is, and its MD5 (default: the CMA's sending key).
-    /// Copy `#CMA#00000.pub` into each nanoprobe's crypto.d.
-    Show {
-        /// Key id.
-        id: Option<String>,
-    },
-    /// Trust the key refused for HOST (it replaces the old one).
-    Trust {
-        /// Host name.
-        host: String,
-    },
-    /// Forget HOST's keys: its next STARTUP is a first use.
-    Forget {
-        /// Host name.
-        host: String,
-    },
-}
-
-#[derive(Subcommand)]
 enum WalCommand {
     /// Check every record and say how the log ends (exit 1 on corruption).
     Verify {
@@ -304,6 +276,8 @@ enum WalCommand {
     },
 }
 
+/// One `match` over the subcommands, an arm per command: as long as the
+/// command list, and each arm only a call.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -329,7 +303,7 @@ fn main() -> ExitCode {
             dir,
             config,
             command,
-        } => keys(dir, config, command),
+        } => cma::crypt::cli::run(dir, config, command),
         Command::Wal { command } => wal(command),
         Command::Bench { command } => cma::bench::cli::bench(command),
         Command::Simulate {
@@ -743,81 +717,6 @@ fn wal(command: WalCommand) -> ExitCode {
         eprintln!("cma wal: {e}");
         ExitCode::FAILURE
     })
-}
-
-fn keys(dir: Option<PathBuf>, config: Option<PathBuf>, command: KeysCommand) -> ExitCode {
-    use cma::crypt::keydir;
-    let dir = match (dir, config) {
-        (Some(d), _) => d,
-        (None, Some(c)) => match cma::config::Config::load(&c) {
-            Ok(c) => c.key_dir(),
-            Err(e) => {
-                eprintln!("cma keys: {}", e.0);
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => cma::config::Config::default().key_dir(),
-    };
-    let result = match command {
-        KeysCommand::Init { next } => keydir::init(&dir, next).map(|(id, public)| {
-            println!("made {id} in {}", dir.display());
-            println!(
-                "public key {} (md5 {}): copy it into each nanoprobe's crypto.d",
-                keydir::public_path(&dir, &id).display(),
-                hex::encode(md5_of(&public))
-            );
-        }),
-        KeysCommand::List => keydir::list(&dir).map(|l| {
-            for k in l {
-                println!("{:<10} {}  {}", k.role, k.md5, k.id);
-            }
-        }),
-        KeysCommand::Show { id } => {
-            let id = match id {
-                Some(i) => Ok(i),
-                None => keydir::list(&dir).and_then(|l| {
-                    l.into_iter()
-                        .find(|k| k.role == "cma")
-                        .map(|k| k.id)
-                        .ok_or_else(|| {
-                            keydir::KeyDirError::Refused(format!(
-                                "no CMA key in {} (`cma keys init`)",
-                                dir.display()
-                            ))
-                        })
-                }),
-            };
-            id.and_then(|id| {
-                keydir::read_public(&dir, &id).map(|k| {
-                    println!("{id}");
-                    println!("  file   {}", keydir::public_path(&dir, &id).display());
-                    println!("  md5    {}", hex::encode(md5_of(&k)));
-                    println!("  key    {}", hex::encode(k));
-                })
-            })
-        }
-        KeysCommand::Trust { host } => keydir::trust(&dir, &host).map(|id| {
-            println!("{host} is trusted with {id} (taken at its next STARTUP)");
-        }),
-        KeysCommand::Forget { host } => keydir::forget(&dir, &host).map(|ids| {
-            println!(
-                "forgot {}: {host}'s next key is a first use",
-                ids.join(", ")
-            );
-        }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cma keys: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn md5_of(k: &[u8; 32]) -> Vec<u8> {
-    use md5::Digest;
-    md5::Md5::digest(k).to_vec()
 }
 
 fn decode(hex: Vec<String>, pcap: Option<PathBuf>, text: bool, keys: Option<PathBuf>) -> ExitCode {

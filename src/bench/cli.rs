@@ -136,6 +136,8 @@ pub enum BenchCommand {
 }
 
 /// Runs one of `cma bench`'s commands.
+///
+/// One `match` arm per benchmark, each printing its own result.
 pub fn bench(command: BenchCommand) -> ExitCode {
     match command {
         BenchCommand::Joins {

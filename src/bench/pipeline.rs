@@ -261,6 +261,9 @@ fn reference_loop(sock: UdpSocket, stop: Arc<AtomicBool>) {
 }
 
 /// Runs one point against a target listening at `to`.
+///
+/// Kept whole: a measured point is one timeline (bind, send at the rate,
+/// collect answers, read the daemon's counters) whose phases share state.
 fn point(
     target: Target,
     to: SocketAddr,

@@ -20,6 +20,7 @@
 //! unencrypted FrameSets from keyed addresses; the decider binds a node to
 //! its key (DESIGN.md rule 9).
 
+pub mod cli;
 pub mod keydir;
 
 use std::collections::HashMap;

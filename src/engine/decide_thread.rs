@@ -49,6 +49,9 @@ pub(super) struct DeciderThread {
 }
 
 impl DeciderThread {
+    /// The decider thread's loop: read what was logged, decide, hold the
+    /// effects until durable, send, store, checkpoint. Kept whole: one
+    /// iteration is the thread's whole life, read in order.
     pub(super) fn run(mut self) -> Result<(), DaemonError> {
         if let Some(cpu) = self.cpu {
             let mut set = nix::sched::CpuSet::new();

@@ -166,6 +166,9 @@ impl CmaView {
 
 /// Runs `cma fleet`: builds the fleet, plays the fault script, prints
 /// progress to stderr, and returns the report.
+///
+/// Kept whole: the harness's timeline (start, join, fault script,
+/// settle, report) read in order.
 pub fn run(cfg: FleetConfig, opts: RunOptions, stop: Arc<AtomicBool>) -> io::Result<FleetReport> {
     let mut fleet = Fleet::new(cfg)?;
     let n = fleet.len();

@@ -527,6 +527,7 @@ impl Sim {
         }
     }
 
+    /// One event: a `match` arm per event kind.
     fn step(&mut self, ev: Ev) {
         match ev {
             Ev::Start(a) => self.start(a),

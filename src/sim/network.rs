@@ -42,6 +42,7 @@ impl Sim {
         self.partitioned[self.agents[a as usize].switch as usize] == 0
     }
 
+    /// Draws the run's faults up front: one short block per fault kind.
     pub(super) fn schedule_faults(&mut self) {
         let f = self.cfg.faults.clone();
         let n = self.cfg.nodes as u64;

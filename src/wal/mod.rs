@@ -317,6 +317,10 @@ pub struct WalStats {
 
 impl Wal {
     /// Opens (or creates) the log in `config.dir`, recovering it.
+    ///
+    /// Kept whole: recovery is one sequence (lock, map the segments, scan,
+    /// cut at the stop, pick the current segment) whose order is the
+    /// argument for its safety; split, that order would hide in the calls.
     pub fn open(config: WalConfig) -> Result<(Wal, RecoveryReport), WalError> {
         check_config(&config)?;
         let dir = config.dir.clone();

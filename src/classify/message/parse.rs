@@ -128,6 +128,8 @@ impl<'a> Message<'a> {
         })
     }
 
+    /// The payload of a known FrameSet type as its message: one `match`
+    /// arm per type, a table more than a procedure.
     fn parse_known(
         t: FrameSetType,
         payload: &'a [u8],

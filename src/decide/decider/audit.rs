@@ -8,6 +8,9 @@ impl Decider {
     /// machine like HBDEAD, and when it had applied every instruction sent
     /// to it, what it heartbeats is compared with its rings and only the
     /// difference is repaired.
+    ///
+    /// Kept whole: the report half and the repair half read the same
+    /// per-peer table once.
     pub(super) fn on_hbstate(&mut self, id: NodeId, h: &HbState<'_>, out: &mut Vec<Effect>) {
         let now = self.now_ms;
         let n = self.nodes.get_mut(id as usize);

@@ -292,6 +292,8 @@ impl Decider {
     }
 
     /// Carries out what a failure transition of node `d` asks.
+    ///
+    /// One `match` arm per transition effect of the failure machine.
     pub(super) fn apply(
         &mut self,
         d: NodeId,

@@ -31,6 +31,9 @@ impl Decider {
         self.mark_dirty(id);
     }
 
+    /// A STARTUP: a new node, a restart, a move, or a repeat. Kept whole:
+    /// the identity checks (name, address holder, key) decide which, in an
+    /// order that matters, before any state changes.
     pub(super) fn on_startup(&mut self, from: SocketAddr, s: &Startup<'_>, out: &mut Vec<Effect>) {
         let addr = if s.listen.ip().is_unspecified() {
             SocketAddr::new(from.ip(), s.listen.port())
