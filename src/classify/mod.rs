@@ -125,6 +125,25 @@ pub struct Classified<'a> {
 }
 
 impl Classified<'_> {
+    /// The same, owning its payload: free when it was inflated or opened
+    /// (already owned), a copy of the payload otherwise.
+    pub fn into_owned(self) -> Classified<'static> {
+        Classified {
+            fstype: self.fstype,
+            kind: self.kind,
+            band: self.band,
+            digest: self.digest,
+            reqid: self.reqid,
+            wire_len: self.wire_len,
+            compressed: self.compressed,
+            unknown_frames: self.unknown_frames,
+            malformed: self.malformed,
+            sender_key: self.sender_key,
+            payload: Cow::Owned(self.payload.into_owned()),
+            payload_offset: self.payload_offset,
+        }
+    }
+
     /// A sequenced FrameSet: takes part in reliable delivery and must be ACKed.
     pub fn is_sequenced(&self) -> bool {
         is_sequenced(self.fstype, self.reqid.is_some())
@@ -202,6 +221,9 @@ pub fn classify(datagram: &[u8]) -> Result<Classified<'_>, Dropped> {
 
 /// [`classify`], opening an encrypted FrameSet with `keys`: the result is
 /// its plaintext's, with [`Classified::sender_key`] set.
+///
+/// Kept whole: the frames are walked once, in the order the wire puts
+/// them (SIG, crypt, compress, REQID, payload).
 pub fn classify_with<'a>(
     datagram: &'a [u8],
     keys: Option<&dyn Opener>,

@@ -144,6 +144,9 @@ fn sync_policy(c: &Config) -> SyncPolicy {
 
 impl Daemon {
     /// Recovers state and binds the sockets; `run` then serves.
+    ///
+    /// Kept whole: it is the start-up sequence read top to bottom (keys,
+    /// log, store, recovery, sockets), each step a few lines of wiring.
     pub fn start(config: Config, salvage: bool) -> Result<Daemon, DaemonError> {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
@@ -395,6 +398,9 @@ impl Daemon {
 
     /// Serves until stopped; returns once everything is durable, stored and
     /// checkpointed.
+    ///
+    /// Kept whole: it starts the threads in the order of the pipeline and
+    /// stops them in the reverse order; the two halves mirror each other.
     pub fn run(self) -> Result<(), DaemonError> {
         let Daemon {
             config,
@@ -435,7 +441,7 @@ impl Daemon {
             .spawn(move || guard.guard("io", || io.run().map_err(err("io"))))
             .map_err(err("spawn"))?;
 
-        let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreMsg>(1024);
+        let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreMsg>(16_384);
         let store_counters = counters.clone();
         let store_release = release_lsn.clone();
         let guard = fatal.clone();
@@ -498,6 +504,8 @@ impl Daemon {
         if config.decider.spin {
             consumer.set_spin_limit(100_000);
         }
+        let inflater = super::inflater::Inflater::start(keyring.clone(), thread::current())
+            .map_err(err("spawn"))?;
         let mut log = LogThread {
             registrations: super::limits::RegistrationLimiter::new(
                 config.limits.registrations_per_s,
@@ -532,6 +540,7 @@ impl Daemon {
             allow_unkeyed: config.auth.allow_unkeyed,
             keyed,
             auth_warned: HashSet::new(),
+            inflater,
         };
         let io_stop = io_handle;
         let stop_watch = stop.clone();

@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::daemon::{DaemonError, StopHandle, err};
+use super::inflater::{INLINE_INFLATE_MAX, Inflater, Refused};
 use super::io::{IoHandle, SpillReceiver};
 use super::limits::RegistrationLimiter;
 use super::metrics::Metrics as Counters;
@@ -173,6 +174,8 @@ pub(super) struct LogThread {
     pub(super) keyed: HashMap<SocketAddr, Vec<Arc<str>>>,
     /// Hosts and addresses already warned about (bounded).
     pub(super) auth_warned: HashSet<String>,
+    /// Classifies large compressed FrameSets off this thread.
+    pub(super) inflater: Inflater,
 }
 
 /// Key ids one address may send under, at most.
@@ -224,15 +227,23 @@ impl LogThread {
                     self.accept(data, peer, time_ns)?;
                 }
                 batch.release();
-                // The group commit first (the ACK waits on it), then the
-                // decider, which reads records as they are written (it
-                // holds their effects until they are durable).
-                if n > 0 {
-                    if let Some(s) = &self.syncer {
-                        s.unpark();
-                    }
-                    self.decider.unpark();
+            }
+            // What the inflater classified meanwhile, in order.
+            while let Some(d) = self.inflater.next_done() {
+                n += 1;
+                match d.result {
+                    Ok(c) => self.accept_classified(c, d.peer, d.time_ns)?,
+                    Err(e) => self.counters.dropped(e.reason),
                 }
+            }
+            // The group commit first (the ACK waits on it), then the
+            // decider, which reads records as they are written (it holds
+            // their effects until they are durable).
+            if n > 0 {
+                if let Some(s) = &self.syncer {
+                    s.unpark();
+                }
+                self.decider.unpark();
             }
             self.maybe_tick()?;
             self.publish(io);
@@ -253,7 +264,11 @@ impl LogThread {
                 released = rel;
             }
             if !got && consumer.is_finished() {
-                break;
+                if self.inflater.in_flight() == 0 {
+                    break;
+                }
+                // The inflater's last results are logged before the end.
+                thread::park_timeout(Duration::from_millis(1));
             }
         }
         self.wal.sync().map_err(err("log sync"))?;
@@ -287,6 +302,9 @@ impl LogThread {
         Ok(lsn)
     }
 
+    /// Checks one datagram in the order its cost rises (peek, sessions and
+    /// limits, classify, keys, the receiving position) and logs it. Kept
+    /// whole: each early return is a drop whose order is the defence.
     pub(super) fn accept(
         &mut self,
         data: &[u8],
@@ -296,6 +314,7 @@ impl LogThread {
         // Before classify's cost (SHA, inflation) is paid: a stranger's
         // FrameSet other than STARTUP is dropped unread, and a compressed
         // one is inflated only within its source network's budget.
+        let mut large = false;
         if let Some(p) = crate::classify::peek(data) {
             if p.fstype != FrameSetType::Startup.to_wire()
                 && p.fstype != FrameSetType::Heartbeat.to_wire()
@@ -304,27 +323,50 @@ impl LogThread {
                 self.counters.unregistered.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            if let Some(n) = p.inflated_size
-                && !self.inflation.take(peer.ip(), n, time_ns)
-            {
-                self.counters
-                    .inflate_limited
-                    .fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+            if let Some(n) = p.inflated_size {
+                if !self.inflation.take(peer.ip(), n, time_ns) {
+                    self.counters
+                        .inflate_limited
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                large = n > INLINE_INFLATE_MAX;
             }
+        }
+        // A large inflation, and whatever its source sends after it, is
+        // classified by the inflater: other sources go on meanwhile.
+        if large || self.inflater.has_pending(&peer) {
+            return match self.inflater.submit(data, peer, time_ns) {
+                Ok(()) => Ok(()),
+                Err(Refused::Full) => {
+                    self.counters.inflate_busy.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(Refused::Gone) => Err(DaemonError("the inflater thread is gone".into())),
+            };
         }
         let opener = self
             .keyring
             .as_deref()
             .map(|k| k as &dyn crate::classify::Opener);
-        let c = match classify_with(data, opener) {
-            Ok(c) => c,
+        match classify_with(data, opener) {
+            Ok(c) => self.accept_classified(c, peer, time_ns),
             Err(d) => {
                 log::debug!("dropped a datagram from {peer}: {:?}", d.reason);
                 self.counters.dropped(d.reason);
-                return Ok(());
+                Ok(())
             }
-        };
+        }
+    }
+
+    /// The rest of [`LogThread::accept`] once a datagram is classified
+    /// (here, or by the inflater). Kept whole for the same reason.
+    fn accept_classified(
+        &mut self,
+        c: Classified<'_>,
+        peer: SocketAddr,
+        time_ns: u64,
+    ) -> Result<(), DaemonError> {
         self.counters.accepted(c.fstype);
         let meta = RecordMeta {
             kind: RecordKind::Classified,

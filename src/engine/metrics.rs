@@ -80,6 +80,8 @@ pub struct Metrics {
     /// Compressed FrameSets dropped uninflated: their source network's
     /// inflation budget was spent.
     pub inflate_limited: AtomicU64,
+    /// Large compressed FrameSets dropped: the inflater held its most.
+    pub inflate_busy: AtomicU64,
     /// Classified FrameSets too large for a log segment, dropped.
     pub too_large: AtomicU64,
     /// Sequenced FrameSets on a queue id above `QUEUE_ID_MAX`, dropped.
@@ -132,6 +134,7 @@ impl Default for Metrics {
             unregistered: AtomicU64::new(0),
             registrations_limited: AtomicU64::new(0),
             inflate_limited: AtomicU64::new(0),
+            inflate_busy: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
             queue_refused: AtomicU64::new(0),
             auth_unencrypted: AtomicU64::new(0),
@@ -172,6 +175,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// A flat list, a few lines per metric family.
     pub fn render(&self, wal: &Watermarks) -> String {
         let mut s = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -315,6 +319,11 @@ impl Metrics {
                 "cma_inflate_limited_total",
                 "Compressed FrameSets dropped before inflation: their source network spent limits.inflate_bytes_per_s.",
                 get(&self.inflate_limited),
+            ),
+            (
+                "cma_inflate_busy_total",
+                "Large compressed FrameSets dropped uninflated: the inflater thread held as many as it may (its senders retransmit).",
+                get(&self.inflate_busy),
             ),
             (
                 "cma_registrations_refused_total",

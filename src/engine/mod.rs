@@ -11,6 +11,7 @@ pub mod daemon;
 mod decide_thread;
 pub mod fatal;
 mod feed;
+mod inflater;
 pub mod io;
 pub mod limits;
 mod log_thread;

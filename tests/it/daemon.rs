@@ -510,6 +510,54 @@ fn compressed_floods_are_dropped_uninflated_past_their_networks_budget() {
     d.finish();
 }
 
+/// A large compressed FrameSet is classified off the log thread, and what
+/// its source sends right behind it follows it there: both are logged and
+/// ACKed in order (none dropped as out of order, which would cost the
+/// sender a retransmission), and another agent's report is ACKed too.
+#[test]
+fn a_large_inflation_keeps_its_sources_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.wal.segment_mib = 8;
+    let d = start_with(c);
+    let metrics = d.metrics.unwrap();
+    let mut agents = join_all(d.addr, 2);
+    let late = Message::HbLate {
+        peer: agents[1].addr(),
+        elapsed_us: 1,
+    };
+    let first = agents[0].report(&late);
+    until(&mut agents, "a first report ACKed", |a| {
+        a[0].acks_for(first) == 1
+    });
+    // 3 MB of JSON, a few kilobytes on the wire.
+    let big = format!("{{\"data\":\"{}\"}}", "a".repeat(3_000_000));
+    let m = Message::JsDiscovery {
+        wallclock_us: None,
+        json: &big,
+    };
+    let large = agents[0].report(&m);
+    let behind = agents[0].report(&late);
+    let a0 = agents[0].addr();
+    let other = agents[1].report(&Message::HbLate {
+        peer: a0,
+        elapsed_us: 1,
+    });
+    until(&mut agents, "all three ACKed", |a| {
+        a[0].acks_for(large) >= 1 && a[0].acks_for(behind) >= 1 && a[1].acks_for(other) >= 1
+    });
+    let text = http_get(metrics, "/metrics");
+    let count = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
+    assert_eq!(count("cma_out_of_order_total "), 0, "{text}");
+    assert_eq!(count("cma_inflate_busy_total "), 0);
+    d.finish();
+}
+
 /// A FrameSet that inflates to more than a log segment holds (here 1 MiB
 /// segments and 1.5 MB of JSON) is dropped and counted: the daemon does not
 /// fail, and the agent's other reports are logged and ACKed.
