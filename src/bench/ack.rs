@@ -33,10 +33,56 @@ pub struct AckBenchConfig {
     pub agents: Vec<usize>,
     /// Where the temporary data directory and reference files go.
     pub dir: PathBuf,
-    /// Each run again under a flood of this many datagrams/s (0: none):
-    /// 1.9 KB compressed FrameSets that declare 1.8 MB inflated, from a
-    /// registered address on the agents' network (issue: "Strangers").
+    /// Each run again under a flood of this many datagrams/s (0: none)
+    /// from one source (issue: "Strangers"), once per kind.
     pub flood_rate: u64,
+    /// What the floods send.
+    pub flood_kinds: Vec<FloodKind>,
+}
+
+/// What a flood sends, from one source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloodKind {
+    /// 1.9 KB compressed FrameSets declaring 1.8 MB inflated, from a
+    /// registered address on the agents' /24.
+    Bombs,
+    /// 200 random bytes per datagram, from a registered address.
+    Garbage,
+    /// Valid sequenced reports (HBDEAD of an unknown peer) in order, from a
+    /// registered address: each one logged, ACKed and decided.
+    Sequenced,
+    /// STARTUPs, each from a new port of one address of another /24, each
+    /// with a new WALLCLOCK: registrations.
+    Startups,
+}
+
+impl FloodKind {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloodKind::Bombs => "bombs",
+            FloodKind::Garbage => "garbage",
+            FloodKind::Sequenced => "sequenced",
+            FloodKind::Startups => "startups",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            FloodKind::Bombs => {
+                "1.9 KB compressed FrameSets declaring 1.8 MB inflated, from a registered address on the agents' /24"
+            }
+            FloodKind::Garbage => {
+                "200 random bytes each, from a registered address on the agents' /24"
+            }
+            FloodKind::Sequenced => {
+                "valid sequenced HBDEADs in order from a registered address on the agents' /24 (each logged and ACKed)"
+            }
+            FloodKind::Startups => {
+                "STARTUPs from new ports of 127.0.9.1, each a registration (limited per /24)"
+            }
+        }
+    }
 }
 
 /// A latency distribution, µs.
@@ -80,9 +126,9 @@ pub struct AckBenchResult {
     pub msync_large_folios: Dist,
     /// report -> ACK, per run: (agents, distribution).
     pub runs: Vec<(usize, Dist)>,
-    /// The same under the flood: (agents, distribution, datagrams the
-    /// flood sent).
-    pub flooded: Vec<(usize, Dist, u64)>,
+    /// The same under each flood: (kind, agents, distribution, datagrams
+    /// the flood sent).
+    pub flooded: Vec<(FloodKind, usize, Dist, u64)>,
 }
 
 /// A directory of ours under the measured one, removed when dropped.
@@ -274,72 +320,138 @@ fn agent(k: usize, run: usize, cma: SocketAddr, reports: usize) -> Result<Histog
     Ok(h)
 }
 
-/// Registers a source, then sends `rate` inflation bombs a second (1.8 MB
-/// of JSON, compressed to ~1.9 KB, unsequenced) until `stop`; returns how
-/// many it sent.
+/// Floods `cma` with `rate` datagrams a second of `kind` until `stop`
+/// (registering its source first, except for STARTUPs); returns how many
+/// it sent.
 fn flood(
     cma: SocketAddr,
     rate: u64,
+    kind: FloodKind,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<u64, String> {
     use std::sync::atomic::Ordering;
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let bind = if kind == FloodKind::Startups {
+        "127.0.9.1:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let sock = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
     let me = sock.local_addr().map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    let startup = Message::Startup(Startup {
-        hostname: "ack-bench-flood",
-        listen: me,
-        wallclock_us: 99,
-        netconfig: "{}",
-        key: None,
-        features: None,
-    });
-    encode(&startup, None, &EncodeOptions::default(), &mut buf).map_err(|e| e.to_string())?;
-    let _ = sock.send_to(&buf, cma);
+    let startup = |listen: SocketAddr, wallclock_us: u64, buf: &mut Vec<u8>| {
+        buf.clear();
+        let host = format!("ack-bench-flood-{}", listen.port());
+        let m = Message::Startup(Startup {
+            hostname: &host,
+            listen,
+            wallclock_us,
+            netconfig: "{}",
+            key: None,
+            features: None,
+        });
+        encode(&m, None, &EncodeOptions::default(), buf).map_err(|e| e.to_string())
+    };
     let mut b = [0u8; 65_536];
-    let t0 = Instant::now();
-    while sock.recv(&mut b).is_err() {
-        if t0.elapsed() > Duration::from_secs(30) {
-            return Err("the flood's STARTUP was never answered".into());
-        }
+    if kind != FloodKind::Startups {
+        startup(me, 99, &mut buf)?;
         let _ = sock.send_to(&buf, cma);
+        let t0 = Instant::now();
+        while sock.recv(&mut b).is_err() {
+            if t0.elapsed() > Duration::from_secs(30) {
+                return Err("the flood's STARTUP was never answered".into());
+            }
+            let _ = sock.send_to(&buf, cma);
+        }
     }
-    let json = format!("{{\"data\":\"{}\"}}", "a".repeat(1_800_000));
     let mut bomb = Vec::new();
-    encode(
-        &Message::JsDiscovery {
-            wallclock_us: None,
-            json: &json,
-        },
-        None,
-        &EncodeOptions::default(),
-        &mut bomb,
-    )
-    .map_err(|e| e.to_string())?;
+    if kind == FloodKind::Bombs {
+        let json = format!("{{\"data\":\"{}\"}}", "a".repeat(1_800_000));
+        encode(
+            &Message::JsDiscovery {
+                wallclock_us: None,
+                json: &json,
+            },
+            None,
+            &EncodeOptions::default(),
+            &mut bomb,
+        )
+        .map_err(|e| e.to_string())?;
+    }
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut sent = 0u64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(me.port());
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // STARTUPs come from new ports: a few sockets, rebound round-robin.
+    let mut ports: Vec<UdpSocket> = Vec::new();
     while !stop.load(Ordering::Acquire) {
         let due = (start.elapsed().as_micros() as u64 * rate) / 1_000_000;
         while sent < due {
-            let _ = sock.send_to(&bomb, cma);
+            match kind {
+                FloodKind::Bombs => {
+                    let _ = sock.send_to(&bomb, cma);
+                }
+                FloodKind::Garbage => {
+                    let junk: Vec<u8> = (0..25).flat_map(|_| next().to_le_bytes()).collect();
+                    let _ = sock.send_to(&junk, cma);
+                }
+                FloodKind::Sequenced => {
+                    let r = ReqId {
+                        session: 77,
+                        request: sent + 1,
+                        queue: 0,
+                    };
+                    let peer = SocketAddr::from(([127, 0, 8, (sent % 250) as u8 + 1], 1984));
+                    buf.clear();
+                    encode(
+                        &Message::HbDead { peer },
+                        Some(r),
+                        &EncodeOptions::default(),
+                        &mut buf,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let _ = sock.send_to(&buf, cma);
+                }
+                FloodKind::Startups => {
+                    if ports.len() < 64 || sent.is_multiple_of(64) {
+                        if ports.len() >= 64 {
+                            ports.remove(0);
+                        }
+                        let s = UdpSocket::bind("127.0.9.1:0").map_err(|e| format!("bind: {e}"))?;
+                        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                        ports.push(s);
+                    }
+                    let s = &ports[sent as usize % ports.len()];
+                    let listen = s.local_addr().map_err(|e| e.to_string())?;
+                    startup(listen, 1_000 + sent, &mut buf)?;
+                    let _ = s.send_to(&buf, cma);
+                }
+            }
             sent += 1;
         }
-        // Drain what the CMA sends back (its instructions).
+        // Drain what the CMA sends back (ACKs, instructions).
         while sock.recv(&mut b).is_ok() {}
+        for s in &ports {
+            while s.recv(&mut b).is_ok() {}
+        }
         thread::sleep(Duration::from_micros(500));
     }
     Ok(sent)
 }
 
 /// One run: a daemon with its defaults, `agents` closed loops at once,
-/// under a flood of `flood_rate` datagrams/s if not 0.
+/// under a flood of `flood` (rate, kind) if any.
 fn daemon_run(
     agents: usize,
     run: usize,
-    flood_rate: u64,
+    flood: Option<(u64, FloodKind)>,
     cfg: &AckBenchConfig,
 ) -> Result<(Dist, u64), String> {
     let data = TempDir::new(&cfg.dir, &format!("run{run}"))?;
@@ -357,9 +469,9 @@ fn daemon_run(
         .map_err(|e| format!("spawn the daemon: {e}"))?;
     let reports = cfg.reports;
     let stop_flood = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flooder = (flood_rate > 0).then(|| {
+    let flooder = flood.map(|(rate, kind)| {
         let stop = stop_flood.clone();
-        thread::spawn(move || flood(cma, flood_rate, stop))
+        thread::spawn(move || self::flood(cma, rate, kind, stop))
     });
     let clients: Vec<_> = (0..agents)
         .map(|k| thread::spawn(move || agent(k, run, cma, reports)))
@@ -406,10 +518,14 @@ pub fn run(cfg: &AckBenchConfig) -> Result<AckBenchResult, String> {
     let mut runs = Vec::new();
     let mut flooded = Vec::new();
     for (i, &a) in cfg.agents.iter().enumerate() {
-        runs.push((a, daemon_run(a, 2 * i, 0, cfg)?.0));
+        let per = 1 + cfg.flood_kinds.len();
+        runs.push((a, daemon_run(a, per * i, None, cfg)?.0));
         if cfg.flood_rate > 0 {
-            let (d, sent) = daemon_run(a, 2 * i + 1, cfg.flood_rate, cfg)?;
-            flooded.push((a, d, sent));
+            for (k, &kind) in cfg.flood_kinds.iter().enumerate() {
+                let f = Some((cfg.flood_rate, kind));
+                let (d, sent) = daemon_run(a, per * i + 1 + k, f, cfg)?;
+                flooded.push((kind, a, d, sent));
+            }
         }
     }
     Ok(AckBenchResult {
@@ -461,18 +577,35 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
             m,
         );
     }
-    for (a, d, sent) in &r.flooded {
+    for (kind, a, d, sent) in &r.flooded {
         s += &row(
-            &format!("  {a} agent(s), flooded ({sent} bombs sent)"),
+            &format!("  {a} agent(s), {} flood ({sent} sent)", kind.name()),
             d,
             m,
         );
     }
-    if !r.flooded.is_empty() {
-        s += &format!(
-            "  (flood: {} datagrams/s of 1.9 KB compressed FrameSets declaring 1.8 MB inflated, from a registered address on the agents' /24)\n",
-            cfg.flood_rate
-        );
+    for kind in &cfg.flood_kinds {
+        if r.flooded.iter().any(|f| f.0 == *kind) {
+            s += &format!(
+                "  ({} flood: {} datagrams/s of {})\n",
+                kind.name(),
+                cfg.flood_rate,
+                kind.describe()
+            );
+        }
+    }
+    for (kind, a, d, _) in &r.flooded {
+        if let Some((_, calm)) = r.runs.iter().find(|(x, _)| x == a) {
+            let ok = d.p99 <= 2 * calm.p99;
+            s += &format!(
+                "  {a} agent(s), {} flood: p99 {} us vs {} unflooded (x{:.1}): goal <= 2x {}\n",
+                kind.name(),
+                d.p99,
+                calm.p99,
+                d.p99 as f64 / calm.p99.max(1) as f64,
+                if ok { "met" } else { "NOT met" }
+            );
+        }
     }
     s +=
         "targets: p50 <= msync p50 + 100 us, p99 <= 2 x msync p99, and 3x better than RabbitMQ's\n";
@@ -518,8 +651,9 @@ pub fn to_json(cfg: &AckBenchConfig, r: &AckBenchResult) -> serde_json::Value {
             v
         }).collect::<Vec<_>>(),
         "flood_rate": cfg.flood_rate,
-        "flooded": r.flooded.iter().map(|(a, d, sent)| {
+        "flooded": r.flooded.iter().map(|(kind, a, d, sent)| {
             let mut v = dist_json(d);
+            v["kind"] = serde_json::json!(kind.name());
             v["agents"] = serde_json::json!(a);
             v["flood_sent"] = serde_json::json!(sent);
             v

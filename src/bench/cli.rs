@@ -44,10 +44,17 @@ pub enum BenchCommand {
         /// files (its file system is the one measured).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Run each again under a flood of this many inflation bombs per
-        /// second (0: no flood).
+        /// Run each again under a flood of this many datagrams per second
+        /// from one source (0: no flood), once per kind of --flood-kinds.
         #[arg(long, default_value_t = 0)]
         flood_rate: u64,
+        /// What the floods send (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "bombs,garbage,sequenced,startups"
+        )]
+        flood_kinds: Vec<crate::bench::ack::FloodKind>,
         /// Write the result as JSON to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -184,6 +191,7 @@ pub fn bench(command: BenchCommand) -> ExitCode {
             agents,
             dir,
             flood_rate,
+            flood_kinds,
             json,
             svg,
         } => {
@@ -197,6 +205,7 @@ pub fn bench(command: BenchCommand) -> ExitCode {
                 agents,
                 dir,
                 flood_rate,
+                flood_kinds,
             };
             let r = match ba::run(&cfg) {
                 Ok(r) => r,

@@ -1,7 +1,7 @@
 //! The whole-system benchmarks run end to end (small sizes; their figures
 //! are not judged here: shared/BENCH.md).
 
-use cma::bench::ack::{AckBenchConfig, render, run, to_json};
+use cma::bench::ack::{AckBenchConfig, FloodKind, render, run, to_json};
 use cma::bench::joins;
 
 /// `cma bench ack`: every report of every agent is ACKed, the references
@@ -14,6 +14,7 @@ fn bench_ack_measures_every_report_and_the_references() {
         agents: vec![1, 3],
         dir: dir.path().to_path_buf(),
         flood_rate: 2000,
+        flood_kinds: vec![FloodKind::Bombs, FloodKind::Sequenced],
     };
     let r = run(&cfg).expect("the bench runs");
     assert_eq!(
@@ -27,15 +28,20 @@ fn bench_ack_measures_every_report_and_the_references() {
         assert_eq!(d.count, 100);
         assert!(d.p50 > 0 && d.p50 <= d.p99 && d.p99 <= d.max);
     }
-    // And again under a flood of inflation bombs: every report still ACKed.
+    // And again under each flood: every report still ACKed.
     assert_eq!(
         r.flooded
             .iter()
-            .map(|(a, d, _)| (*a, d.count))
+            .map(|(k, a, d, _)| (*k, *a, d.count))
             .collect::<Vec<_>>(),
-        vec![(1, 30), (3, 90)]
+        vec![
+            (FloodKind::Bombs, 1, 30),
+            (FloodKind::Sequenced, 1, 30),
+            (FloodKind::Bombs, 3, 90),
+            (FloodKind::Sequenced, 3, 90)
+        ]
     );
-    assert!(r.flooded.iter().all(|(_, _, sent)| *sent > 0));
+    assert!(r.flooded.iter().all(|(_, _, _, sent)| *sent > 0));
     let table = render(&cfg, &r);
     assert!(table.contains("one-page msync") && table.contains("3 agent(s)"));
     let j = to_json(&cfg, &r);
