@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,9 @@ pub(super) struct AckQueue {
     pub(super) delivered: std::sync::Mutex<VecDeque<Delivered>>,
     /// Every ACK up to this LSN was sent.
     pub(super) acked_lsn: AtomicU64,
+    /// The sync thread is syncing or sending ACKs: the log thread leaves
+    /// the next group commit to it.
+    pub(super) sync_busy: AtomicBool,
 }
 
 impl AckQueue {
@@ -82,13 +85,15 @@ impl AckQueue {
 
     /// The (peer, REQID) of every ACK in (acked_lsn, durable], into
     /// `ready`; then everything up to `durable` counts as ACKed.
+    /// Callers are serialised by the queue's lock: two syncing threads never
+    /// take the same ACKs, and `acked_lsn` only grows.
     pub(super) fn take_durable(&self, durable: u64, ready: &mut Vec<AckTo>) {
+        let q = self.lock();
         let from = self.acked_lsn.load(Ordering::Acquire);
         if durable <= from {
             return;
         }
         {
-            let q = self.lock();
             let start = q.partition_point(|d| d.lsn <= from);
             let end = q.partition_point(|d| d.lsn <= durable);
             ready.extend(
@@ -96,7 +101,8 @@ impl AckQueue {
                     .map(|d| (d.peer, d.reqid, d.sealed.clone())),
             );
         }
-        self.acked_lsn.store(durable, Ordering::Release);
+        self.acked_lsn.fetch_max(durable, Ordering::AcqRel);
+        drop(q);
     }
 }
 
@@ -178,6 +184,10 @@ pub(super) struct LogThread {
     pub(super) inflater: Inflater,
 }
 
+/// Records of one pass the log thread syncs itself when the sync thread
+/// is idle (more go to the sync thread, and the log thread reads on).
+const INLINE_SYNC_MAX: usize = 4;
+
 /// Key ids one address may send under, at most.
 const KEYS_PER_ADDR: usize = 4;
 
@@ -240,7 +250,15 @@ impl LogThread {
             // decider, which reads records as they are written (it holds
             // their effects until they are durable).
             if n > 0 {
-                if let Some(s) = &self.syncer {
+                if self.sync_thread
+                    && n <= INLINE_SYNC_MAX
+                    && !self.acks.sync_busy.load(Ordering::Acquire)
+                {
+                    // A few records and an idle sync thread: syncing here
+                    // saves waking it (a cross-CPU wake-up, ~35 us on a
+                    // VM, a tenth of a durable ACK).
+                    self.sync_inline()?;
+                } else if let Some(s) = &self.syncer {
                     s.unpark();
                 }
                 self.decider.unpark();
@@ -573,6 +591,27 @@ impl LogThread {
 
     /// Without a sync thread, sends the ACKs of what became durable; then
     /// moves the receiving positions past everything ACKed.
+    /// Group commit on this thread, then the ACKs of what became durable.
+    fn sync_inline(&mut self) -> Result<(), DaemonError> {
+        let before = self.wal.durable_lsn();
+        let durable = self.wal.sync().map_err(err("log sync"))?;
+        if durable > before {
+            let c = &self.counters;
+            c.syncs.fetch_add(1, Ordering::Relaxed);
+            c.synced_records
+                .fetch_add(durable - before, Ordering::Relaxed);
+            c.max_batch.fetch_max(durable - before, Ordering::Relaxed);
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        self.acks.take_durable(durable, &mut ready);
+        for (peer, r, key) in &ready {
+            self.send_ack(*peer, *r, key.as_deref());
+        }
+        ready.clear();
+        self.ready = ready;
+        Ok(())
+    }
+
     pub(super) fn send_durable_acks(&mut self) {
         if !self.sync_thread {
             let mut ready = std::mem::take(&mut self.ready);

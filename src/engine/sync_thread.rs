@@ -30,15 +30,22 @@ impl SyncThread {
     pub(super) fn run(mut self) -> Result<(), DaemonError> {
         let mut out = Vec::with_capacity(128 * MMSG_BATCH_MAX);
         let mut ready: Vec<super::log_thread::AckTo> = Vec::new();
+        let mut counted = (0u64, 0u64);
         loop {
             let done = self.log_done.load(Ordering::Acquire);
-            let durable = if self.syncer.pending() {
+            let busy = self.syncer.pending();
+            self.acks.sync_busy.store(busy, Ordering::Release);
+            let durable = if busy {
                 let d = self.syncer.sync().map_err(err("log sync"))?;
+                // The log thread syncs too (a few records when this thread
+                // is idle): both add to the counters.
                 let (syncs, records, max) = self.syncer.stats();
                 let c = &self.counters;
-                c.syncs.store(syncs, Ordering::Relaxed);
-                c.synced_records.store(records, Ordering::Relaxed);
-                c.max_batch.store(max, Ordering::Relaxed);
+                c.syncs.fetch_add(syncs - counted.0, Ordering::Relaxed);
+                c.synced_records
+                    .fetch_add(records - counted.1, Ordering::Relaxed);
+                c.max_batch.fetch_max(max, Ordering::Relaxed);
+                counted = (syncs, records);
                 d
             } else {
                 self.syncer.sync().map_err(err("log sync"))?
@@ -50,6 +57,7 @@ impl SyncThread {
                 self.send_acks(&mut ready, &mut out);
                 self.decider.unpark();
             }
+            self.acks.sync_busy.store(false, Ordering::Release);
             let all_acked = self.acks.acked_lsn.load(Ordering::Acquire) >= durable;
             if done && !self.syncer.pending() && all_acked {
                 return Ok(());
