@@ -95,8 +95,9 @@ impl Inflater {
     }
 
     /// `peer` has FrameSets at the inflater: its next datagrams follow.
+    /// (Asked for every datagram: no hashing while the inflater is idle.)
     pub(super) fn has_pending(&self, peer: &SocketAddr) -> bool {
-        self.pending.contains_key(peer)
+        self.in_flight > 0 && self.pending.contains_key(peer)
     }
 
     /// Hands a datagram to the inflater.
@@ -139,9 +140,13 @@ impl Inflater {
         Some(d)
     }
 
-    /// FrameSets submitted and not yet taken back.
+    /// FrameSets submitted and not yet taken back, while the thread runs
+    /// (0 once it ended: nothing more will come back).
     pub(super) fn in_flight(&self) -> usize {
-        self.in_flight
+        match &self.thread {
+            Some(t) if !t.is_finished() => self.in_flight,
+            _ => self.done.len(),
+        }
     }
 }
 

@@ -589,8 +589,6 @@ impl LogThread {
         Ok(())
     }
 
-    /// Without a sync thread, sends the ACKs of what became durable; then
-    /// moves the receiving positions past everything ACKed.
     /// Group commit on this thread, then the ACKs of what became durable.
     fn sync_inline(&mut self) -> Result<(), DaemonError> {
         let before = self.wal.durable_lsn();
@@ -612,6 +610,8 @@ impl LogThread {
         Ok(())
     }
 
+    /// Without a sync thread, sends the ACKs of what became durable; then
+    /// moves the receiving positions past everything ACKed.
     pub(super) fn send_durable_acks(&mut self) {
         if !self.sync_thread {
             let mut ready = std::mem::take(&mut self.ready);
