@@ -93,11 +93,11 @@ pub(super) fn feed(
     }))
 }
 
-/// The classified form of a FrameSet record. One written before the log
-/// held classified records (kind FRAMESET: the datagram as received) is
-/// classified here, explicitly, into `upgraded`; if this build no longer
-/// accepts it, that is said (it was ACKed when written) and the record is
-/// not decided.
+/// The classified form of a FrameSet record. One that holds the datagram
+/// as received (kind FRAMESET: a large inflation in clear, or a record of
+/// a cma older than classified records) is classified here, explicitly,
+/// into `upgraded`; if this build no longer accepts it, that is said (it
+/// was ACKed when written) and the record is not decided.
 pub(super) fn logged_of<'a>(
     r: &Record<'a>,
     upgraded: &'a mut Vec<u8>,
@@ -112,7 +112,7 @@ pub(super) fn logged_of<'a>(
         Ok(c) => write_logged(&c, upgraded),
         Err(d) => {
             log::warn!(
-                "log record {lsn} (an older cma's FrameSet record) is not accepted by this cma                  ({d}); it is not decided"
+                "log record {lsn} (a FrameSet as received) is not accepted by this cma ({d}); it is not decided"
             );
             return Ok(None);
         }

@@ -41,6 +41,9 @@ pub(super) struct Done {
     pub(super) peer: SocketAddr,
     pub(super) time_ns: u64,
     pub(super) result: Result<Classified<'static>, Dropped>,
+    /// The datagram as received: what the log holds of a clear one (its
+    /// inflated form is classified again when the record is read).
+    pub(super) datagram: Vec<u8>,
 }
 
 /// Why a datagram was not submitted.
@@ -78,6 +81,7 @@ impl Inflater {
                         peer: job.peer,
                         time_ns: job.time_ns,
                         result,
+                        datagram: job.data,
                     };
                     if tx.send(done).is_err() {
                         break;

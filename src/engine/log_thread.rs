@@ -242,7 +242,7 @@ impl LogThread {
             while let Some(d) = self.inflater.next_done() {
                 n += 1;
                 match d.result {
-                    Ok(c) => self.accept_classified(c, d.peer, d.time_ns)?,
+                    Ok(c) => self.accept_classified(c, Some(&d.datagram), d.peer, d.time_ns)?,
                     Err(e) => self.counters.dropped(e.reason),
                 }
             }
@@ -368,7 +368,7 @@ impl LogThread {
             .as_deref()
             .map(|k| k as &dyn crate::classify::Opener);
         match classify_with(data, opener) {
-            Ok(c) => self.accept_classified(c, peer, time_ns),
+            Ok(c) => self.accept_classified(c, None, peer, time_ns),
             Err(d) => {
                 log::debug!("dropped a datagram from {peer}: {:?}", d.reason);
                 self.counters.dropped(d.reason);
@@ -378,16 +378,29 @@ impl LogThread {
     }
 
     /// The rest of [`LogThread::accept`] once a datagram is classified
-    /// (here, or by the inflater). Kept whole for the same reason.
+    /// (here, or by the inflater, which gives back the `datagram` too).
+    /// Kept whole for the same reason.
     fn accept_classified(
         &mut self,
         c: Classified<'_>,
+        datagram: Option<&[u8]>,
         peer: SocketAddr,
         time_ns: u64,
     ) -> Result<(), DaemonError> {
         self.counters.accepted(c.fstype);
+        // A large inflation in clear is logged as it came (a 1.9 KB
+        // datagram, not its 1.8 MB of JSON): what the log syncs, and every
+        // other source's ACK waits on, stays the size of what the sender
+        // sent. Whoever reads the record classifies it again (the decider,
+        // off the ACK path). Encrypted ones are logged opened: the log
+        // never needs a key to be read.
+        let as_received = datagram.filter(|_| c.compressed && c.sender_key.is_none());
         let meta = RecordMeta {
-            kind: RecordKind::Classified,
+            kind: if as_received.is_some() {
+                RecordKind::FrameSet
+            } else {
+                RecordKind::Classified
+            },
             time_ns,
             peer: Some(peer),
         };
@@ -443,7 +456,7 @@ impl LogThread {
                 match self.inbound.entry(key).or_default().on_frameset_pinned(r) {
                     Verdict::Deliver => {
                         // One the log cannot take is dropped (not ACKed).
-                        if let Some(lsn) = self.log_classified(&meta, &c)? {
+                        if let Some(lsn) = self.log_classified(&meta, &c, as_received)? {
                             self.acks.lock().push_back(Delivered {
                                 lsn,
                                 key,
@@ -510,7 +523,7 @@ impl LogThread {
                 // Heartbeats are for agents, not for the CMA: counted (by
                 // type), not logged.
                 if fstype != FrameSetType::Heartbeat.to_wire() {
-                    self.log_classified(&meta, &c)?;
+                    self.log_classified(&meta, &c, as_received)?;
                 }
             }
         }
@@ -518,19 +531,28 @@ impl LogThread {
     }
 
     /// Logs what classifying a FrameSet found: its verdict and its
-    /// verified, inflated frames. Nobody downstream classifies again. A
-    /// record larger than the log takes (`wal.segment_mib` below 5: a
-    /// FrameSet that inflates past a segment) is dropped and counted, not
-    /// a failure of the daemon: `None`.
+    /// verified, inflated frames, so nobody downstream classifies again;
+    /// or, given `as_received` (a large inflation in clear, `meta` of kind
+    /// FRAMESET), the datagram itself. A record larger than the log takes
+    /// (`wal.segment_mib` below 5: an encrypted FrameSet that inflates past
+    /// a segment) is dropped and counted, not a failure of the daemon:
+    /// `None`.
     pub(super) fn log_classified(
         &mut self,
         meta: &RecordMeta,
         c: &Classified<'_>,
+        as_received: Option<&[u8]>,
     ) -> Result<Option<u64>, DaemonError> {
         let mut record = std::mem::take(&mut self.record);
         record.clear();
-        write_logged(c, &mut record);
-        let lsn = match self.wal.append(meta, &record) {
+        let payload = match as_received {
+            Some(d) => d,
+            None => {
+                write_logged(c, &mut record);
+                &record[..]
+            }
+        };
+        let lsn = match self.wal.append(meta, payload) {
             Ok(lsn) => {
                 self.counters.appended.fetch_add(1, Ordering::Relaxed);
                 Some(lsn)

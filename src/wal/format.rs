@@ -35,9 +35,11 @@ pub const fn record_size(payload_len: usize) -> usize {
 /// tells readers how to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RecordKind {
-    /// An accepted FrameSet as received (payload: the datagram's bytes):
-    /// what cma wrote before [`RecordKind::Classified`], read through an
-    /// explicit upgrade (classified again) and never written any more.
+    /// An accepted FrameSet as received (payload: the datagram's bytes),
+    /// classified again by whoever reads it: written for a compressed
+    /// FrameSet in clear whose inflated form is large (the log holds what
+    /// the sender sent, not megabytes), and by cma before
+    /// [`RecordKind::Classified`] for every FrameSet.
     FrameSet,
     /// The log clock advanced (no payload): lets deadlines fire in replay.
     Tick,
