@@ -101,6 +101,13 @@ max_nodes = 1000000
 # is delayed, not lost.
 inflate_bytes_per_s = 4194304
 inflate_burst_bytes = 8388608
+# When the log thread finds more datagrams waiting than a pass takes (256),
+# one source address may have this many of them handled; the rest of its
+# datagrams in that pass are dropped unread and counted
+# (cma_fair_share_total), and its senders retransmit. A flood from one
+# address cannot stand between another agent's report and its ACK. 0: no
+# limit. An unloaded CMA never applies it.
+fair_share = 32
 
 [auth]
 # Key directory, laid out as the nanoprobe's crypto.d ("" = DATA_DIR/keys).
@@ -246,6 +253,9 @@ pub struct LimitsSection {
     pub inflate_bytes_per_s: u32,
     /// Inflated bytes at once per source network.
     pub inflate_burst_bytes: u32,
+    /// Datagrams per source address in a log-thread pass that found more
+    /// waiting than it takes (0: no limit).
+    pub fair_share: u32,
 }
 
 /// `[auth]`.

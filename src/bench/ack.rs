@@ -5,6 +5,12 @@
 //! one-page `msync` and a `pwrite` + `fdatasync` of a pre-written file
 //! (shared/BENCH.md: ratios measured in one run).
 //!
+//! Under a flood (`--flood-rate`), one more reference: a bare durable-ACK
+//! server (one thread: `recv`, drop what is not a small sequenced report,
+//! 128 B into a mapped page, one-page `msync`, ACK), with one agent, the
+//! same floods. What a flood costs it is what the machine charges any
+//! server for the flood's bytes, before anything cma does.
+//!
 //! A third reference keeps DESIGN.md rule 3 in view: the same one-page
 //! `msync` on a file pre-zeroed in 1 MiB writes (large page-cache folios,
 //! a whole folio written back per msync). If a kernel makes it cheap, or
@@ -129,6 +135,10 @@ pub struct AckBenchResult {
     /// The same under each flood: (kind, agents, distribution, datagrams
     /// the flood sent).
     pub flooded: Vec<(FloodKind, usize, Dist, u64)>,
+    /// The bare durable-ACK server, one agent, unflooded (`None`) and
+    /// under each flood (with a flood rate only): (flood, distribution,
+    /// datagrams the flood sent).
+    pub bare: Vec<(Option<FloodKind>, Dist, u64)>,
 }
 
 /// A directory of ours under the measured one, removed when dropped.
@@ -446,6 +456,126 @@ fn flood(
     Ok(sent)
 }
 
+/// The bare durable-ACK server, on its own thread until `stop`: answers a
+/// STARTUP with one sequenced instruction (as the daemon's SETCONFIG), and
+/// small sequenced reports with a group commit: what one wake-up finds
+/// waiting (up to 256), a record each in a mapped page, one msync of the
+/// pages written, then their ACKs. Compressed FrameSets and garbage are
+/// dropped after a peek, unsequenced ones after classify (both cheaper
+/// than the daemon's checks); nothing is decided or stored.
+fn bare_server(
+    path: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(SocketAddr, thread::JoinHandle<std::io::Result<()>>), String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = sock.local_addr().map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(4 << 20);
+    let f = prewritten(path, 4096).map_err(|e| format!("{}: {e}", path.display()))?;
+    let server = move || -> std::io::Result<()> {
+        // SAFETY: as in `msync_reference`: our own file, mapped once.
+        #[allow(unsafe_code)]
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&f)? };
+        let mut b = vec![0u8; 65_536];
+        let mut out = Vec::with_capacity(256);
+        let mut acks: Vec<(ReqId, SocketAddr)> = Vec::new();
+        let mut at = 0usize;
+        let mut instructions = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            let first = match sock.recv_from(&mut b) {
+                Ok(x) => x,
+                Err(_) => continue,
+            };
+            sock.set_nonblocking(true)?;
+            let start = at % (REF_FILE_BYTES - 256 * RECORD);
+            at = start;
+            let mut got = Some(first);
+            let mut taken = 0;
+            while let Some((n, from)) = got.take() {
+                taken += 1;
+                let d = &b[..n];
+                let small = crate::classify::peek(d).is_some_and(|p| p.inflated_size.is_none());
+                if let Some(c) = small.then(|| classify(d).ok()).flatten() {
+                    if c.fstype == FrameSetType::Startup.to_wire() {
+                        instructions += 1;
+                        let r = ReqId {
+                            session: 1,
+                            request: instructions,
+                            queue: 0,
+                        };
+                        out.clear();
+                        let m = Message::Stats { json: "{}" };
+                        if encode(&m, Some(r), &EncodeOptions::default(), &mut out).is_ok() {
+                            let _ = sock.send_to(&out, from);
+                        }
+                    } else if let Some(r) =
+                        c.reqid.filter(|_| c.fstype != FrameSetType::Ack.to_wire())
+                    {
+                        let k = RECORD.min(n);
+                        map[at..at + k].copy_from_slice(&d[..k]);
+                        at += RECORD;
+                        acks.push((r, from));
+                    }
+                }
+                if taken < 256 {
+                    got = sock.recv_from(&mut b).ok();
+                }
+            }
+            sock.set_nonblocking(false)?;
+            if acks.is_empty() {
+                continue;
+            }
+            let page = start & !4095;
+            map.flush_range(page, (at - page).next_multiple_of(4096))?;
+            for (r, to) in acks.drain(..) {
+                out.clear();
+                if encode(&Message::Ack, Some(r), &EncodeOptions::default(), &mut out).is_ok() {
+                    let _ = sock.send_to(&out, to);
+                }
+            }
+        }
+        Ok(())
+    };
+    let t = thread::Builder::new()
+        .name("ack-bare".into())
+        .spawn(server)
+        .map_err(|e| format!("spawn: {e}"))?;
+    Ok((addr, t))
+}
+
+/// One agent against the bare server, under `flood` if any.
+fn bare_run(
+    run: usize,
+    flood: Option<(u64, FloodKind)>,
+    cfg: &AckBenchConfig,
+    dir: &Path,
+) -> Result<(Dist, u64), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (addr, server) = bare_server(&dir.join(format!("bare{run}")), stop.clone())?;
+    let stop_flood = std::sync::Arc::new(AtomicBool::new(false));
+    let flooder = flood.map(|(rate, kind)| {
+        let stop = stop_flood.clone();
+        thread::spawn(move || self::flood(addr, rate, kind, stop))
+    });
+    let reports = cfg.reports;
+    let measured = agent(0, 1000 + run, addr, reports);
+    stop_flood.store(true, Ordering::Release);
+    let flooded = match flooder.map(|f| f.join()) {
+        None => Ok(0),
+        Some(Ok(r)) => r,
+        Some(Err(_)) => Err("the flood thread panicked".to_string()),
+    };
+    stop.store(true, Ordering::Release);
+    let served = server
+        .join()
+        .map_err(|_| "the bare server panicked".to_string())?;
+    let _ = std::fs::remove_file(dir.join(format!("bare{run}")));
+    served.map_err(|e| format!("bare server: {e}"))?;
+    Ok((Dist::of(&measured?), flooded?))
+}
+
 /// One run: a daemon with its defaults, `agents` closed loops at once,
 /// under a flood of `flood` (rate, kind) if any.
 fn daemon_run(
@@ -517,6 +647,14 @@ pub fn run(cfg: &AckBenchConfig) -> Result<AckBenchResult, String> {
     let msync_large_folios = msync_reference(&refs.path().join("large"), 1 << 20, n).map_err(io)?;
     let mut runs = Vec::new();
     let mut flooded = Vec::new();
+    let mut bare = Vec::new();
+    if cfg.flood_rate > 0 {
+        bare.push((None, bare_run(0, None, cfg, refs.path())?.0, 0));
+        for (k, &kind) in cfg.flood_kinds.iter().enumerate() {
+            let (d, sent) = bare_run(1 + k, Some((cfg.flood_rate, kind)), cfg, refs.path())?;
+            bare.push((Some(kind), d, sent));
+        }
+    }
     for (i, &a) in cfg.agents.iter().enumerate() {
         let per = 1 + cfg.flood_kinds.len();
         runs.push((a, daemon_run(a, per * i, None, cfg)?.0));
@@ -534,6 +672,7 @@ pub fn run(cfg: &AckBenchConfig) -> Result<AckBenchResult, String> {
         msync_large_folios,
         runs,
         flooded,
+        bare,
     })
 }
 
@@ -584,6 +723,14 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
             m,
         );
     }
+    let calm_bare = r.bare.iter().find(|b| b.0.is_none()).map(|b| b.1);
+    for (kind, d, sent) in &r.bare {
+        let name = match kind {
+            None => "reference: bare server (msync + ACK), 1 agent".to_string(),
+            Some(k) => format!("  bare server, {} flood ({sent} sent)", k.name()),
+        };
+        s += &row(&name, d, m);
+    }
     for kind in &cfg.flood_kinds {
         if r.flooded.iter().any(|f| f.0 == *kind) {
             s += &format!(
@@ -605,6 +752,19 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
                 d.p99 as f64 / calm.p99.max(1) as f64,
                 if ok { "met" } else { "NOT met" }
             );
+        }
+    }
+    if let Some(calm) = calm_bare {
+        for (kind, d, _) in &r.bare {
+            if let Some(k) = kind {
+                s += &format!(
+                    "  the bare server (the machine's floor), {} flood: p99 {} us vs {} unflooded (x{:.1})\n",
+                    k.name(),
+                    d.p99,
+                    calm.p99,
+                    d.p99 as f64 / calm.p99.max(1) as f64,
+                );
+            }
         }
     }
     s +=
@@ -655,6 +815,12 @@ pub fn to_json(cfg: &AckBenchConfig, r: &AckBenchResult) -> serde_json::Value {
             let mut v = dist_json(d);
             v["kind"] = serde_json::json!(kind.name());
             v["agents"] = serde_json::json!(a);
+            v["flood_sent"] = serde_json::json!(sent);
+            v
+        }).collect::<Vec<_>>(),
+        "bare_server": r.bare.iter().map(|(kind, d, sent)| {
+            let mut v = dist_json(d);
+            v["kind"] = serde_json::json!(kind.map(|k| k.name()));
             v["flood_sent"] = serde_json::json!(sent);
             v
         }).collect::<Vec<_>>(),

@@ -280,7 +280,7 @@ impl Daemon {
             let r = r.map_err(err("log"))?;
             last_time_ms = last_time_ms.max(r.header.meta.time_ns / 1_000_000);
             effects.clear();
-            let Some(fed) = feed(&mut decider, &r, &mut effects)? else {
+            let Some(fed) = feed(&mut decider, &r, &mut effects, None)? else {
                 continue;
             };
             replayed += 1;
@@ -454,6 +454,7 @@ impl Daemon {
             })
             .map_err(err("spawn"))?;
 
+        let (handoff_tx, handoff) = super::feed::Handoff::new();
         let dctx = DeciderThread {
             wall: WallClock(wall_offset),
             held_wall: VecDeque::new(),
@@ -471,6 +472,7 @@ impl Daemon {
             cpu: usize::try_from(config.decider.cpu).ok(),
             spin: config.decider.spin,
             keyring: keyring.clone(),
+            handoff,
         };
         let guard = fatal.clone();
         let decider_thread = thread::Builder::new()
@@ -512,6 +514,8 @@ impl Daemon {
                 config.limits.registration_burst,
             ),
             max_nodes: config.limits.max_nodes,
+            fair: super::limits::FairShare::new(config.limits.fair_share),
+            handoff: handoff_tx,
             inflation: super::limits::NetworkBuckets::new(
                 config.limits.inflate_bytes_per_s,
                 config.limits.inflate_burst_bytes,

@@ -46,6 +46,8 @@ pub(super) struct DeciderThread {
     pub(super) spin: bool,
     /// The CMA's keys: instructions to a keyed node are encrypted to it.
     pub(super) keyring: Option<Arc<crate::crypt::Keyring>>,
+    /// What the log thread classified of the records it logged as received.
+    pub(super) handoff: super::feed::Handoff,
 }
 
 impl DeciderThread {
@@ -85,7 +87,10 @@ impl DeciderThread {
                 let r = r.map_err(err("log read"))?;
                 let recv_ns = r.header.meta.time_ns;
                 effects.clear();
-                let Some(fed) = feed(&mut self.decider, &r, &mut effects)? else {
+                let handed = (r.header.meta.kind == crate::wal::RecordKind::FrameSet)
+                    .then(|| self.handoff.take(r.header.lsn))
+                    .flatten();
+                let Some(fed) = feed(&mut self.decider, &r, &mut effects, handed)? else {
                     continue;
                 };
                 self.wall.see(&fed);

@@ -45,6 +45,7 @@ pub(super) fn feed(
     d: &mut Decider,
     r: &Record<'_>,
     out: &mut Vec<Effect>,
+    handed: Option<Vec<u8>>,
 ) -> Result<Option<Fed>, DaemonError> {
     let h = &r.header;
     let time_ms = h.meta.time_ns / 1_000_000;
@@ -59,7 +60,7 @@ pub(super) fn feed(
             Event::Resume
         }
         RecordKind::Classified | RecordKind::FrameSet => {
-            let mut upgraded = Vec::new();
+            let mut upgraded = handed.unwrap_or_default();
             let Some(logged) = logged_of(r, &mut upgraded)? else {
                 return Ok(None);
             };
@@ -96,8 +97,10 @@ pub(super) fn feed(
 /// The classified form of a FrameSet record. One that holds the datagram
 /// as received (kind FRAMESET: a large inflation in clear, or a record of
 /// a cma older than classified records) is classified here, explicitly,
-/// into `upgraded`; if this build no longer accepts it, that is said (it
-/// was ACKed when written) and the record is not decided.
+/// into `upgraded`, unless `upgraded` already holds its classified form
+/// (the log thread hands the decider what the inflater found: inflated
+/// once); if this build no longer accepts it, that is said (it was ACKed
+/// when written) and the record is not decided.
 pub(super) fn logged_of<'a>(
     r: &Record<'a>,
     upgraded: &'a mut Vec<u8>,
@@ -107,6 +110,11 @@ pub(super) fn logged_of<'a>(
         return Logged::parse(r.payload)
             .map(Some)
             .map_err(|e| DaemonError(format!("log record {lsn}: {e}")));
+    }
+    if !upgraded.is_empty() {
+        return Logged::parse(upgraded)
+            .map(Some)
+            .map_err(|e| DaemonError(format!("log record {lsn} as classified: {e}")));
     }
     match classify(r.payload) {
         Ok(c) => write_logged(&c, upgraded),
@@ -120,6 +128,44 @@ pub(super) fn logged_of<'a>(
     Logged::parse(upgraded)
         .map(Some)
         .map_err(|e| DaemonError(format!("log record {lsn} upgraded: {e}")))
+}
+
+/// What the log thread classified of the FRAMESET records it wrote (a
+/// large inflation in clear, logged as received): handed to the decider
+/// so that it does not inflate them again. Bounded; when full, or when the
+/// decider read the record first, the decider classifies the record itself
+/// (the same result: the handoff saves work, it carries no decision).
+pub(super) struct Handoff {
+    rx: crossbeam_channel::Receiver<(u64, Vec<u8>)>,
+    next: Option<(u64, Vec<u8>)>,
+}
+
+/// Classified FrameSets waiting in the handoff at most (each up to 4 MiB).
+pub(super) const HANDOFF_MAX: usize = 4;
+
+impl Handoff {
+    pub(super) fn new() -> (crossbeam_channel::Sender<(u64, Vec<u8>)>, Handoff) {
+        let (tx, rx) = crossbeam_channel::bounded(HANDOFF_MAX);
+        (tx, Handoff { rx, next: None })
+    }
+
+    /// The classified form of record `lsn`, if it was handed over.
+    pub(super) fn take(&mut self, lsn: u64) -> Option<Vec<u8>> {
+        loop {
+            let (l, v) = match self.next.take() {
+                Some(x) => x,
+                None => self.rx.try_recv().ok()?,
+            };
+            if l == lsn {
+                return Some(v);
+            }
+            if l > lsn {
+                self.next = Some((l, v));
+                return None;
+            }
+            // For a record already decided without it: dropped.
+        }
+    }
 }
 
 pub(super) fn store_effects(mut effects: Vec<Effect>) -> Vec<Effect> {
@@ -136,4 +182,31 @@ pub(super) fn store_effects(mut effects: Vec<Effect>) -> Vec<Effect> {
         )
     });
     effects
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handoff_gives_each_record_its_own_and_skips_the_stale() {
+        let (tx, mut h) = Handoff::new();
+        tx.send((5, vec![5])).unwrap();
+        tx.send((9, vec![9])).unwrap();
+        // Record 3 was not handed over; 5 was.
+        assert_eq!(h.take(3), None);
+        assert_eq!(h.take(5), Some(vec![5]));
+        // 7 was not; 9 waits for its record.
+        assert_eq!(h.take(7), None);
+        tx.send((12, vec![12])).unwrap();
+        // 9 was read before its handoff came (decided without it): 9 is
+        // dropped on the way to 12.
+        assert_eq!(h.take(12), Some(vec![12]));
+        assert_eq!(h.take(13), None);
+        // Bounded: the sender sees it full.
+        for i in 0..HANDOFF_MAX as u64 {
+            tx.try_send((20 + i, Vec::new())).unwrap();
+        }
+        assert!(tx.is_full());
+    }
 }

@@ -6,10 +6,13 @@
 //! addresses fills neither the registry nor the rings. Inflation is
 //! budgeted the same way, in bytes per source network per second: a flood
 //! of small datagrams that inflate to megabytes costs its sender's budget,
-//! not everyone's log thread. Each refusal is counted by the caller.
+//! not everyone's log thread. And when the log thread falls behind, one
+//! source gets a bounded share of each pass ([`FairShare`]): a flood from
+//! one address cannot stand between another's report and its ACK. Each
+//! refusal is counted by the caller.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The source network of an address: its /24 (IPv4, and IPv4-mapped) or
 /// its /64 (IPv6), as one number.
@@ -110,9 +113,82 @@ impl NetworkBuckets {
     }
 }
 
+/// Each source's share of a busy pass of the log thread. A pass takes up
+/// to 256 datagrams from the ring; when it finds that many waiting (the
+/// log thread is behind), a source whose datagrams fill more than `share`
+/// of them has the rest dropped before classify's cost, and counted. Its
+/// sequenced FrameSets are retransmitted (nothing ACKed is lost); the
+/// other sources of the pass go on at once. A pass that is not full costs
+/// nothing here (no hashing): an unloaded CMA treats every datagram alike.
+#[derive(Debug)]
+pub struct FairShare {
+    share: u32,
+    busy: bool,
+    /// Datagrams of this busy pass per source (at most a pass's worth).
+    taken: HashMap<SocketAddr, u32>,
+}
+
+impl FairShare {
+    /// `share` datagrams per source per busy pass (0: no limit).
+    pub fn new(share: u32) -> FairShare {
+        FairShare {
+            share,
+            busy: false,
+            taken: HashMap::new(),
+        }
+    }
+
+    /// A pass begins; `busy`: it found more waiting than it takes.
+    pub fn begin(&mut self, busy: bool) {
+        self.busy = busy && self.share > 0;
+        if !self.taken.is_empty() {
+            self.taken.clear();
+        }
+    }
+
+    /// May `peer`'s next datagram of this pass be handled?
+    pub fn admit(&mut self, peer: SocketAddr) -> bool {
+        if !self.busy {
+            return true;
+        }
+        let n = self.taken.entry(peer).or_insert(0);
+        *n += 1;
+        *n <= self.share
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_gets_its_share_of_a_busy_pass_only() {
+        let mut f = FairShare::new(3);
+        let a: SocketAddr = "10.0.0.1:1984".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1984".parse().unwrap();
+        // A pass that is not full: everything.
+        f.begin(false);
+        assert!((0..100).all(|_| f.admit(a)));
+        // A full pass: `a` floods, `b` sends two; `a` gets 3.
+        f.begin(true);
+        let mut got = (0, 0);
+        for i in 0..50 {
+            if f.admit(a) {
+                got.0 += 1;
+            }
+            if i % 20 == 0 && f.admit(b) {
+                got.1 += 1;
+            }
+        }
+        assert_eq!(got, (3, 3));
+        // The next pass starts afresh.
+        f.begin(true);
+        assert!(f.admit(a));
+        // 0: no limit.
+        let mut off = FairShare::new(0);
+        off.begin(true);
+        assert!((0..1000).all(|_| off.admit(a)));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

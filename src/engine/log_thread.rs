@@ -140,6 +140,10 @@ pub(super) struct LogThread {
     pub(super) inflation: super::limits::NetworkBuckets,
     /// Registered addresses at most (`limits.max_nodes`).
     pub(super) max_nodes: usize,
+    /// Each source's share of a busy pass (`limits.fair_share`).
+    pub(super) fair: super::limits::FairShare,
+    /// To the decider: the classified form of what is logged as received.
+    pub(super) handoff: crossbeam_channel::Sender<(u64, Vec<u8>)>,
     /// Delivered FrameSets waiting for their ACK (sent by the sync thread
     /// when there is one, else by this thread).
     pub(super) acks: Arc<AckQueue>,
@@ -194,6 +198,9 @@ const KEYS_PER_ADDR: usize = 4;
 /// Sources named in a warning about cut datagrams, at most.
 pub(super) const TRUNCATED_WARN_MAX: usize = 1024;
 
+/// Datagrams a pass of the log thread takes from the ring at most.
+const PASS_MAX: usize = 256;
+
 impl LogThread {
     pub(super) fn run(
         &mut self,
@@ -214,8 +221,9 @@ impl LogThread {
             };
             let mut n = 0;
             if got {
-                let batch = consumer.read_batch(256);
+                let batch = consumer.read_batch(PASS_MAX);
                 n = batch.len();
+                self.fair.begin(n == PASS_MAX);
                 for i in 0..n {
                     let (data, meta) = batch.get(i);
                     // A long datagram's whole bytes wait in the spill
@@ -228,6 +236,10 @@ impl LogThread {
                         continue;
                     };
                     let peer = normalize(peer);
+                    if !self.fair.admit(peer) {
+                        self.counters.fair_share.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     if meta.flags & mmsg::SLOT_TRUNCATED != 0 {
                         self.on_truncated(peer, meta.len);
                         continue;
@@ -555,6 +567,13 @@ impl LogThread {
         let lsn = match self.wal.append(meta, payload) {
             Ok(lsn) => {
                 self.counters.appended.fetch_add(1, Ordering::Relaxed);
+                if as_received.is_some() && !self.handoff.is_full() {
+                    // Inflated once: the decider takes this rather than
+                    // classifying the record again.
+                    let mut v = Vec::new();
+                    write_logged(c, &mut v);
+                    let _ = self.handoff.try_send((lsn, v));
+                }
                 Some(lsn)
             }
             Err(crate::wal::WalError::TooLarge { len }) => {

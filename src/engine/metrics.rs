@@ -82,6 +82,8 @@ pub struct Metrics {
     pub inflate_limited: AtomicU64,
     /// Large compressed FrameSets dropped: the inflater held its most.
     pub inflate_busy: AtomicU64,
+    /// Datagrams past their source's share of a busy log-thread pass.
+    pub fair_share: AtomicU64,
     /// Classified FrameSets too large for a log segment, dropped.
     pub too_large: AtomicU64,
     /// Sequenced FrameSets on a queue id above `QUEUE_ID_MAX`, dropped.
@@ -135,6 +137,7 @@ impl Default for Metrics {
             registrations_limited: AtomicU64::new(0),
             inflate_limited: AtomicU64::new(0),
             inflate_busy: AtomicU64::new(0),
+            fair_share: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
             queue_refused: AtomicU64::new(0),
             auth_unencrypted: AtomicU64::new(0),
@@ -324,6 +327,11 @@ impl Metrics {
                 "cma_inflate_busy_total",
                 "Large compressed FrameSets dropped uninflated: the inflater thread held as many as it may (its senders retransmit).",
                 get(&self.inflate_busy),
+            ),
+            (
+                "cma_fair_share_total",
+                "Datagrams dropped unread past their source's share (limits.fair_share) of a log-thread pass that found more waiting than it takes (their senders retransmit).",
+                get(&self.fair_share),
             ),
             (
                 "cma_registrations_refused_total",
