@@ -34,7 +34,9 @@ pub(super) fn apply_in(
             "INSERT OR IGNORE INTO events (lsn, seq, time_ms, kind, node, detail, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut disc = tx.prepare_cached(
-            "INSERT OR REPLACE INTO discovery (node, lsn, json) VALUES (?1, ?2, ?3)",
+            "INSERT INTO discovery (node, name, lsn, json) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(node, name) DO UPDATE SET lsn = excluded.lsn, json = excluded.json
+                 WHERE excluded.lsn >= discovery.lsn",
         )?;
         let mut state = tx.prepare_cached(
             "INSERT OR REPLACE INTO node_state (id, state, drift, refused) VALUES (?1, ?2, ?3, ?4)",
@@ -131,7 +133,7 @@ pub(super) fn apply_in(
                         seq += 1;
                     }
                     Effect::Discovery { node, json } => {
-                        disc.execute(params![node, a.lsn as i64, json])?;
+                        disc.execute(params![node, discovery_name(json), a.lsn as i64, json])?;
                     }
                     _ => {}
                 }
@@ -174,4 +176,27 @@ fn superseded_states(applied: u64, batch: &[Applied]) -> HashSet<(usize, usize)>
         }
     }
     superseded
+}
+
+/// The name a discovery is kept under, the latest per node and name: its
+/// `instance` (a nanoprobe names every discovery it sends), else its
+/// `discovertype`, else "" (at most 256 characters). A node's repeated or
+/// changed discovery replaces the one before, so what a node can make the
+/// store hold is bounded by the kinds of discovery it sends, not by how
+/// often it sends them.
+pub(super) fn discovery_name(json: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        instance: Option<serde_json::Value>,
+        discovertype: Option<serde_json::Value>,
+    }
+    let Ok(n) = serde_json::from_str::<Names>(json) else {
+        return String::new();
+    };
+    let pick =
+        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str().map(str::to_string));
+    pick(&n.instance)
+        .or_else(|| pick(&n.discovertype))
+        .map(|s| s.chars().take(256).collect())
+        .unwrap_or_default()
 }

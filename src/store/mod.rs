@@ -110,9 +110,10 @@ CREATE TABLE IF NOT EXISTS ck_nodes (id INTEGER PRIMARY KEY, row BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS ck_groups (key TEXT PRIMARY KEY, row BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS discovery (
     node INTEGER NOT NULL,
+    name TEXT NOT NULL,
     lsn INTEGER NOT NULL,
     json TEXT NOT NULL,
-    PRIMARY KEY (node, lsn)
+    PRIMARY KEY (node, name)
 );
 ";
 
@@ -255,6 +256,7 @@ impl Store {
         // Columns added after the first release: added to older files.
         add_column(&conn, "events", "wall_ms", "INTEGER")?;
         add_column(&conn, "nodes", "updated_wall_ms", "INTEGER")?;
+        keep_latest_discovery(&conn)?;
         Ok(Store { conn })
     }
 
@@ -624,6 +626,38 @@ fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Resul
     if !names.iter().any(|n| n == column) {
         conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
+    Ok(())
+}
+
+/// A file made before discovery was kept per name held every discovery
+/// ever received (a node re-sending its discovery grew it without bound):
+/// it keeps the latest per node and name (see `apply::discovery_name`).
+fn keep_latest_discovery(conn: &Connection) -> Result<(), StoreError> {
+    let mut st = conn.prepare("PRAGMA table_info(discovery)")?;
+    let names: Vec<String> = st
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    if names.iter().any(|n| n == "name") {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE discovery_latest (node INTEGER NOT NULL, name TEXT NOT NULL,
+             lsn INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY (node, name));
+         INSERT OR REPLACE INTO discovery_latest (node, name, lsn, json)
+             SELECT node,
+                 CASE WHEN NOT json_valid(json) THEN ''
+                      WHEN json_type(json, '$.instance') = 'text'
+                          THEN substr(json_extract(json, '$.instance'), 1, 256)
+                      WHEN json_type(json, '$.discovertype') = 'text'
+                          THEN substr(json_extract(json, '$.discovertype'), 1, 256)
+                      ELSE '' END,
+                 lsn, json
+             FROM discovery ORDER BY lsn;
+         DROP TABLE discovery;
+         ALTER TABLE discovery_latest RENAME TO discovery;
+         COMMIT;",
+    )?;
     Ok(())
 }
 

@@ -160,3 +160,92 @@ fn a_missing_database_is_a_clear_error() {
         .unwrap();
     assert!(e.0.contains("cma run"), "{e}");
 }
+
+fn discovery_rows(path: &Path) -> Vec<(i64, String, i64, String)> {
+    let c = Connection::open(path).unwrap();
+    let mut st = c
+        .prepare("SELECT node, name, lsn, json FROM discovery ORDER BY node, name")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn discovery_is_kept_latest_per_node_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let mut s = Store::open(&path).unwrap();
+    let disc = |lsn: u64, node: u32, json: &str| Applied {
+        lsn,
+        time_ms: lsn,
+        wall_ms: None,
+        effects: vec![Effect::Discovery {
+            node,
+            json: json.to_string(),
+        }],
+    };
+    let os1 = r#"{"discovertype":"os","instance":"os","data":{"v":1}}"#;
+    let os2 = r#"{"discovertype":"os","instance":"os","data":{"v":2}}"#;
+    let net = r#"{"discovertype":"netconfig","data":{}}"#;
+    // A node sending the same kind of discovery a thousand times is kept
+    // once: the store's size does not grow with how often a node sends.
+    let mut batch: Vec<Applied> = (1..=1000).map(|i| disc(i, 0, os1)).collect();
+    batch.push(disc(1001, 0, os2));
+    batch.push(disc(1002, 0, net));
+    batch.push(disc(1003, 0, "not json"));
+    batch.push(disc(1004, 1, os1));
+    s.apply(&batch).unwrap();
+    assert_eq!(
+        discovery_rows(&path),
+        vec![
+            (0, String::new(), 1003, "not json".to_string()),
+            (0, "netconfig".to_string(), 1002, net.to_string()),
+            (0, "os".to_string(), 1001, os2.to_string()),
+            (1, "os".to_string(), 1004, os1.to_string()),
+        ]
+    );
+}
+
+#[test]
+fn an_older_files_discovery_history_becomes_the_latest_per_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            r#"CREATE TABLE discovery (node INTEGER NOT NULL, lsn INTEGER NOT NULL,
+                   json TEXT NOT NULL, PRIMARY KEY (node, lsn));
+               INSERT INTO discovery VALUES (0, 5, '{"instance":"os","v":2}');
+               INSERT INTO discovery VALUES (0, 3, '{"instance":"os","v":1}');
+               INSERT INTO discovery VALUES (0, 4, '{"discovertype":"netconfig"}');
+               INSERT INTO discovery VALUES (0, 6, 'junk');
+               INSERT INTO discovery VALUES (2, 1, '{"instance":7}');"#,
+        )
+        .unwrap();
+    }
+    drop(Store::open(&path).unwrap());
+    assert_eq!(
+        discovery_rows(&path),
+        vec![
+            (0, String::new(), 6, "junk".to_string()),
+            (
+                0,
+                "netconfig".to_string(),
+                4,
+                r#"{"discovertype":"netconfig"}"#.to_string()
+            ),
+            (
+                0,
+                "os".to_string(),
+                5,
+                r#"{"instance":"os","v":2}"#.to_string()
+            ),
+            (2, String::new(), 1, r#"{"instance":7}"#.to_string()),
+        ]
+    );
+    // Opened again: nothing to do.
+    drop(Store::open(&path).unwrap());
+    assert_eq!(discovery_rows(&path).len(), 4);
+}
