@@ -94,11 +94,11 @@ max_nodes = 1000000
 # (a /24, or an IPv6 /64), and at once (at least 4 MiB, one FrameSet's
 # largest): a flood of small datagrams that inflate to megabytes is dropped
 # before it is inflated, from its senders' budget, and counted
-# (cma_inflate_limited_total). What is inflated is also logged, synced and
-# stored: at 16 MiB/s, one network's bombs made other agents' ACK p99 8x
-# slower on a 2-vCPU VM, at 4 MiB/s 2.5-3.3x. Sequenced FrameSets dropped
-# here are retransmitted by their senders, so a rack's boot-time discovery
-# is delayed, not lost.
+# (cma_inflate_limited_total). What is inflated is also decided and stored
+# (a FrameSet declaring more than 16 KiB is logged as it came, 2 KB, not its
+# inflated megabytes), so the budget is also one network's share of the
+# store's disk. Sequenced FrameSets dropped here are retransmitted by their
+# senders, so a rack's boot-time discovery is delayed, not lost.
 inflate_bytes_per_s = 4194304
 inflate_burst_bytes = 8388608
 # When the log thread finds more datagrams waiting than a pass takes (256),

@@ -87,9 +87,15 @@ impl DeciderThread {
                 let r = r.map_err(err("log read"))?;
                 let recv_ns = r.header.meta.time_ns;
                 effects.clear();
-                let handed = (r.header.meta.kind == crate::wal::RecordKind::FrameSet)
-                    .then(|| self.handoff.take(r.header.lsn))
-                    .flatten();
+                let handed = if r.header.meta.kind == crate::wal::RecordKind::FrameSet {
+                    let h = self.handoff.take(r.header.lsn);
+                    if h.is_none() {
+                        self.counters.reclassified.fetch_add(1, Ordering::Relaxed);
+                    }
+                    h
+                } else {
+                    None
+                };
                 let Some(fed) = feed(&mut self.decider, &r, &mut effects, handed)? else {
                     continue;
                 };

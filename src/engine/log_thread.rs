@@ -219,10 +219,12 @@ impl LogThread {
             } else {
                 consumer.wait(Some(Duration::from_millis(5)))
             };
-            let mut n = 0;
+            // What this pass appends is what it syncs and tells the
+            // decider about: datagrams dropped (a flood's) wake nobody.
+            let first = self.wal.next_lsn();
             if got {
                 let batch = consumer.read_batch(PASS_MAX);
-                n = batch.len();
+                let n = batch.len();
                 self.fair.begin(n == PASS_MAX);
                 for i in 0..n {
                     let (data, meta) = batch.get(i);
@@ -252,7 +254,6 @@ impl LogThread {
             }
             // What the inflater classified meanwhile, in order.
             while let Some(d) = self.inflater.next_done() {
-                n += 1;
                 match d.result {
                     Ok(c) => self.accept_classified(c, Some(&d.datagram), d.peer, d.time_ns)?,
                     Err(e) => self.counters.dropped(e.reason),
@@ -261,6 +262,7 @@ impl LogThread {
             // The group commit first (the ACK waits on it), then the
             // decider, which reads records as they are written (it holds
             // their effects until they are durable).
+            let n = (self.wal.next_lsn() - first) as usize;
             if n > 0 {
                 if self.sync_thread
                     && n <= INLINE_SYNC_MAX
@@ -564,16 +566,17 @@ impl LogThread {
                 &record[..]
             }
         };
+        if as_received.is_some() && !self.handoff.is_full() {
+            // Inflated once: the decider takes this rather than classifying
+            // the record again. Handed over before the record is appended,
+            // so the decider cannot read the record first.
+            let mut v = Vec::new();
+            write_logged(c, &mut v);
+            let _ = self.handoff.try_send((self.wal.next_lsn(), v));
+        }
         let lsn = match self.wal.append(meta, payload) {
             Ok(lsn) => {
                 self.counters.appended.fetch_add(1, Ordering::Relaxed);
-                if as_received.is_some() && !self.handoff.is_full() {
-                    // Inflated once: the decider takes this rather than
-                    // classifying the record again.
-                    let mut v = Vec::new();
-                    write_logged(c, &mut v);
-                    let _ = self.handoff.try_send((lsn, v));
-                }
                 Some(lsn)
             }
             Err(crate::wal::WalError::TooLarge { len }) => {

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub inflate_busy: AtomicU64,
     /// Datagrams past their source's share of a busy log-thread pass.
     pub fair_share: AtomicU64,
+    /// FrameSets logged as received that the decider classified again.
+    pub reclassified: AtomicU64,
     /// Classified FrameSets too large for a log segment, dropped.
     pub too_large: AtomicU64,
     /// Sequenced FrameSets on a queue id above `QUEUE_ID_MAX`, dropped.
@@ -138,6 +140,7 @@ impl Default for Metrics {
             inflate_limited: AtomicU64::new(0),
             inflate_busy: AtomicU64::new(0),
             fair_share: AtomicU64::new(0),
+            reclassified: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
             queue_refused: AtomicU64::new(0),
             auth_unencrypted: AtomicU64::new(0),
@@ -332,6 +335,11 @@ impl Metrics {
                 "cma_fair_share_total",
                 "Datagrams dropped unread past their source's share (limits.fair_share) of a log-thread pass that found more waiting than it takes (their senders retransmit).",
                 get(&self.fair_share),
+            ),
+            (
+                "cma_reclassified_total",
+                "FrameSets logged as received (large inflations in clear) that the decider classified again, their classification not handed over (the handoff held its most).",
+                get(&self.reclassified),
             ),
             (
                 "cma_registrations_refused_total",

@@ -582,7 +582,6 @@ fn a_large_inflation_in_clear_is_logged_as_received() {
     until(&mut agents, "both reports ACKed", |a| {
         a[0].acks_for(r) == 1 && a[1].acks_for(r1) == 1
     });
-    assert!(http_get(metrics, "/metrics").contains("cma_too_large_total 0"));
     let db = dir.path().join("cma.sqlite");
     let t0 = Instant::now();
     loop {
@@ -600,6 +599,11 @@ fn a_large_inflation_in_clear_is_logged_as_received() {
         assert!(t0.elapsed() < DEADLINE, "the discovery was not stored");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Decided (it is stored): inflated once, the decider took the
+    // inflater's classification.
+    let m = http_get(metrics, "/metrics");
+    assert!(m.contains("cma_too_large_total 0"));
+    assert!(m.contains("cma_reclassified_total 0"), "{m}");
     d.finish();
     let mut as_received = Vec::new();
     for_each_record(&dir.path().join("wal"), 1, |rec| {
