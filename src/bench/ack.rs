@@ -788,6 +788,84 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
     s
 }
 
+/// Over rounds: a flooded p99 against the unflooded p99 of its own round.
+#[derive(Clone, Debug)]
+pub struct FloodMedian {
+    /// The flood.
+    pub kind: FloodKind,
+    /// Agents of the run (`None`: the bare server, one agent).
+    pub agents: Option<usize>,
+    /// Each round's flooded p99 / unflooded p99.
+    pub ratios: Vec<f64>,
+    /// Their median.
+    pub median: f64,
+}
+
+/// The median ratio of each (flood, agents) over `rounds`, the bare
+/// server's too.
+pub fn flood_medians(rounds: &[AckBenchResult]) -> Vec<FloodMedian> {
+    let mut keys: Vec<(FloodKind, Option<usize>)> = Vec::new();
+    if let Some(r) = rounds.first() {
+        keys.extend(r.flooded.iter().map(|f| (f.0, Some(f.1))));
+        keys.extend(r.bare.iter().filter_map(|b| b.0.map(|k| (k, None))));
+    }
+    keys.into_iter()
+        .map(|(kind, agents)| {
+            let mut ratios: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| {
+                    let (flooded, calm) = match agents {
+                        Some(a) => (
+                            r.flooded.iter().find(|f| f.0 == kind && f.1 == a)?.2,
+                            r.runs.iter().find(|x| x.0 == a)?.1,
+                        ),
+                        None => (
+                            r.bare.iter().find(|b| b.0 == Some(kind))?.1,
+                            r.bare.iter().find(|b| b.0.is_none())?.1,
+                        ),
+                    };
+                    Some(flooded.p99 as f64 / calm.p99.max(1) as f64)
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+            FloodMedian {
+                kind,
+                agents,
+                ratios,
+                median,
+            }
+        })
+        .collect()
+}
+
+/// The summary of several rounds: each flood's median ratio, the goal.
+pub fn render_rounds(rounds: &[AckBenchResult]) -> String {
+    let mut s = format!(
+        "over {} rounds, flooded p99 / unflooded p99 of the same round (median; each round):\n",
+        rounds.len()
+    );
+    for m in flood_medians(rounds) {
+        let who = match m.agents {
+            Some(a) => format!("cma run, {a} agent(s)"),
+            None => "bare server (the machine's floor), 1 agent".to_string(),
+        };
+        let each: Vec<String> = m.ratios.iter().map(|r| format!("x{r:.1}")).collect();
+        let goal = match m.agents {
+            Some(_) if m.median <= 2.0 => ": goal <= 2x met",
+            Some(_) => ": goal <= 2x NOT met",
+            None => "",
+        };
+        s += &format!(
+            "  {who}, {} flood: x{:.1} ({}){goal}\n",
+            m.kind.name(),
+            m.median,
+            each.join(" ")
+        );
+    }
+    s
+}
+
 fn dist_json(d: &Dist) -> serde_json::Value {
     serde_json::json!({
         "count": d.count, "p50_us": d.p50, "p90_us": d.p90, "p99_us": d.p99,

@@ -55,6 +55,11 @@ pub enum BenchCommand {
             default_value = "bombs,garbage,sequenced,startups"
         )]
         flood_kinds: Vec<crate::bench::ack::FloodKind>,
+        /// Measure everything this many times over and, under floods, judge
+        /// the median of each round's flooded / unflooded p99 (this VM's
+        /// disk latency swings within minutes: one round can mislead).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Write the result as JSON to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -192,10 +197,15 @@ pub fn bench(command: BenchCommand) -> ExitCode {
             dir,
             flood_rate,
             flood_kinds,
+            rounds,
             json,
             svg,
         } => {
             use crate::bench::ack as ba;
+            if rounds == 0 {
+                eprintln!("cma bench ack: need --rounds > 0");
+                return ExitCode::from(2);
+            }
             if reports == 0 || agents.is_empty() || agents.iter().any(|a| *a == 0 || *a > 1024) {
                 eprintln!("cma bench ack: need reports > 0 and 1..=1024 agents per run");
                 return ExitCode::from(2);
@@ -207,18 +217,37 @@ pub fn bench(command: BenchCommand) -> ExitCode {
                 flood_rate,
                 flood_kinds,
             };
-            let r = match ba::run(&cfg) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cma bench ack: {e}");
-                    return ExitCode::FAILURE;
+            let mut all = Vec::new();
+            for k in 0..rounds {
+                let r = match ba::run(&cfg) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("cma bench ack: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                if rounds > 1 {
+                    println!("round {} of {rounds}", k + 1);
                 }
+                print!("{}", ba::render(&cfg, &r));
+                all.push(r);
+            }
+            if rounds > 1 {
+                print!("{}", ba::render_rounds(&all));
+            }
+            let r = &all[0];
+            let j = if rounds > 1 {
+                serde_json::json!({
+                    "rounds": all.iter().map(|r| ba::to_json(&cfg, r)).collect::<Vec<_>>(),
+                    "flood_p99_ratio_medians": ba::flood_medians(&all).iter().map(|m| serde_json::json!({
+                        "kind": m.kind.name(), "agents": m.agents, "bare_server": m.agents.is_none(),
+                        "median": m.median, "ratios": m.ratios,
+                    })).collect::<Vec<_>>(),
+                })
+            } else {
+                ba::to_json(&cfg, r)
             };
-            print!("{}", ba::render(&cfg, &r));
-            for (path, text) in [
-                (&json, ba::to_json(&cfg, &r).to_string()),
-                (&svg, ba::to_svg(&r)),
-            ] {
+            for (path, text) in [(&json, j.to_string()), (&svg, ba::to_svg(r))] {
                 if let Some(p) = path
                     && let Err(e) = std::fs::write(p, text)
                 {

@@ -71,3 +71,45 @@ fn bench_joins_places_every_agent_and_restarts() {
     assert_eq!(joins::to_json(&r)["nodes"], 60);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `--rounds`: each flooded p99 is judged against its own round's
+/// unflooded p99, and the median over rounds is what is reported.
+#[test]
+fn flood_ratios_are_judged_per_round_by_their_median() {
+    use cma::bench::ack::{AckBenchResult, Dist, flood_medians, render_rounds};
+    let d = |p99| Dist {
+        count: 1,
+        p50: 1,
+        p90: 1,
+        p99,
+        p999: p99,
+        max: p99,
+    };
+    let round = |calm, flooded, bare_calm, bare_flooded| AckBenchResult {
+        msync: d(1),
+        fdatasync: d(1),
+        msync_large_folios: d(1),
+        runs: vec![(1, d(calm))],
+        flooded: vec![(FloodKind::Bombs, 1, d(flooded), 10)],
+        bare: vec![
+            (None, d(bare_calm), 0),
+            (Some(FloodKind::Bombs), d(bare_flooded), 10),
+        ],
+    };
+    // Round 2 had a noisy unflooded run (its ratio alone would pass).
+    let rounds = [
+        round(100, 300, 100, 100),
+        round(1000, 400, 100, 150),
+        round(100, 250, 100, 120),
+    ];
+    let m = flood_medians(&rounds);
+    assert_eq!(m.len(), 2);
+    assert_eq!((m[0].agents, m[0].median), (Some(1), 2.5));
+    assert_eq!(m[0].ratios, vec![0.4, 2.5, 3.0]);
+    assert_eq!((m[1].agents, m[1].median), (None, 1.2));
+    let t = render_rounds(&rounds);
+    assert!(
+        t.contains("bombs flood: x2.5 (x0.4 x2.5 x3.0): goal <= 2x NOT met"),
+        "{t}"
+    );
+}
