@@ -514,9 +514,24 @@ fn without_keys_forged_sources_cannot_take_sessions_kill_or_move_nodes() {
         lab.report()
     );
     // Its neighbours' real reports are still heard: killed, fp1 is dead
-    // by both monitors.
+    // by both monitors. Meanwhile ACKs forged from its address (under a
+    // session of the forger's) answer neither its probe nor anything sent
+    // to it.
     let fp1 = lab.probe("fp1");
     lab.signal(fp1, nix::sys::signal::Signal::SIGKILL);
+    in_netns(&lab.ns, || {
+        for k in 1..=20 {
+            let ack = wire(
+                &Message::Ack,
+                Some(ReqId {
+                    session: 0xfeed_0000,
+                    request: k,
+                    queue: 0,
+                }),
+            );
+            forge_udp(a1, cma, &ack).expect("a raw socket (root)");
+        }
+    });
     lab.wait("fp1 dead", DEATH + Duration::from_secs(5), |l| {
         l.status().get("fp1").is_some_and(|s| s.0 == "dead")
     });

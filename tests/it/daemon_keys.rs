@@ -214,3 +214,84 @@ fn keys_from_strangers_are_bounded_by_the_registration_limits() {
     let refused = std::fs::read_dir(keys.join("refused")).map_or(0, |d| d.count());
     assert!(refused <= 1, "{refused} refused keys kept");
 }
+
+/// An encrypted FrameSet is logged opened (reading the log needs no key),
+/// so one that inflates past a log segment (1 MiB here, 1.5 MB of JSON)
+/// is dropped and counted, not a failure of the daemon; the agent's next
+/// report is ACKed, under its key.
+#[test]
+fn an_encrypted_frameset_too_large_for_the_log_is_dropped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cma_id, cma_pub) = keydir::init(&dir.path().join("keys"), false).unwrap();
+    let d = start_with(config(dir.path()));
+    let secret = [5u8; 32];
+    let public = public_of(&secret);
+    let id = nanoprobe_key_id("big", &public);
+    let s = UdpSocket::bind("127.0.91.7:0").unwrap();
+    s.send_to(
+        &startup("big", s.local_addr().unwrap(), Some((&id, &public))),
+        d.addr,
+    )
+    .unwrap();
+    receive(&s); // its SETCONFIG: registered
+    let shared = salsa_box(&cma_pub, &secret);
+    let sealed = |m: &Message<'_>, request| {
+        let r = cma::classify::ReqId {
+            session: 9,
+            request,
+            queue: 0,
+        };
+        let mut out = Vec::new();
+        cma::crypt::seal_frameset(&id, &cma_id, &shared, &encoded(m, Some(r)), &mut out).unwrap();
+        out
+    };
+    let big = format!("{{\"data\":\"{}\"}}", "a".repeat(1_500_000));
+    let bomb = sealed(
+        &Message::JsDiscovery {
+            wallclock_us: None,
+            json: &big,
+        },
+        1,
+    );
+    assert!(bomb.len() < 65_000, "{} bytes", bomb.len());
+    s.send_to(&bomb, d.addr).unwrap();
+    wait_counter(&d, "cma_too_large_total", 1);
+    let peer: SocketAddr = "127.0.0.9:1984".parse().unwrap();
+    s.send_to(
+        &sealed(
+            &Message::HbLate {
+                peer,
+                elapsed_us: 1,
+            },
+            2,
+        ),
+        d.addr,
+    )
+    .unwrap();
+    // Its ACK (cumulative, request 2) comes sealed by the CMA's key.
+    let t0 = Instant::now();
+    loop {
+        assert!(t0.elapsed() < DEADLINE, "no ACK for the next report");
+        let got = receive(&s);
+        let Ok(fs) = FrameSetView::new_checked(&got) else {
+            continue;
+        };
+        let mut it = FrameIter::new(fs.frames(), FRAMESET_HEADER_LEN);
+        let _sig = it.next();
+        let Some(Ok(cf)) = it.next() else { continue };
+        let Ok(Frame::Crypt(h)) = Frame::parse(cf.ftype, cf.value) else {
+            continue;
+        };
+        let plain = open_with(&salsa_box(&cma_pub, &secret), &h).unwrap();
+        let f0 = FrameIter::new(&plain, 0).next().unwrap().unwrap();
+        if fs.fstype() == FrameSetType::Ack.to_wire()
+            && let Ok(Frame::ReqId(r)) = Frame::parse(f0.ftype, f0.value)
+            && r.session == 9
+            && r.request == 2
+        {
+            break;
+        }
+    }
+    assert_eq!(counter(&d, "cma_healthy"), 1);
+    d.finish();
+}
