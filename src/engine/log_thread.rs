@@ -405,9 +405,9 @@ impl LogThread {
         // A large inflation in clear is logged as it came (a 1.9 KB
         // datagram, not its 1.8 MB of JSON): what the log syncs, and every
         // other source's ACK waits on, stays the size of what the sender
-        // sent. Whoever reads the record classifies it again (the decider,
-        // off the ACK path). Encrypted ones are logged opened: the log
-        // never needs a key to be read.
+        // sent. The decider is handed its classification (inflated once);
+        // replay after a crash classifies the record again. Encrypted ones
+        // are logged opened: the log never needs a key to be read.
         let as_received = datagram.filter(|_| c.compressed && c.sender_key.is_none());
         let meta = RecordMeta {
             kind: if as_received.is_some() {
