@@ -132,9 +132,11 @@ pub(super) fn logged_of<'a>(
 
 /// What the log thread classified of the FRAMESET records it wrote (a
 /// large inflation in clear, logged as received): handed to the decider
-/// so that it does not inflate them again. Bounded; when full, or when the
-/// decider read the record first, the decider classifies the record itself
-/// (the same result: the handoff saves work, it carries no decision).
+/// so that it does not inflate them again. The log thread hands one over
+/// before it appends the record, so the decider cannot read the record
+/// first. Bounded; when it is full the decider classifies the record
+/// itself (the same result: the handoff saves work, it carries no
+/// decision; `cma_reclassified_total` counts those).
 pub(super) struct Handoff {
     rx: crossbeam_channel::Receiver<(u64, Vec<u8>)>,
     next: Option<(u64, Vec<u8>)>,
@@ -163,7 +165,8 @@ impl Handoff {
                 self.next = Some((l, v));
                 return None;
             }
-            // For a record already decided without it: dropped.
+            // Its record was never appended, or was decided without it:
+            // dropped.
         }
     }
 }
