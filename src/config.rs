@@ -57,8 +57,10 @@ stats_interval_ms = 300000
 retransmit_ms = 2000
 # Give up on an agent after this many transmissions of one instruction (at
 # least 3; at 2 s, 12 tries give up 74 s after the first): the node is shown
-# `unreachable`, taken out of the rings and its queue dropped, until it is
-# heard from again. Bounds what a STARTUP from a forged address draws.
+# `unreachable` and its queue dropped, until it is heard from again. One
+# that never ACKed its SETCONFIG is forgotten (its registration expires).
+# Bounds what a STARTUP from a forged address draws, and how long it holds
+# a place under limits.max_nodes.
 give_up_after = 12
 
 [decider]
@@ -88,7 +90,8 @@ checkpoint_ms = 10000
 registrations_per_s = 256
 registration_burst = 1024
 # Registered addresses at most; STARTUPs from new addresses beyond are
-# dropped and counted (cma_registrations_refused_total).
+# dropped and counted (cma_registrations_refused_total). A registration
+# that never ACKs its SETCONFIG expires (reliable.give_up_after).
 max_nodes = 1000000
 # Bytes of compressed FrameSets inflated per second for one source network
 # (a /24, or an IPv6 /64), and at once (at least 4 MiB, one FrameSet's

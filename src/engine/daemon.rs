@@ -39,7 +39,7 @@ use crate::wal::{RecordKind, RecordMeta, SyncPolicy, Wal, WalConfig};
 use super::decide_thread::{DeciderThread, StoreMsg};
 use super::fatal::Fatal;
 use super::feed::{WallClock, feed, store_effects};
-use super::log_thread::{AckQueue, LogClock, LogThread};
+use super::log_thread::{AckQueue, LogClock, LogThread, Registration};
 use super::send::{Batch, SendSockets};
 pub use super::send::{encode_instruction, switch_discovery_json};
 use super::store_thread::store_loop;
@@ -95,7 +95,7 @@ pub struct Daemon {
     decider: Decider,
     store: Store,
     inbound: HashMap<ConnKey, Inbound>,
-    incarnations: HashMap<SocketAddr, u64>,
+    incarnations: HashMap<SocketAddr, Registration>,
     /// The CMA's keys (`None`: unauthenticated).
     keyring: Option<Arc<crate::crypt::Keyring>>,
     /// Registered addresses with their nodes' key ids.
@@ -327,10 +327,20 @@ impl Daemon {
         for (addr, session, last) in decider.inbound_positions() {
             inbound.insert(ConnKey::new(addr, 0), Inbound::resume(session, 0, last));
         }
-        let incarnations: HashMap<SocketAddr, u64> = decider
+        let replayed = decider.last_lsn();
+        let incarnations: HashMap<SocketAddr, Registration> = decider
             .nodes()
             .iter()
-            .map(|n| (n.addr, n.incarnation))
+            .filter(|n| !n.is_vacant())
+            .map(|n| {
+                (
+                    n.addr,
+                    Registration {
+                        wallclock_us: n.incarnation,
+                        lsn: replayed,
+                    },
+                )
+            })
             .collect();
         let keyring = load_keyring(&config)?;
         let keyed: HashMap<SocketAddr, Vec<Arc<str>>> = decider
@@ -455,6 +465,7 @@ impl Daemon {
             .map_err(err("spawn"))?;
 
         let (handoff_tx, handoff) = super::feed::Handoff::new();
+        let (forget_tx, forget_rx) = crossbeam_channel::unbounded();
         let dctx = DeciderThread {
             wall: WallClock(wall_offset),
             held_wall: VecDeque::new(),
@@ -473,6 +484,7 @@ impl Daemon {
             spin: config.decider.spin,
             keyring: keyring.clone(),
             handoff,
+            forget: forget_tx,
         };
         let guard = fatal.clone();
         let decider_thread = thread::Builder::new()
@@ -524,6 +536,7 @@ impl Daemon {
             sync_thread: background,
             syncer: sync_thread.as_ref().map(|t| t.thread().clone()),
             incarnations,
+            forget: forget_rx,
             wal,
             inbound,
             send,

@@ -48,6 +48,9 @@ pub(super) struct DeciderThread {
     pub(super) keyring: Option<Arc<crate::crypt::Keyring>>,
     /// What the log thread classified of the records it logged as received.
     pub(super) handoff: super::feed::Handoff,
+    /// To the log thread: registrations forgotten, (address, the LSN that
+    /// decided it).
+    pub(super) forget: Sender<(std::net::SocketAddr, u64)>,
 }
 
 impl DeciderThread {
@@ -178,7 +181,7 @@ impl DeciderThread {
 
     pub(super) fn publish_figures(&self, latency: &hdrhistogram::Histogram<u64>) {
         let mut by: std::collections::BTreeMap<&'static str, u64> = Default::default();
-        for n in self.decider.nodes() {
+        for n in self.decider.nodes().iter().filter(|n| !n.is_vacant()) {
             *by.entry(crate::store::status_name(&n.health)).or_default() += 1;
         }
         let topo = self.decider.topology();
@@ -231,6 +234,12 @@ impl DeciderThread {
                 log::warn!("{}", describe(&self.decider, n))
             }
             Effect::Notice(n) => log::info!("{}", describe(&self.decider, n)),
+            Effect::Forget { addr, lsn, .. } => {
+                // Unbounded, and never waited on: registrations are
+                // limited, and the log thread takes these every pass. Gone
+                // only when the log thread is (the daemon is stopping).
+                let _ = self.forget.send((*addr, *lsn));
+            }
             Effect::Row(_)
             | Effect::Ring { .. }
             | Effect::Discovery { .. }
@@ -292,6 +301,15 @@ pub(super) fn describe(d: &Decider, n: &crate::decide::decider::Notice) -> Strin
         N::GaveUp { node, tries } => format!(
             "{} never ACKed an instruction sent {tries} times: unreachable, out of the rings until it is heard from",
             name(node)
+        ),
+        N::Forgotten {
+            hostname,
+            addr,
+            tries,
+            ..
+        } => format!(
+            "{} ({addr}) never ACKed its configuration, sent {tries} times: registration forgotten (a forged or unreachable STARTUP; a real agent registers again with its next)",
+            crate::text::clean(hostname)
         ),
         N::Late { node, reporter } => {
             format!("{} late heartbeats seen by {}", name(node), name(reporter))

@@ -182,6 +182,7 @@ pub(super) fn store_effects(mut effects: Vec<Effect>) -> Vec<Effect> {
                 | Effect::Notice(_)
                 | Effect::Discovery { .. }
                 | Effect::Stats { .. }
+                | Effect::Forget { .. }
         )
     });
     effects

@@ -132,8 +132,13 @@ impl LogClock {
 
 pub(super) struct LogThread {
     pub(super) wal: Wal,
-    /// The WALLCLOCK of each agent's last STARTUP.
-    pub(super) incarnations: HashMap<SocketAddr, u64>,
+    /// Registered addresses: the WALLCLOCK of each one's last STARTUP and
+    /// the LSN it was logged at (the decider forgets a registration as of
+    /// an LSN: see `forget`).
+    pub(super) incarnations: HashMap<SocketAddr, Registration>,
+    /// From the decider: registrations it forgot (never ACKed their
+    /// SETCONFIG), with the LSN that decided it.
+    pub(super) forget: crossbeam_channel::Receiver<(SocketAddr, u64)>,
     /// Registrations per source network.
     pub(super) registrations: RegistrationLimiter,
     /// Inflated bytes per source network (`limits.inflate_*`).
@@ -186,6 +191,16 @@ pub(super) struct LogThread {
     pub(super) auth_warned: HashSet<String>,
     /// Classifies large compressed FrameSets off this thread.
     pub(super) inflater: Inflater,
+}
+
+/// A registered address, as the log thread knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Registration {
+    /// Its last STARTUP's WALLCLOCK.
+    pub(super) wallclock_us: u64,
+    /// The LSN of its last STARTUP logged (at a restart: the last LSN
+    /// replayed, which every forgetting already seen precedes).
+    pub(super) lsn: u64,
 }
 
 /// Records of one pass the log thread syncs itself when the sync thread
@@ -286,6 +301,7 @@ impl LogThread {
                 // And again: its held effects can leave now.
                 self.decider.unpark();
             }
+            self.forget_registrations();
             let rel = self.release_lsn.load(Ordering::Acquire);
             if rel > released {
                 match self.wal.release_through(rel) {
@@ -307,6 +323,26 @@ impl LogThread {
         self.send_durable_acks();
         self.decider.unpark();
         Ok(())
+    }
+
+    /// Addresses the decider holds no node at any more (a registration
+    /// that never ACKed its SETCONFIG, a STARTUP it refused, an address a
+    /// node moved from): a stranger again (no registration, receiving
+    /// state or keys), unless it sent a STARTUP logged after the decision
+    /// (the decider reads that one next). The LSN of a registration
+    /// rebuilt at a restart is the last replayed, so what was decided in
+    /// the replay is not forgotten twice.
+    pub(super) fn forget_registrations(&mut self) {
+        while let Ok((addr, lsn)) = self.forget.try_recv() {
+            if self.incarnations.get(&addr).is_some_and(|r| r.lsn <= lsn) {
+                self.incarnations.remove(&addr);
+                self.keyed.remove(&addr);
+                for q in 0..=QUEUE_ID_MAX {
+                    self.inbound.remove(&ConnKey::new(addr, q));
+                }
+                self.counters.forgotten.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     pub(super) fn publish(&self, io: &IoHandle) {
@@ -507,7 +543,7 @@ impl LogThread {
                 if fstype == FrameSetType::Startup.to_wire()
                     && let Ok(Message::Startup(st)) = c.message()
                 {
-                    let known = self.incarnations.get(&peer).copied();
+                    let known = self.incarnations.get(&peer).map(|r| r.wallclock_us);
                     let registers = known != Some(st.wallclock_us);
                     if registers {
                         if known.is_none() && self.incarnations.len() >= self.max_nodes {
@@ -530,9 +566,20 @@ impl LogThread {
                         return Ok(());
                     }
                     if registers {
-                        self.incarnations.insert(peer, st.wallclock_us);
                         self.inbound.remove(&ConnKey::new(peer, 0));
                     }
+                    // Its LSN: a forgetting decided before the decider
+                    // read this STARTUP leaves the registration alone.
+                    if let Some(lsn) = self.log_classified(&meta, &c, as_received)? {
+                        self.incarnations.insert(
+                            peer,
+                            Registration {
+                                wallclock_us: st.wallclock_us,
+                                lsn,
+                            },
+                        );
+                    }
+                    return Ok(());
                 }
                 // Heartbeats are for agents, not for the CMA: counted (by
                 // type), not logged.

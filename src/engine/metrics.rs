@@ -103,6 +103,8 @@ pub struct Metrics {
     pub auth_unsendable: AtomicU64,
     /// Registrations from new addresses past `limits.max_nodes`, dropped.
     pub registrations_refused: AtomicU64,
+    /// Registrations forgotten: they never ACKed their SETCONFIG.
+    pub forgotten: AtomicU64,
     /// 1 once a thread failed (the daemon stops; no more ACKs).
     pub failed: AtomicU64,
     /// ACKs not sent because a thread had failed.
@@ -148,6 +150,7 @@ impl Default for Metrics {
             auth_refused: AtomicU64::new(0),
             auth_unsendable: AtomicU64::new(0),
             registrations_refused: AtomicU64::new(0),
+            forgotten: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             acks_withheld: AtomicU64::new(0),
             decider: Mutex::new(DeciderFigures::default()),
@@ -345,6 +348,11 @@ impl Metrics {
                 "cma_registrations_refused_total",
                 "STARTUPs from new addresses past limits.max_nodes, dropped.",
                 get(&self.registrations_refused),
+            ),
+            (
+                "cma_registrations_forgotten_total",
+                "Registrations forgotten: never ACKed their SETCONFIG (reliable.give_up_after transmissions: forged or unreachable STARTUPs), refused by the decider, or left by a node that moved. Their addresses count against limits.max_nodes no more.",
+                get(&self.forgotten),
             ),
             (
                 "cma_acks_withheld_total",

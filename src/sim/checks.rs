@@ -87,6 +87,9 @@ impl Sim {
     pub(super) fn audit_sample(&mut self) {
         let mut seen = Vec::new();
         for (id, n) in self.decider.nodes().iter().enumerate() {
+            if n.is_vacant() {
+                continue;
+            }
             let a = self.node_agent[id];
             let ag = &self.agents[a as usize];
             let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
@@ -138,6 +141,9 @@ impl Sim {
         }
         let mut problem = None;
         for (id, n) in self.decider.nodes().iter().enumerate() {
+            if n.is_vacant() {
+                continue;
+            }
             let a = self.node_agent[id];
             let ag = &self.agents[a as usize];
             let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
@@ -213,6 +219,9 @@ impl Sim {
     pub(super) fn check_agents_match_rings(&mut self) {
         let mut problems = Vec::new();
         for (id, n) in self.decider.nodes().iter().enumerate() {
+            if n.is_vacant() {
+                continue;
+            }
             let a = self.node_agent[id];
             let ag = &self.agents[a as usize];
             let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);

@@ -130,7 +130,8 @@ impl Sim {
                 Effect::Row(_)
                 | Effect::Ring { .. }
                 | Effect::Discovery { .. }
-                | Effect::Stats { .. } => {}
+                | Effect::Stats { .. }
+                | Effect::Forget { .. } => {}
             }
         }
         self.effects = effects;
@@ -155,12 +156,18 @@ impl Sim {
 
     pub(super) fn notice(&mut self, n: &Notice) {
         match n {
-            Notice::GaveUp { .. } => self.report.gave_up += 1,
+            Notice::GaveUp { .. } | Notice::Forgotten { .. } => self.report.gave_up += 1,
             Notice::Joined(id) => {
                 let addr = self.decider.node(*id).expect("joined node").addr;
                 let a = self.by_addr[&addr];
-                debug_assert_eq!(self.node_agent.len(), *id as usize);
-                self.node_agent.push(a);
+                // A forgotten registration's slot is reused.
+                match self.node_agent.get_mut(*id as usize) {
+                    Some(slot) => *slot = a,
+                    None => {
+                        debug_assert_eq!(self.node_agent.len(), *id as usize);
+                        self.node_agent.push(a);
+                    }
+                }
             }
             Notice::Dead { node, .. } => {
                 let a = self.node_agent[*node as usize];

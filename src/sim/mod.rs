@@ -741,6 +741,9 @@ impl Sim {
             let mut problems = Vec::new();
             for id in ids {
                 let n = &self.decider.nodes()[id];
+                if n.is_vacant() {
+                    continue;
+                }
                 let a = self.node_agent[id];
                 let in_service = !matches!(n.health, Health::Dead(_) | Health::Left);
                 if in_service != self.agents[a as usize].alive {

@@ -49,6 +49,18 @@ pub(super) fn apply_in(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut unlink = tx.prepare_cached("DELETE FROM ring_links WHERE node = ?1")?;
+        // A forgotten registration's slot: nothing of it is kept (its id
+        // is reused by the next registration).
+        let mut vacate = [
+            "DELETE FROM nodes WHERE id = ?1",
+            "DELETE FROM node_state WHERE id = ?1",
+            "DELETE FROM stats WHERE node = ?1",
+            "DELETE FROM discovery WHERE node = ?1",
+            "DELETE FROM ring_links WHERE node = ?1",
+        ]
+        .into_iter()
+        .map(|q| tx.prepare_cached(q))
+        .collect::<Result<Vec<_>, _>>()?;
         let superseded = superseded_states(applied, batch);
         for (i, a) in batch.iter().enumerate() {
             if a.lsn <= applied {
@@ -134,6 +146,13 @@ pub(super) fn apply_in(
                     }
                     Effect::Discovery { node, json } => {
                         disc.execute(params![node, discovery_name(json), a.lsn as i64, json])?;
+                    }
+                    Effect::Forget {
+                        node: Some(node), ..
+                    } => {
+                        for q in &mut vacate {
+                            q.execute([node])?;
+                        }
                     }
                     _ => {}
                 }

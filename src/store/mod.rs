@@ -220,6 +220,7 @@ fn notice_kind(n: &Notice) -> (&'static str, Option<u32>) {
         Notice::CutOff(i) => ("cut_off", Some(*i)),
         Notice::Reconnected(i) => ("reconnected", Some(*i)),
         Notice::GaveUp { node, .. } => ("gave_up", Some(*node)),
+        Notice::Forgotten { node, .. } => ("forgotten", Some(*node)),
         Notice::Late { node, .. } => ("late", Some(*node)),
         Notice::Drift { node, .. } => ("drift", Some(*node)),
         Notice::Refused { node, .. } => ("refused", Some(*node)),

@@ -713,6 +713,112 @@ fn startup_storms_are_limited_per_network_and_in_number() {
     );
 }
 
+/// A registration that never ACKs its SETCONFIG (a STARTUP from a forged
+/// source address) is forgotten when the CMA gives up on it: its address
+/// no longer counts against `max_nodes`, its slot is reused and the store
+/// keeps nothing of it. Before, forged STARTUPs filled the registry for
+/// good and real nodes were refused.
+#[test]
+fn registrations_that_never_ack_expire_and_free_their_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.limits.max_nodes = 5;
+    c.reliable.retransmit_ms = 1000;
+    c.reliable.give_up_after = 3;
+    let d = start_with(c);
+    let metrics = d.metrics.unwrap();
+    let counter = |name: &str| {
+        http_get(metrics, "/metrics")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    // Five forged STARTUPs fill the registry; a sixth is refused.
+    let forged: Vec<UdpSocket> = (1..=6)
+        .map(|i| {
+            let s = UdpSocket::bind(format!("127.0.91.{i}:0")).unwrap();
+            let at = s.local_addr().unwrap();
+            s.send_to(&startup_of(&format!("forged{i}"), at), d.addr)
+                .unwrap();
+            s
+        })
+        .collect();
+    let t0 = Instant::now();
+    while counter("cma_registrations_refused_total") < 1 {
+        assert!(t0.elapsed() < DEADLINE, "max_nodes did not hold");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each is sent its SETCONFIG three times, never ACKed: forgotten.
+    let t0 = Instant::now();
+    while counter("cma_registrations_forgotten_total") < 5 {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the forged registrations did not expire"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What a forged STARTUP drew (all of it arrived before the give-up).
+    forged[0].set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let drawn = std::iter::from_fn(|| forged[0].recv(&mut buf).ok()).count();
+    assert_eq!(drawn, 3, "the SETCONFIG, sent three times");
+    // A real agent joins in their place, and is placed.
+    let agents = join_all(d.addr, 2);
+    assert_eq!(counter("cma_registrations_refused_total"), 1);
+    d.finish();
+    drop((forged, agents));
+    let s = Store::open_read_only(&dir.path().join("cma.sqlite")).unwrap();
+    let mut nodes = s.nodes().unwrap();
+    nodes.sort_by_key(|n| n.id);
+    let names: Vec<&str> = nodes.iter().map(|n| n.hostname.as_str()).collect();
+    assert_eq!(names, ["agent0", "agent1"]);
+    // In the forgotten slots (the lowest first).
+    assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), [0, 1]);
+}
+
+/// A STARTUP the decider refuses (here: it names a listen address that is
+/// not its source's) leaves its source no registration: forged ones
+/// cannot fill `max_nodes`.
+#[test]
+fn refused_startups_hold_no_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.limits.max_nodes = 3;
+    let d = start_with(c);
+    let metrics = d.metrics.unwrap();
+    let elsewhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // One after another, each forgotten before the next: more than
+    // max_nodes of them, and then max_nodes real agents, all registered.
+    let mut forged = Vec::new();
+    for i in 1..=4 {
+        let s = UdpSocket::bind(format!("127.0.92.{i}:0")).unwrap();
+        s.send_to(&startup_of(&format!("forged{i}"), elsewhere), d.addr)
+            .unwrap();
+        forged.push(s);
+        let t0 = Instant::now();
+        while !http_get(metrics, "/metrics")
+            .contains(&format!("cma_registrations_forgotten_total {i}"))
+        {
+            assert!(
+                t0.elapsed() < DEADLINE,
+                "a refused STARTUP kept its place:\n{}",
+                http_get(metrics, "/metrics")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let agents = join_all(d.addr, 3);
+    assert!(http_get(metrics, "/metrics").contains("cma_registrations_refused_total 0"));
+    d.finish();
+    drop((forged, agents));
+}
+
 /// An address that never registered gets no connection, no record and no
 /// ACK, whatever it sends (here: reports over fifty queue ids).
 #[test]

@@ -24,6 +24,7 @@ impl Decider {
     pub fn inbound_positions(&self) -> Vec<(SocketAddr, u32, u64)> {
         self.nodes
             .iter()
+            .filter(|n| !n.is_vacant())
             .filter_map(|n| n.inbound.map(|(s, r)| (n.addr, s, r)))
             .collect()
     }
@@ -272,6 +273,7 @@ impl Decider {
             counters: g.counters,
             dirty: Vec::new(),
             unsaved_groups: UnsavedGroups::default(),
+            free: BTreeSet::new(),
         };
         d.reindex();
         d.check()
@@ -283,7 +285,12 @@ impl Decider {
         let key = IndexHasher(self.cfg.index_key);
         self.by_addr = Index::with_capacity_and_hasher(self.nodes.len(), key);
         self.by_host = Index::with_capacity_and_hasher(self.nodes.len(), key);
+        self.free.clear();
         for (i, n) in self.nodes.iter().enumerate() {
+            if n.is_vacant() {
+                self.free.insert(i as NodeId);
+                continue;
+            }
             self.by_addr.insert(n.addr, i as NodeId);
             self.by_host.insert(n.hostname.clone(), i as NodeId);
         }

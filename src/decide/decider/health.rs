@@ -504,6 +504,11 @@ impl Decider {
     /// held, goes unanswered).
     pub(super) fn give_up(&mut self, id: NodeId, tries: u32, out: &mut Vec<Effect>) {
         self.counters.gave_up += 1;
+        if self.nodes[id as usize].unconfirmed.is_some() {
+            // Never reachable and consenting: not kept ([`Decider::forget`]).
+            self.forget(id, tries, out);
+            return;
+        }
         out.push(Effect::Notice(Notice::GaveUp { node: id, tries }));
         let ring = self.ring_addrs(id);
         let n = self.nodes.get_mut(id as usize);

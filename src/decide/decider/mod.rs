@@ -34,7 +34,7 @@ use crate::reliable::{RetransmitPolicy, normalize};
 
 /// Bumped whenever a change to this module could change effects for the
 /// same log (logged in the CONFIG record, so replay knows).
-pub const DECIDER_VERSION: u32 = 2;
+pub const DECIDER_VERSION: u32 = 3;
 
 /// How many group members are probed before a representative is declared
 /// dead (rule 6).
@@ -160,7 +160,58 @@ pub struct StateSummary {
     pub dead: u32,
 }
 
+/// Where a node without an address of its own is parked: `::N`, port 0
+/// (no agent uses it), unique per id.
+fn parked_addr(id: NodeId) -> SocketAddr {
+    SocketAddr::new(IpAddr::from((u128::from(id) + 1).to_be_bytes()), 0)
+}
+
 impl Node {
+    /// A node as its first STARTUP registers it: up, unplaced, nothing
+    /// sent yet.
+    fn new(hostname: String, addr: SocketAddr, incarnation: u64, now_ms: u64) -> Node {
+        Node {
+            hostname,
+            addr,
+            incarnation,
+            health: Health::Up,
+            subnet: None,
+            switch: None,
+            last_heard_ms: now_ms,
+            out: OutQueue::default(),
+            inbound: None,
+            probe_from: None,
+            stale_peers: Vec::new(),
+            speaks_hbstate: false,
+            last_state: None,
+            drift: 0,
+            refused: None,
+            naks: 0,
+            nak_retry_at: None,
+            degraded: None,
+            contest: None,
+            conflict: None,
+            unconfirmed: None,
+            nics: Vec::new(),
+            gave_up: false,
+            key_id: None,
+            dirty: false,
+        }
+    }
+
+    /// The slot of a forgotten node ([`Decider::forget`]): no name, parked,
+    /// out of service, in no index; the next registration takes it.
+    fn vacant(id: NodeId) -> Node {
+        let mut n = Node::new(String::new(), parked_addr(id), 0, 0);
+        n.health = Health::Left;
+        n
+    }
+
+    /// A vacant slot (no node: see [`Node::vacant`]).
+    pub fn is_vacant(&self) -> bool {
+        self.hostname.is_empty()
+    }
+
     fn group_key(&self) -> GroupKey {
         match (&self.switch, &self.subnet) {
             (Some((chassis, _)), _) => GroupKey::Switch(chassis.clone()),
@@ -227,6 +278,9 @@ pub struct Decider {
     /// Groups changed since the last incremental checkpoint.
     #[serde(skip)]
     unsaved_groups: checkpoint::UnsavedGroups,
+    /// Vacant slots (rebuilt on import: the vacant nodes).
+    #[serde(skip)]
+    free: BTreeSet<NodeId>,
 }
 
 impl Decider {
@@ -251,6 +305,7 @@ impl Decider {
             counters: Counters::default(),
             dirty: Vec::new(),
             unsaved_groups: checkpoint::UnsavedGroups::default(),
+            free: BTreeSet::new(),
         }
     }
 
@@ -284,7 +339,7 @@ impl Decider {
         self.nodes.get(id as usize)
     }
 
-    /// All nodes, by id.
+    /// All nodes, by id (vacant slots among them: [`Node::is_vacant`]).
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
@@ -339,7 +394,8 @@ impl Decider {
     /// with a row among `effects`): the indexes cover the registry, and a
     /// changed node is placed exactly when it is in service, in its group.
     pub fn check_changed(&self, effects: &[Effect]) -> Result<(), String> {
-        if self.by_addr.len() != self.nodes.len() || self.by_host.len() != self.nodes.len() {
+        let live = self.nodes.len() - self.free.len();
+        if self.by_addr.len() != live || self.by_host.len() != live {
             return Err("the indexes and the registry differ in size".into());
         }
         for e in effects {
@@ -374,6 +430,22 @@ impl Decider {
             .nodes
             .get(id as usize)
             .ok_or_else(|| format!("a row for node {id}, which does not exist"))?;
+        if n.is_vacant() != self.free.contains(&id) {
+            return Err(format!(
+                "node {id} is vacant={} but free={}",
+                n.is_vacant(),
+                self.free.contains(&id)
+            ));
+        }
+        if n.is_vacant() {
+            return match self.topo.group_of(id) {
+                Some(_) => Err(format!("vacant slot {id} is placed")),
+                None if self.by_addr.contains_key(&n.addr) => {
+                    Err(format!("vacant slot {id} holds an address"))
+                }
+                None => Ok(()),
+            };
+        }
         let group = self.topo.group_of(id);
         let placed = group.is_some();
         if (n.in_service() && n.degraded.is_none() && n.unconfirmed.is_none()) != placed {
@@ -397,7 +469,8 @@ impl Decider {
         for id in 0..self.nodes.len() {
             self.check_node(id as NodeId)?;
         }
-        if self.by_addr.len() != self.nodes.len() || self.by_host.len() != self.nodes.len() {
+        let live = self.nodes.len() - self.free.len();
+        if self.by_addr.len() != live || self.by_host.len() != live {
             return Err("indexes hold unknown nodes".into());
         }
         Ok(())
@@ -413,6 +486,21 @@ impl Decider {
     ) {
         if let Message::Startup(s) = message {
             self.on_startup(from, s, out);
+            // Refused (a name or address held by another, a key, a bad
+            // name): its source holds no registration (the log thread
+            // made one when it logged the STARTUP).
+            if !self.by_addr.contains_key(&from)
+                && self
+                    .by_host
+                    .get(s.hostname)
+                    .is_none_or(|&id| self.nodes[id as usize].addr.ip() != from.ip())
+            {
+                out.push(Effect::Forget {
+                    node: None,
+                    addr: from,
+                    lsn: self.last_lsn,
+                });
+            }
             return;
         }
         let Some(&id) = self.by_addr.get(&from) else {

@@ -110,6 +110,14 @@ impl Decider {
             }
             self.by_addr.remove(&old_addr);
             self.claim_addr(addr, id, out);
+            if old_addr != addr && !self.by_addr.contains_key(&old_addr) {
+                // Moved: the old address is nobody's now.
+                out.push(Effect::Forget {
+                    node: None,
+                    addr: old_addr,
+                    lsn: self.last_lsn,
+                });
+            }
             let n = self.nodes.get_mut(id as usize);
             // Heartbeat starts in flight to the old process may have
             // reached the new one at the same address (it accepts any first
@@ -148,38 +156,76 @@ impl Decider {
             return;
         }
         let (subnet, nics) = netconfig(addr.ip());
-        let id = self.nodes.len() as NodeId;
-        self.nodes.push(Node {
-            hostname: s.hostname.to_string(),
-            addr,
-            incarnation: s.wallclock_us,
-            health: Health::Up,
-            subnet,
-            switch: None,
-            last_heard_ms: self.now_ms,
-            out: OutQueue::default(),
-            inbound: None,
-            probe_from: None,
-            stale_peers: Vec::new(),
-            speaks_hbstate,
-            last_state: None,
-            drift: 0,
-            refused: None,
-            naks: 0,
-            nak_retry_at: None,
-            degraded: None,
-            contest: None,
-            conflict: None,
-            unconfirmed: None,
-            nics,
-            gave_up: false,
-            key_id: key_id.map(str::to_string),
-            dirty: false,
-        });
+        let mut n = Node::new(s.hostname.to_string(), addr, s.wallclock_us, self.now_ms);
+        n.subnet = subnet;
+        n.speaks_hbstate = speaks_hbstate;
+        n.nics = nics;
+        n.key_id = key_id.map(str::to_string);
+        // A slot a forgotten registration left is taken first (the lowest:
+        // the same in every replay), so the registry is as large as what
+        // is registered, not as every STARTUP ever received.
+        let id = match self.free.pop_first() {
+            Some(id) => {
+                *self.nodes.get_mut(id as usize) = n;
+                id
+            }
+            None => {
+                self.nodes.push(n);
+                (self.nodes.len() - 1) as NodeId
+            }
+        };
         self.by_host.insert(s.hostname.to_string(), id);
         self.claim_addr(addr, id, out);
         out.push(Effect::Notice(Notice::Joined(id)));
         self.greet_and_place(id, Vec::new(), out);
+    }
+
+    /// Node `id` never ACKed its SETCONFIG, sent `tries` times: forgotten.
+    /// A STARTUP from a forged source address, or from an agent that cannot
+    /// be reached, registers a node that can never answer; kept, such
+    /// registrations would fill the registry (`limits.max_nodes`) and
+    /// refuse real nodes. It was never placed, so no ring changes; its
+    /// slot is left vacant for the next registration, its host name and
+    /// address are free, and the log thread is told to forget the address
+    /// (its receiving state and registration: [`Effect::Forget`]). A real
+    /// agent that was only slow keeps sending its STARTUP (a nanoprobe
+    /// does every 5 s until it has its configuration) and registers anew.
+    pub(super) fn forget(&mut self, id: NodeId, tries: u32, out: &mut Vec<Effect>) {
+        let n = &self.nodes[id as usize];
+        debug_assert!(
+            self.topo.group_of(id).is_none(),
+            "a forgotten node was placed"
+        );
+        self.counters.forgotten += 1;
+        out.push(Effect::Notice(Notice::Forgotten {
+            node: id,
+            hostname: n.hostname.clone(),
+            addr: n.addr,
+            tries,
+        }));
+        out.push(Effect::Forget {
+            node: Some(id),
+            addr: n.addr,
+            lsn: self.last_lsn,
+        });
+        self.by_host.remove(&n.hostname);
+        if self.by_addr.get(&n.addr) == Some(&id) {
+            self.by_addr.remove(&n.addr);
+        }
+        *self.nodes.get_mut(id as usize) = Node::vacant(id);
+        self.free.insert(id);
+        // Ids are reused: nothing may still name this one.
+        self.agreed.retain(|k, v| *k != id && *v != id);
+        self.martian_repairs
+            .retain(|(a, b), _| *a != id && *b != id);
+        for list in self.recent_suspects.values_mut() {
+            list.retain(|(_, x)| *x != id);
+        }
+        self.recent_suspects.retain(|_, l| !l.is_empty());
+        for list in self.cut_off.values_mut() {
+            list.retain(|x| *x != id);
+        }
+        self.cut_off.retain(|_, l| !l.is_empty());
     }
 
     /// `addr` now belongs to `id`; a node that had it is gone (its host was
@@ -192,9 +238,7 @@ impl Decider {
             let h = self.nodes[old as usize].health;
             let e = self.nodes.get_mut(old as usize).health.on_shutdown();
             self.apply(old, h, e, out);
-            // Park it on an address no agent uses (`::N`, port 0), unique
-            // per id.
-            let parked = SocketAddr::new(IpAddr::from((u128::from(old) + 1).to_be_bytes()), 0);
+            let parked = parked_addr(old);
             self.nodes.get_mut(old as usize).addr = parked;
             self.by_addr.insert(parked, old);
         }

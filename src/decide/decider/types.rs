@@ -189,6 +189,20 @@ pub enum Effect {
         /// The JSON.
         json: String,
     },
+    /// No node holds `addr` any more: the daemon forgets the address's
+    /// registration and receiving state, unless a STARTUP from it was
+    /// logged after `lsn`. A registration that never ACKed its SETCONFIG
+    /// (its slot is vacant: the store drops its rows, the id is reused), a
+    /// STARTUP the decider refused (its source registered nothing), or an
+    /// address a node moved away from.
+    Forget {
+        /// The vacant slot, if a node was forgotten.
+        node: Option<NodeId>,
+        /// The address it registered from.
+        addr: SocketAddr,
+        /// The record that decided it.
+        lsn: u64,
+    },
 }
 
 /// A node as the store keeps it.
@@ -303,6 +317,19 @@ pub enum Notice {
         /// The node.
         node: NodeId,
         /// Transmissions of the instruction it never ACKed.
+        tries: u32,
+    },
+    /// A registration that never ACKed its SETCONFIG, sent `tries` times
+    /// (a STARTUP from a forged address, or an agent that cannot be
+    /// reached): forgotten, its slot vacant (see [`Effect::Forget`]).
+    Forgotten {
+        /// The slot it had.
+        node: NodeId,
+        /// Its host name.
+        hostname: String,
+        /// The address it registered from.
+        addr: SocketAddr,
+        /// Transmissions of the SETCONFIG.
         tries: u32,
     },
     /// A late-heartbeat warning about a node.
@@ -426,4 +453,7 @@ pub struct Counters {
     /// `give_up_after` transmissions).
     #[serde(default)]
     pub gave_up: u64,
+    /// Of those, registrations forgotten (never ACKed their SETCONFIG).
+    #[serde(default)]
+    pub forgotten: u64,
 }

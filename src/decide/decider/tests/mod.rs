@@ -195,6 +195,20 @@ impl T {
     }
 }
 
+/// The addresses `e` tells the daemon to forget; the rest of `e`.
+fn split_forgets(e: &[Effect]) -> (Vec<SocketAddr>, Vec<Effect>) {
+    let (f, rest): (Vec<&Effect>, Vec<&Effect>) =
+        e.iter().partition(|e| matches!(e, Effect::Forget { .. }));
+    let addrs = f
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Forget { addr, .. } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    (addrs, rest.into_iter().cloned().collect())
+}
+
 fn notices(e: &[Effect]) -> Vec<Notice> {
     e.iter()
         .filter_map(|e| match e {

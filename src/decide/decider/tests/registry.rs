@@ -190,7 +190,8 @@ fn a_startup_for_another_address_is_refused() {
             features: None,
         }),
     );
-    assert!(e.is_empty());
+    // Nothing but: its source registered nothing.
+    assert_eq!(split_forgets(&e), (vec![addr(9)], vec![]));
     assert_eq!(t.d.counters().startup_mismatch, 1);
     assert_eq!(t.health(1), Health::Up);
 }
@@ -199,8 +200,10 @@ fn a_startup_for_another_address_is_refused() {
 fn a_clone_of_a_live_host_is_refused_once_the_host_answers() {
     let mut t = fleet(3);
     let e = clone_startup(&mut t, 99);
-    // Nothing for the clone; the node where it is gets probed.
+    // Nothing for the clone (its source registered nothing); the node
+    // where it is gets probed.
     assert!(sends_to(&e, addr(9)).is_empty());
+    assert_eq!(split_forgets(&e).0, vec![addr(9)]);
     assert_eq!(sends_to(&e, addr(1)), vec![Instruction::Probe]);
     let probe = t.d.node(t.id(1)).unwrap().out.next_request() - 1;
     let e = t.ack(addr(1), probe);
@@ -216,7 +219,7 @@ fn a_clone_of_a_live_host_is_refused_once_the_host_answers() {
     for k in 1..5 {
         t.now += 5_000 * k;
         let e = clone_startup(&mut t, 99 + k);
-        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(split_forgets(&e), (vec![addr(9)], vec![]), "{e:?}");
     }
     let n = t.d.node(t.id(1)).unwrap();
     assert_eq!(
@@ -233,11 +236,16 @@ fn a_host_that_moved_takes_its_node_once_the_old_address_stays_silent() {
     clone_startup(&mut t, 99);
     // Within the window: still waiting.
     t.now += 1;
-    assert!(clone_startup(&mut t, 99).is_empty());
+    assert_eq!(
+        split_forgets(&clone_startup(&mut t, 99)),
+        (vec![addr(9)], vec![])
+    );
     t.now += t.d.fcfg.window_ms;
     let e = clone_startup(&mut t, 99);
     assert!(notices(&e).contains(&Notice::Restarted(id)));
     assert_eq!(t.d.node(id).unwrap().addr, addr(9));
+    // The address it left is nobody's now.
+    assert_eq!(split_forgets(&e).0, vec![addr(1)]);
     assert!(
         matches!(sends_to(&e, addr(9))[..], [Instruction::SetConfig(_)]),
         "{e:?}"
@@ -260,7 +268,7 @@ fn an_empty_or_overlong_host_name_is_refused_and_counted() {
                 features: None,
             }),
         );
-        assert!(e.is_empty());
+        assert_eq!(split_forgets(&e), (vec![addr(1)], vec![]));
     }
     assert_eq!(t.d.counters().bad_hostname, 2);
     assert!(t.d.nodes().is_empty());
@@ -345,4 +353,49 @@ fn subnet_of_reads_netconfig() {
     assert_eq!(subnet_of("not json", "192.0.2.2".parse().unwrap()), None);
     let odd = r#"{"data":{"eth0":{"ipaddrs":{"192.0.2.2/99":{},"x/24":{}}}}}"#;
     assert_eq!(subnet_of(odd, "192.0.2.2".parse().unwrap()), None);
+}
+
+#[test]
+fn forgotten_registrations_leave_slots_that_checkpoints_keep_and_joins_reuse() {
+    let mut t = fleet(3);
+    let mut rows = CheckpointRows::default();
+    rows.apply(&t.d.take_checkpoint());
+    // Two STARTUPs that never ACK (forged sources): given up, forgotten.
+    t.startup(8, 108);
+    t.startup(9, 109);
+    let (a, b) = (t.id(8), t.id(9));
+    let e = t.tick_for(600_000);
+    let forgotten: Vec<(Option<NodeId>, SocketAddr)> = e
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Forget { node, addr, .. } => Some((*node, *addr)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forgotten, vec![(Some(a), addr(8)), (Some(b), addr(9))]);
+    assert!(t.d.node(a).unwrap().is_vacant() && t.d.node(b).unwrap().is_vacant());
+    assert_eq!(t.d.node_at(addr(8)), None);
+    t.d.check().unwrap();
+    // The checkpoint keeps the vacant slots as such.
+    rows.apply(&t.d.take_checkpoint());
+    let back = Decider::from_rows(&rows).unwrap();
+    assert!(back.equivalent(&t.d));
+    // A newcomer (and the same host again) takes the lowest vacant slot,
+    // live and rebuilt alike: the registry does not grow.
+    let mut r = T {
+        d: back,
+        lsn: t.lsn,
+        now: t.now,
+        out: Vec::new(),
+        keyed: false,
+    };
+    for x in [&mut t, &mut r] {
+        assert_eq!(notices(&x.startup(7, 107)), vec![Notice::Joined(a.min(b))]);
+        assert_eq!(notices(&x.startup(8, 118)), vec![Notice::Joined(a.max(b))]);
+        assert_eq!(x.d.nodes().len(), 5);
+        x.settle();
+        assert!(x.d.topology().group_of(x.id(7)).is_some());
+        x.d.check().unwrap();
+    }
+    assert!(r.d.equivalent(&t.d));
 }

@@ -82,6 +82,7 @@ fn a_live_agent_declared_dead_is_moved_to_a_new_session_and_its_ring_reasserted(
 fn an_unanswered_stranger_is_resent_with_back_off_then_given_up() {
     let mut t = fleet(3);
     let e = t.startup(9, 5);
+    let id = t.id(9);
     let first = sent_with_ids(&e, addr(9));
     assert_eq!(first.len(), 1, "its SETCONFIG");
     let start = t.now;
@@ -104,26 +105,30 @@ fn an_unanswered_stranger_is_resent_with_back_off_then_given_up() {
             0, 2000, 4000, 6000, 10_000, 18_000, 26_000, 34_000, 42_000, 50_000, 58_000, 66_000
         ]
     );
-    let id = t.id(9);
+    // It never ACKed its SETCONFIG: forgotten, not kept unreachable.
     assert_eq!(
         all,
-        vec![Notice::GaveUp {
+        vec![Notice::Forgotten {
             node: id,
+            hostname: "host9".into(),
+            addr: addr(9),
             tries: 12
         }]
     );
     assert_eq!(t.d.counters().gave_up, 1);
+    assert_eq!(t.d.counters().forgotten, 1);
     assert_eq!(t.d.counters().retransmits, 11);
-    assert!(t.d.node(id).unwrap().gave_up);
+    assert!(t.d.node(id).unwrap().is_vacant());
+    assert_eq!(t.d.node_at(addr(9)), None);
     assert!(t.d.topology().group_of(id).is_none());
-    assert!(t.d.node(id).unwrap().out.settled());
-    // Its STARTUP again (the agent was only slow to be reachable): it is
-    // greeted afresh, in a new session, and placed once it ACKs.
+    t.d.check().unwrap();
+    // Its STARTUP again (the agent was only slow to be reachable): a new
+    // registration, in the slot it had, placed once it ACKs.
     let e = t.startup(9, 5);
-    assert_eq!(notices(&e), vec![Notice::Reconnected(id)]);
+    assert_eq!(notices(&e), vec![Notice::Joined(id)]);
     assert!(matches!(
         sends_to(&e, addr(9)).as_slice(),
-        [Instruction::SetConfig(_)]
+        [Instruction::SetConfig(_), ..]
     ));
     t.settle();
     assert_eq!(t.health(9), Health::Up);
