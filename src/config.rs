@@ -57,11 +57,14 @@ stats_interval_ms = 300000
 retransmit_ms = 2000
 # Give up on an agent after this many transmissions of one instruction (at
 # least 3; at 2 s, 12 tries give up 74 s after the first): the node is shown
-# `unreachable` and its queue dropped, until it is heard from again. One
-# that never ACKed its SETCONFIG is forgotten (its registration expires).
-# Bounds what a STARTUP from a forged address draws, and how long it holds
-# a place under limits.max_nodes.
+# `unreachable` and its queue dropped, until it is heard from again.
 give_up_after = 12
+# The same for a node that has not ACKed its SETCONFIG yet (at least 2; at
+# 2 s, 4 tries give up 10 s after the first): its registration is then
+# forgotten. A real agent repeats its STARTUP every 5 s until it is
+# configured, so it registers again; a STARTUP from a forged address draws
+# 4 datagrams and holds a place under limits.max_nodes for 10 s.
+join_give_up_after = 4
 
 [decider]
 # CPU to pin the decider thread to; -1: do not pin (the default on small
@@ -91,7 +94,7 @@ registrations_per_s = 256
 registration_burst = 1024
 # Registered addresses at most; STARTUPs from new addresses beyond are
 # dropped and counted (cma_registrations_refused_total). A registration
-# that never ACKs its SETCONFIG expires (reliable.give_up_after).
+# that never ACKs its SETCONFIG expires (reliable.join_give_up_after).
 max_nodes = 1000000
 # Bytes of compressed FrameSets inflated per second for one source network
 # (a /24, or an IPv6 /64), and at once (at least 4 MiB, one FrameSet's
@@ -220,6 +223,8 @@ pub struct ReliableSection {
     pub retransmit_ms: u64,
     /// Transmissions of one instruction before giving up on the agent.
     pub give_up_after: u32,
+    /// The same before its first ACK (its registration is forgotten).
+    pub join_give_up_after: u32,
 }
 
 /// `[decider]`.
@@ -355,6 +360,9 @@ impl Config {
         }
         if self.reliable.retransmit_ms < 100 {
             return bad("reliable.retransmit_ms must be at least 100");
+        }
+        if self.reliable.join_give_up_after < 2 {
+            return bad("reliable.join_give_up_after must be at least 2");
         }
         if self.reliable.give_up_after < 3 {
             return bad("reliable.give_up_after must be at least 3 (a probe is sent three times)");

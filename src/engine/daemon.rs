@@ -245,6 +245,7 @@ impl Daemon {
                     c.dead_ms = config.heartbeat.dead_ms;
                     c.retransmit_ms = config.reliable.retransmit_ms;
                     c.give_up_after = config.reliable.give_up_after;
+                    c.join_give_up_after = config.reliable.join_give_up_after;
                     c.state_interval_ms = config.heartbeat.state_interval_ms;
                     c.stats_interval_ms = config.heartbeat.stats_interval_ms;
                     c.index_key = crate::decide::random_index_key();

@@ -724,7 +724,7 @@ fn registrations_that_never_ack_expire_and_free_their_places() {
     let mut c = config(dir.path());
     c.limits.max_nodes = 5;
     c.reliable.retransmit_ms = 1000;
-    c.reliable.give_up_after = 3;
+    c.reliable.join_give_up_after = 3;
     let d = start_with(c);
     let metrics = d.metrics.unwrap();
     let counter = |name: &str| {

@@ -675,6 +675,15 @@ impl Decider {
     fn retransmit(&mut self, id: NodeId, policy: &RetransmitPolicy, out: &mut Vec<Effect>) {
         let now = self.now_ms;
         let tries = self.nodes[id as usize].out.tries();
+        // Not yet heard to ACK anything of this incarnation: given up on
+        // sooner (the waits are the same; only the give-up differs).
+        let join;
+        let policy = if self.nodes[id as usize].unconfirmed.is_some() {
+            join = self.cfg.join_policy();
+            &join
+        } else {
+            policy
+        };
         match self
             .nodes
             .get_mut(id as usize)

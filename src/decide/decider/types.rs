@@ -35,6 +35,12 @@ pub struct DeciderConfig {
     /// the agent (rule 9); 0 in logs written before it existed (never).
     #[serde(default)]
     pub give_up_after: u32,
+    /// The same for a node that has not ACKed its SETCONFIG yet (it is
+    /// then forgotten): fewer, so a STARTUP from a forged address draws
+    /// little and holds its place briefly. 0 (logs written before it
+    /// existed): `give_up_after`.
+    #[serde(default)]
+    pub join_give_up_after: u32,
 }
 
 fn default_stats_interval_ms() -> u64 {
@@ -60,12 +66,21 @@ impl DeciderConfig {
             stats_interval_ms: default_stats_interval_ms(),
             index_key: 0,
             give_up_after: 12,
+            join_give_up_after: 4,
         }
     }
 
     /// How instructions are retransmitted and when the CMA gives up.
     pub fn retransmit_policy(&self) -> RetransmitPolicy {
         RetransmitPolicy::backing_off(self.retransmit_ms, self.give_up_after)
+    }
+
+    /// The same for a node that has not ACKed its SETCONFIG yet.
+    pub fn join_policy(&self) -> RetransmitPolicy {
+        match self.join_give_up_after {
+            0 => self.retransmit_policy(),
+            n => RetransmitPolicy::backing_off(self.retransmit_ms, n),
+        }
     }
 
     /// The failure machine's timers (rule 6).
