@@ -30,6 +30,34 @@ pub enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// A STARTUP storm from forged source addresses (new hosts, spread
+    /// over many /24s, never answering) against `cma run` (its own
+    /// process, defaults): registrations held at most, time until all are
+    /// forgotten, what one forged STARTUP draws, memory; then a real agent
+    /// joins.
+    Storm {
+        /// Forged STARTUPs.
+        #[arg(long, default_value_t = 100_000)]
+        startups: usize,
+        /// Source /24s (127.100.0.0/24 and up).
+        #[arg(long, default_value_t = 400)]
+        networks: usize,
+        /// Seconds to send them over.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Forged addresses that keep listening, to count what they draw.
+        #[arg(long, default_value_t = 256)]
+        sample: usize,
+        /// Directory for the daemon's temporary data.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Write the result as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Durable-ACK latency: closed loop, one report in flight per agent,
     /// against a daemon with its defaults, next to a one-page msync and an
     /// fdatasync on the same file system.
@@ -190,6 +218,45 @@ pub fn bench(command: BenchCommand) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
+        }
+        BenchCommand::Storm {
+            startups,
+            networks,
+            seconds,
+            sample,
+            dir,
+            timeout,
+            json,
+        } => {
+            use crate::bench::storm as bs;
+            let cfg = bs::StormBenchConfig {
+                startups,
+                networks,
+                seconds,
+                sample,
+                dir,
+                timeout_s: timeout,
+                exe: None,
+            };
+            let r = match bs::run(&cfg) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cma bench storm: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            print!("{}", bs::render(&r));
+            if let Some(p) = &json
+                && let Err(e) = std::fs::write(p, bs::to_json(&r).to_string())
+            {
+                eprintln!("cma bench storm: {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+            if r.real_joined {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         BenchCommand::Ack {
             reports,

@@ -63,7 +63,7 @@ pub struct JoinsResult {
 }
 
 /// The daemon's CPU time (user + system), s, and resident memory, KiB.
-fn usage(pid: u32) -> Option<(f64, u64)> {
+pub(super) fn usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is 3rd.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -103,13 +103,17 @@ fn threads_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
 }
 
 /// `cma run` in its own process.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
     data: PathBuf,
 }
 
 impl Daemon {
-    fn spawn(exe: Option<&Path>, data: &Path, listen: SocketAddr) -> Result<Daemon, String> {
+    pub(super) fn spawn(
+        exe: Option<&Path>,
+        data: &Path,
+        listen: SocketAddr,
+    ) -> Result<Daemon, String> {
         let exe = match exe {
             Some(e) => e.to_path_buf(),
             None => std::env::current_exe().map_err(|e| format!("own executable: {e}"))?,
@@ -136,11 +140,11 @@ impl Daemon {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn running(&mut self) -> Result<bool, String> {
+    pub(super) fn running(&mut self) -> Result<bool, String> {
         if let Ok(Some(s)) = self.child.try_wait() {
             return Err(format!("cma run exited: {s}"));
         }
@@ -149,7 +153,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> Result<(), String> {
+    pub(super) fn stop(mut self) -> Result<(), String> {
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
             .map_err(|e| format!("SIGTERM: {e}"))?;
@@ -170,7 +174,7 @@ impl Drop for Daemon {
     }
 }
 
-fn placed(f: &Fleet) -> usize {
+pub(super) fn placed(f: &Fleet) -> usize {
     (0..f.len())
         .filter(|&i| {
             f.agent(i).is_some_and(|a| {
@@ -181,7 +185,7 @@ fn placed(f: &Fleet) -> usize {
 }
 
 /// Steps the fleet until `done` or the timeout.
-fn wait_for(
+pub(super) fn wait_for(
     fleet: &mut Fleet,
     timeout: Duration,
     what: &str,
@@ -202,7 +206,7 @@ fn wait_for(
 }
 
 /// A directory of ours under the measured one, removed when dropped.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {

@@ -8,3 +8,4 @@ pub mod cli;
 pub mod joins;
 pub mod pipeline;
 pub mod recv;
+pub mod storm;

@@ -3,6 +3,7 @@
 
 use cma::bench::ack::{AckBenchConfig, FloodKind, render, run, to_json};
 use cma::bench::joins;
+use cma::bench::storm;
 
 /// `cma bench ack`: every report of every agent is ACKed, the references
 /// are measured in the same run, and the table and JSON say so.
@@ -69,6 +70,32 @@ fn bench_joins_places_every_agent_and_restarts() {
     assert!(r.storm.rss_kib > 0 && r.idle_rss_kib > 0);
     assert!(joins::render(&r).contains("60 agents"));
     assert_eq!(joins::to_json(&r)["nodes"], 60);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// `cma bench storm`: forged STARTUPs (never answering) against `cma run`
+/// in its own process: each draws its SETCONFIG `join_give_up_after`
+/// times (4) and no more, every registration is forgotten, and a real
+/// agent joins afterwards.
+#[test]
+fn bench_storm_forgets_every_forged_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = storm::StormBenchConfig {
+        startups: 200,
+        networks: 4,
+        seconds: 0.5,
+        sample: 16,
+        dir: dir.path().to_path_buf(),
+        timeout_s: 60,
+        exe: Some(env!("CARGO_BIN_EXE_cma").into()),
+    };
+    let r = storm::run(&cfg).expect("the bench runs");
+    assert_eq!(r.sent, 200);
+    assert!(r.peak_held > 0 && r.peak_held <= 200, "{}", r.peak_held);
+    assert_eq!(r.drawn_max, 4, "{r:?}");
+    assert!(r.real_joined);
+    assert!(storm::render(&r).contains("200 forged STARTUPs"));
+    assert_eq!(storm::to_json(&r)["drawn_datagrams_max"], 4);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
