@@ -203,21 +203,16 @@ pub fn bench(command: BenchCommand) -> ExitCode {
                 timeout_s: timeout,
                 exe: None,
             };
-            let r = match bj::run(&cfg) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cma bench joins: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            print!("{}", bj::render(&r));
-            if let Some(p) = &json
-                && let Err(e) = std::fs::write(p, bj::to_json(&r).to_string())
-            {
-                eprintln!("cma bench joins: {}: {e}", p.display());
-                return ExitCode::FAILURE;
+            match report(
+                "joins",
+                bj::run(&cfg),
+                bj::render,
+                bj::to_json,
+                json.as_deref(),
+            ) {
+                Some(_) => ExitCode::SUCCESS,
+                None => ExitCode::FAILURE,
             }
-            ExitCode::SUCCESS
         }
         BenchCommand::Storm {
             startups,
@@ -238,24 +233,15 @@ pub fn bench(command: BenchCommand) -> ExitCode {
                 timeout_s: timeout,
                 exe: None,
             };
-            let r = match bs::run(&cfg) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cma bench storm: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            print!("{}", bs::render(&r));
-            if let Some(p) = &json
-                && let Err(e) = std::fs::write(p, bs::to_json(&r).to_string())
-            {
-                eprintln!("cma bench storm: {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-            if r.real_joined {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            match report(
+                "storm",
+                bs::run(&cfg),
+                bs::render,
+                bs::to_json,
+                json.as_deref(),
+            ) {
+                Some(r) if r.real_joined => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
             }
         }
         BenchCommand::Ack {
@@ -439,4 +425,30 @@ pub fn bench(command: BenchCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// Prints a bench's result (and writes its JSON to `json`, if given), or
+/// says why it failed: the result when all went well.
+fn report<R>(
+    name: &str,
+    result: Result<R, String>,
+    render: impl Fn(&R) -> String,
+    to_json: impl Fn(&R) -> serde_json::Value,
+    json: Option<&std::path::Path>,
+) -> Option<R> {
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cma bench {name}: {e}");
+            return None;
+        }
+    };
+    print!("{}", render(&r));
+    if let Some(p) = json
+        && let Err(e) = std::fs::write(p, to_json(&r).to_string())
+    {
+        eprintln!("cma bench {name}: {}: {e}", p.display());
+        return None;
+    }
+    Some(r)
 }

@@ -214,12 +214,15 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs the storm, then the restart.
-pub fn run(cfg: &JoinsBenchConfig) -> Result<JoinsResult, String> {
-    let data = TempDir(
-        cfg.dir
-            .join(format!("cma-bench-joins-{}", std::process::id())),
-    );
+/// `cma run` started on a free loopback port with a fresh data directory
+/// `cma-bench-NAME-PID` under `dir` (removed when dropped), running.
+pub(super) fn started(
+    name: &str,
+    dir: &Path,
+    exe: Option<&Path>,
+    timeout: Duration,
+) -> Result<(TempDir, SocketAddr, Daemon), String> {
+    let data = TempDir(dir.join(format!("cma-bench-{name}-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&data.0);
     std::fs::create_dir_all(&data.0).map_err(|e| format!("{}: {e}", data.0.display()))?;
     // A free port on the CMA's own loopback address.
@@ -227,8 +230,7 @@ pub fn run(cfg: &JoinsBenchConfig) -> Result<JoinsResult, String> {
         let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         s.local_addr().map_err(|e| e.to_string())?
     };
-    let timeout = Duration::from_secs(cfg.timeout_s);
-    let mut daemon = Daemon::spawn(cfg.exe.as_deref(), &data.0, listen)?;
+    let mut daemon = Daemon::spawn(exe, &data.0, listen)?;
     let t0 = Instant::now();
     while !daemon.running()? {
         if t0.elapsed() > timeout {
@@ -236,6 +238,13 @@ pub fn run(cfg: &JoinsBenchConfig) -> Result<JoinsResult, String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok((data, listen, daemon))
+}
+
+/// Runs the storm, then the restart.
+pub fn run(cfg: &JoinsBenchConfig) -> Result<JoinsResult, String> {
+    let timeout = Duration::from_secs(cfg.timeout_s);
+    let (data, listen, daemon) = started("joins", &cfg.dir, cfg.exe.as_deref(), timeout)?;
     let (_, idle_rss_kib) = usage(daemon.pid()).ok_or("no /proc figures for cma run")?;
     let mut fc = FleetConfig::new(cfg.nodes, listen);
     fc.switches = cfg.switches.max(1);

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::joins::{Daemon, TempDir, placed, usage, wait_for};
+use super::joins::{placed, started, usage, wait_for};
 use crate::classify::{EncodeOptions, Message, Startup, encode};
 use crate::fleet::{Fleet, FleetConfig};
 
@@ -85,25 +85,8 @@ pub fn run(cfg: &StormBenchConfig) -> Result<StormResult, String> {
     if cfg.networks == 0 || cfg.networks > 256 * 100 {
         return Err("need 1..=25600 networks".into());
     }
-    let data = TempDir(
-        cfg.dir
-            .join(format!("cma-bench-storm-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&data.0);
-    std::fs::create_dir_all(&data.0).map_err(|e| format!("{}: {e}", data.0.display()))?;
-    let listen = {
-        let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        s.local_addr().map_err(|e| e.to_string())?
-    };
     let timeout = Duration::from_secs(cfg.timeout_s);
-    let mut daemon = Daemon::spawn(cfg.exe.as_deref(), &data.0, listen)?;
-    let t0 = Instant::now();
-    while !daemon.running()? {
-        if t0.elapsed() > timeout {
-            return Err("cma run did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (data, listen, daemon) = started("storm", &cfg.dir, cfg.exe.as_deref(), timeout)?;
     let db = crate::store::db_path(&data.0);
     let pid = daemon.pid();
     let (cpu0, rss0) = usage(pid).ok_or("no /proc figures for cma run")?;
