@@ -50,8 +50,11 @@ pub(super) fn apply_in(
         )?;
         let mut unlink = tx.prepare_cached("DELETE FROM ring_links WHERE node = ?1")?;
         // A forgotten registration's slot: nothing of it is kept (its id
-        // is reused by the next registration).
+        // is reused by the next registration) but its events, which keep
+        // its host name.
         let mut vacate = [
+            "UPDATE events SET host = (SELECT hostname FROM nodes WHERE id = ?1)
+             WHERE node = ?1 AND host IS NULL",
             "DELETE FROM nodes WHERE id = ?1",
             "DELETE FROM node_state WHERE id = ?1",
             "DELETE FROM stats WHERE node = ?1",

@@ -257,6 +257,8 @@ impl Store {
         // Columns added after the first release: added to older files.
         add_column(&conn, "events", "wall_ms", "INTEGER")?;
         add_column(&conn, "nodes", "updated_wall_ms", "INTEGER")?;
+        // The host name of a forgotten node's events (its id is reused).
+        add_column(&conn, "events", "host", "TEXT")?;
         keep_latest_discovery(&conn)?;
         Ok(Store { conn })
     }
@@ -511,8 +513,9 @@ impl Store {
     /// Events after `after_lsn` (oldest first), at most `limit`.
     pub fn events(&self, after_lsn: u64, limit: u32) -> Result<Vec<EventView>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT e.lsn, e.time_ms, e.kind, e.node, n.hostname, e.detail, e.wall_ms
-             FROM events e LEFT JOIN nodes n ON n.id = e.node
+            "SELECT e.lsn, e.time_ms, e.kind, e.node, COALESCE(e.host, n.hostname), e.detail,
+                    e.wall_ms
+             FROM events e LEFT JOIN nodes n ON n.id = e.node AND e.host IS NULL
              WHERE e.lsn > ?1 ORDER BY e.lsn, e.seq LIMIT ?2",
         )?;
         let rows = st.query_map(params![after_lsn as i64, limit], |r| {

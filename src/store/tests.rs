@@ -249,3 +249,47 @@ fn an_older_files_discovery_history_becomes_the_latest_per_name() {
     drop(Store::open(&path).unwrap());
     assert_eq!(discovery_rows(&path).len(), 4);
 }
+
+/// A forgotten node's rows go; its events stay under its host name, not
+/// that of the node that takes its id next.
+#[test]
+fn a_forgotten_slot_keeps_its_events_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join(DB_FILE)).unwrap();
+    let at = |lsn: u64, effects: Vec<Effect>| Applied {
+        lsn,
+        time_ms: lsn,
+        wall_ms: None,
+        effects,
+    };
+    let mut newcomer = row(0, Health::Up);
+    if let Effect::Row(r) = &mut newcomer {
+        r.hostname = "real".into();
+    }
+    s.apply(&[
+        at(
+            1,
+            vec![Effect::Notice(Notice::Joined(0)), row(0, Health::Up)],
+        ),
+        at(
+            2,
+            vec![Effect::Forget {
+                node: Some(0),
+                addr: SocketAddr::from(([10, 0, 0, 0], 1984)),
+                lsn: 2,
+            }],
+        ),
+    ])
+    .unwrap();
+    assert!(s.nodes().unwrap().is_empty());
+    s.apply(&[at(3, vec![Effect::Notice(Notice::Joined(0)), newcomer])])
+        .unwrap();
+    let hosts: Vec<Option<String>> = s
+        .events(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.hostname)
+        .collect();
+    assert_eq!(hosts, [Some("h0".into()), Some("real".into())]);
+    assert_eq!(s.nodes().unwrap()[0].hostname, "real");
+}
