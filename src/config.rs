@@ -39,6 +39,13 @@ segment_mib = 64
 # (slow, for comparison); "none": never sync (tmpfs and benchmarks only:
 # a machine crash loses acknowledged records).
 sync = "batch"
+# With "batch": records no agent waits on for an ACK (STARTUPs, TICKs) are
+# made durable with the next record that is ACKed, or at most this many ms
+# after they are written; what they cause (a SETCONFIG, a retransmission)
+# waits for that. A STARTUP storm then costs a sync every lazy_sync_ms, not
+# one per registration, and agents' ACKs do not queue behind them. 0: each
+# is synced at once, like an ACKed record.
+lazy_sync_ms = 20
 
 [heartbeat]
 # Handed to agents in SENDEXPECTHB: interval, late warning, dead time (ms).
@@ -197,6 +204,8 @@ pub struct WalSection {
     pub segment_mib: usize,
     /// batch, always or none.
     pub sync: String,
+    /// Longest wait before records nobody waits an ACK for are synced.
+    pub lazy_sync_ms: u64,
 }
 
 /// `[heartbeat]`.
@@ -351,6 +360,9 @@ impl Config {
         }
         if !(1..=1024).contains(&self.wal.segment_mib) {
             return bad("wal.segment_mib must be 1..=1024");
+        }
+        if self.wal.lazy_sync_ms > 1000 {
+            return bad("wal.lazy_sync_ms must be 0..=1000");
         }
         if self.heartbeat.interval_ms == 0
             || self.heartbeat.dead_ms <= self.heartbeat.interval_ms

@@ -55,7 +55,8 @@ pub enum FloodKind {
     /// 200 random bytes per datagram, from a registered address.
     Garbage,
     /// Valid sequenced reports (HBDEAD of an unknown peer) in order, from a
-    /// registered address: each one logged, ACKed and decided.
+    /// registered address, resent from the first unACKed one after a gap
+    /// (as a sender does): each one logged, ACKed and decided.
     Sequenced,
     /// STARTUPs, each from a new port of one address of another /24, each
     /// with a new WALLCLOCK: registrations.
@@ -82,13 +83,27 @@ impl FloodKind {
                 "200 random bytes each, from a registered address on the agents' /24"
             }
             FloodKind::Sequenced => {
-                "valid sequenced HBDEADs in order from a registered address on the agents' /24 (each logged and ACKed)"
+                "valid sequenced HBDEADs in order from a registered address on the agents' /24, resent from the first unACKed after a gap (each logged and ACKed)"
             }
             FloodKind::Startups => {
                 "STARTUPs from new ports of 127.0.9.1, each a registration (limited per /24)"
             }
         }
     }
+}
+
+/// What one daemon run did besides the agents' reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Datagrams the flood sent.
+    pub sent: u64,
+    /// Records the daemon logged (the agents' reports, the flood's that
+    /// were taken, TICKs).
+    pub logged: u64,
+    /// Group commits.
+    pub syncs: u64,
+    /// Records in the largest group commit.
+    pub largest_sync: u64,
 }
 
 /// A latency distribution, µs.
@@ -132,9 +147,9 @@ pub struct AckBenchResult {
     pub msync_large_folios: Dist,
     /// report -> ACK, per run: (agents, distribution).
     pub runs: Vec<(usize, Dist)>,
-    /// The same under each flood: (kind, agents, distribution, datagrams
-    /// the flood sent).
-    pub flooded: Vec<(FloodKind, usize, Dist, u64)>,
+    /// The same under each flood: (kind, agents, distribution, what the
+    /// flood sent and the daemon logged).
+    pub flooded: Vec<(FloodKind, usize, Dist, Tally)>,
     /// The bare durable-ACK server, one agent, unflooded (`None`) and
     /// under each flood (with a flood rate only): (flood, distribution,
     /// datagrams the flood sent).
@@ -401,6 +416,10 @@ fn flood(
     };
     // STARTUPs come from new ports: a few sockets, rebound round-robin.
     let mut ports: Vec<UdpSocket> = Vec::new();
+    // Sequenced reports go back to the first unACKed one when the ACKs
+    // stop moving (a datagram dropped leaves a gap the CMA waits on), as
+    // a sender does: the flood stays logged, not dropped as out of order.
+    let (mut next_req, mut acked, mut moved) = (1u64, 0u64, Instant::now());
     while !stop.load(Ordering::Acquire) {
         let due = (start.elapsed().as_micros() as u64 * rate) / 1_000_000;
         while sent < due {
@@ -415,9 +434,10 @@ fn flood(
                 FloodKind::Sequenced => {
                     let r = ReqId {
                         session: 77,
-                        request: sent + 1,
+                        request: next_req,
                         queue: 0,
                     };
+                    next_req += 1;
                     let peer = SocketAddr::from(([127, 0, 8, (sent % 250) as u8 + 1], 1984));
                     buf.clear();
                     encode(
@@ -447,7 +467,19 @@ fn flood(
             sent += 1;
         }
         // Drain what the CMA sends back (ACKs, instructions).
-        while sock.recv(&mut b).is_ok() {}
+        while let Ok(n) = sock.recv(&mut b) {
+            if let Ok(c) = classify(&b[..n])
+                && c.fstype == FrameSetType::Ack.to_wire()
+                && let Some(r) = c.reqid.filter(|r| r.session == 77 && r.request > acked)
+            {
+                acked = r.request;
+                moved = Instant::now();
+            }
+        }
+        if next_req > acked + 1 && moved.elapsed() > Duration::from_millis(20) {
+            next_req = acked + 1;
+            moved = Instant::now();
+        }
         for s in &ports {
             while s.recv(&mut b).is_ok() {}
         }
@@ -583,7 +615,7 @@ fn daemon_run(
     run: usize,
     flood: Option<(u64, FloodKind)>,
     cfg: &AckBenchConfig,
-) -> Result<(Dist, u64), String> {
+) -> Result<(Dist, Tally), String> {
     let data = TempDir::new(&cfg.dir, &format!("run{run}"))?;
     let mut c = Config::from_toml(
         "listen = [\"127.0.0.1:0\"]\nlog_level = \"error\"\n[metrics]\nlisten = \"\"\n",
@@ -593,6 +625,7 @@ fn daemon_run(
     let d = Daemon::start(c, false).map_err(|e| e.0)?;
     let cma = d.local_addrs()[0];
     let stop = d.stop_handle();
+    let counters = d.counters();
     let daemon = thread::Builder::new()
         .name("cma-log".into())
         .spawn(move || d.run())
@@ -631,9 +664,16 @@ fn daemon_run(
         .join()
         .map_err(|_| "the daemon panicked".to_string())?;
     r.map_err(|e| e.0)?;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let tally = Tally {
+        sent: flooded,
+        logged: get(&counters.appended),
+        syncs: get(&counters.syncs),
+        largest_sync: get(&counters.max_batch),
+    };
     match failure {
         Some(e) => Err(e),
-        None => Ok((Dist::of(&all), flooded)),
+        None => Ok((Dist::of(&all), tally)),
     }
 }
 
@@ -716,11 +756,15 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
             m,
         );
     }
-    for (kind, a, d, sent) in &r.flooded {
+    for (kind, a, d, t) in &r.flooded {
         s += &row(
-            &format!("  {a} agent(s), {} flood ({sent} sent)", kind.name()),
+            &format!("  {a} agent(s), {} flood ({} sent)", kind.name(), t.sent),
             d,
             m,
+        );
+        s += &format!(
+            "    (the daemon logged {} records in {} syncs, at most {} in one)\n",
+            t.logged, t.syncs, t.largest_sync
         );
     }
     let calm_bare = r.bare.iter().find(|b| b.0.is_none()).map(|b| b.1);
@@ -889,11 +933,14 @@ pub fn to_json(cfg: &AckBenchConfig, r: &AckBenchResult) -> serde_json::Value {
             v
         }).collect::<Vec<_>>(),
         "flood_rate": cfg.flood_rate,
-        "flooded": r.flooded.iter().map(|(kind, a, d, sent)| {
+        "flooded": r.flooded.iter().map(|(kind, a, d, t)| {
             let mut v = dist_json(d);
             v["kind"] = serde_json::json!(kind.name());
             v["agents"] = serde_json::json!(a);
-            v["flood_sent"] = serde_json::json!(sent);
+            v["flood_sent"] = serde_json::json!(t.sent);
+            v["logged"] = serde_json::json!(t.logged);
+            v["syncs"] = serde_json::json!(t.syncs);
+            v["largest_sync"] = serde_json::json!(t.largest_sync);
             v
         }).collect::<Vec<_>>(),
         "bare_server": r.bare.iter().map(|(kind, d, sent)| {

@@ -504,6 +504,7 @@ impl Daemon {
                 counters: counters.clone(),
                 decider: decider_unpark.clone(),
                 log_done: log_done.clone(),
+                lazy: Duration::from_millis(config.wal.lazy_sync_ms),
             };
             let guard = fatal.clone();
             Some(
@@ -535,6 +536,7 @@ impl Daemon {
             ),
             acks,
             sync_thread: background,
+            lazy: background && config.wal.lazy_sync_ms > 0,
             syncer: sync_thread.as_ref().map(|t| t.thread().clone()),
             incarnations,
             forget: forget_rx,

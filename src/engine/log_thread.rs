@@ -76,6 +76,10 @@ pub(super) struct AckQueue {
     /// The sync thread is syncing or sending ACKs: the log thread leaves
     /// the next group commit to it.
     pub(super) sync_busy: AtomicBool,
+    /// The last record that must be synced at once (one an agent waits
+    /// on); records after it (STARTUPs, TICKs) may wait for the next one,
+    /// or `wal.lazy_sync_ms`.
+    pub(super) urgent_lsn: AtomicU64,
 }
 
 impl AckQueue {
@@ -154,6 +158,9 @@ pub(super) struct LogThread {
     pub(super) acks: Arc<AckQueue>,
     /// A sync thread syncs and sends the ACKs.
     pub(super) sync_thread: bool,
+    /// STARTUPs and TICKs may wait for the sync thread's next group
+    /// commit (`wal.lazy_sync_ms` > 0, with a sync thread).
+    pub(super) lazy: bool,
     /// The sync thread, woken after appends.
     pub(super) syncer: Option<thread::Thread>,
     pub(super) inbound: HashMap<ConnKey, Inbound>,
@@ -279,7 +286,11 @@ impl LogThread {
             // their effects until they are durable).
             let n = (self.wal.next_lsn() - first) as usize;
             if n > 0 {
-                if self.sync_thread
+                if !self.urgent_since(first) {
+                    // Only STARTUPs and TICKs: the sync thread takes them
+                    // with the next ACKed record, or at its lazy deadline.
+                    self.wake_for_lazy(first);
+                } else if self.sync_thread
                     && n <= INLINE_SYNC_MAX
                     && !self.acks.sync_busy.load(Ordering::Acquire)
                 {
@@ -364,10 +375,30 @@ impl LogThread {
         }
     }
 
+    /// Appends a record that is not a FrameSet (a TICK): synced lazily.
     pub(super) fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<u64, DaemonError> {
         let lsn = self.wal.append(meta, payload).map_err(err("log append"))?;
         self.counters.appended.fetch_add(1, Ordering::Relaxed);
+        if !self.lazy {
+            self.acks.urgent_lsn.store(lsn, Ordering::Release);
+        }
         Ok(lsn)
+    }
+
+    /// Was a record at or after `lsn` one that must be synced at once?
+    fn urgent_since(&self, lsn: u64) -> bool {
+        self.acks.urgent_lsn.load(Ordering::Acquire) >= lsn
+    }
+
+    /// Lazy records from `first` on: the sync thread is woken only when
+    /// nothing was waiting before them, to start its deadline; later ones
+    /// join that group commit.
+    fn wake_for_lazy(&self, first: u64) {
+        if self.wal.durable_lsn() + 1 >= first
+            && let Some(s) = &self.syncer
+        {
+            s.unpark();
+        }
     }
 
     /// Checks one datagram in the order its cost rises (peek, sessions and
@@ -624,6 +655,9 @@ impl LogThread {
         let lsn = match self.wal.append(meta, payload) {
             Ok(lsn) => {
                 self.counters.appended.fetch_add(1, Ordering::Relaxed);
+                if !self.lazy || c.fstype != FrameSetType::Startup.to_wire() {
+                    self.acks.urgent_lsn.store(lsn, Ordering::Release);
+                }
                 Some(lsn)
             }
             Err(crate::wal::WalError::TooLarge { len }) => {
@@ -668,13 +702,17 @@ impl LogThread {
                 time_ns: now * 1_000_000,
                 peer: None,
             };
-            self.append(&meta, &[])?;
+            let lsn = self.append(&meta, &[])?;
             self.last_tick_ms = now;
             // The decider will publish its next deadline after this one.
             self.next_deadline.store(u64::MAX, Ordering::Release);
             self.decider.unpark();
-            if let Some(s) = &self.syncer {
-                s.unpark();
+            if self.urgent_since(lsn) {
+                if let Some(s) = &self.syncer {
+                    s.unpark();
+                }
+            } else {
+                self.wake_for_lazy(lsn);
             }
         }
         Ok(())

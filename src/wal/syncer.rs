@@ -27,6 +27,11 @@ impl Syncer {
             > self.shared.durable_lsn.load(Ordering::Acquire)
     }
 
+    /// LSN of the last durable record.
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable_lsn.load(Ordering::Acquire)
+    }
+
     /// Syncs everything written so far; returns the durable LSN.
     pub fn sync(&mut self) -> Result<u64, WalError> {
         if self.shared.failed.load(Ordering::Acquire) {

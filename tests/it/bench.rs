@@ -42,7 +42,13 @@ fn bench_ack_measures_every_report_and_the_references() {
             (FloodKind::Sequenced, 3, 90)
         ]
     );
-    assert!(r.flooded.iter().all(|(_, _, _, sent)| *sent > 0));
+    assert!(r.flooded.iter().all(|(_, _, _, t)| t.sent > 0));
+    // A sequenced flood is logged (beyond the reports and its STARTUP).
+    for (k, _, d, t) in &r.flooded {
+        if *k == FloodKind::Sequenced {
+            assert!(t.logged > d.count + 1 && t.syncs > 0, "{t:?}");
+        }
+    }
     let table = render(&cfg, &r);
     assert!(table.contains("one-page msync") && table.contains("3 agent(s)"));
     let j = to_json(&cfg, &r);
@@ -117,7 +123,7 @@ fn flood_ratios_are_judged_per_round_by_their_median() {
         fdatasync: d(1),
         msync_large_folios: d(1),
         runs: vec![(1, d(calm))],
-        flooded: vec![(FloodKind::Bombs, 1, d(flooded), 10)],
+        flooded: vec![(FloodKind::Bombs, 1, d(flooded), Default::default())],
         bare: vec![
             (None, d(bare_calm), 0),
             (Some(FloodKind::Bombs), d(bare_flooded), 10),

@@ -782,6 +782,64 @@ fn registrations_that_never_ack_expire_and_free_their_places() {
     assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), [0, 1]);
 }
 
+/// STARTUPs (nobody waits on an ACK of them) are synced lazily: one after
+/// another, each logged before the next is sent, they share a few group
+/// commits instead of costing one each (`wal.lazy_sync_ms`), and each is
+/// still answered. With `lazy_sync_ms = 0` each one is synced at once.
+#[test]
+fn startups_share_lazy_group_commits_and_are_answered() {
+    for (lazy_ms, few) in [(1000, true), (0, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.wal.lazy_sync_ms = lazy_ms;
+        let d = start_with(c);
+        let metrics = d.metrics.unwrap();
+        let counter = |name: &str| {
+            http_get(metrics, "/metrics")
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        let syncs_before = counter("cma_wal_syncs_total");
+        let appended_before = counter("cma_wal_appended_total");
+        const N: u64 = 40;
+        let socks: Vec<UdpSocket> = (1..=N)
+            .map(|i| {
+                let s = UdpSocket::bind(format!("127.0.93.{i}:0")).unwrap();
+                let at = s.local_addr().unwrap();
+                s.send_to(&startup_of(&format!("lazy{i}"), at), d.addr)
+                    .unwrap();
+                let t0 = Instant::now();
+                while counter("cma_wal_appended_total") < appended_before + i {
+                    assert!(t0.elapsed() < DEADLINE, "STARTUP {i} was not logged");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                s
+            })
+            .collect();
+        // Every one is answered (its SETCONFIG waited for its sync).
+        for s in &socks {
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut buf = [0u8; 2048];
+            assert!(s.recv(&mut buf).is_ok(), "a STARTUP was never answered");
+        }
+        let syncs = counter("cma_wal_syncs_total") - syncs_before;
+        if few {
+            assert!(syncs < N / 4, "{syncs} syncs for {N} STARTUPs");
+        } else {
+            assert!(syncs >= N, "{syncs} syncs for {N} STARTUPs");
+        }
+        d.finish();
+        drop(socks);
+    }
+}
+
 /// A STARTUP the decider refuses (here: it names a listen address that is
 /// not its source's) leaves its source no registration: forged ones
 /// cannot fill `max_nodes`.
