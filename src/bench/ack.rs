@@ -44,6 +44,69 @@ pub struct AckBenchConfig {
     pub flood_rate: u64,
     /// What the floods send.
     pub flood_kinds: Vec<FloodKind>,
+    /// Under a flood, switch it on and off every [`PHASE`] within one run
+    /// and judge the reports sent while it was on against those sent
+    /// while it was paused (same daemon, disk and moment).
+    pub interleave: bool,
+}
+
+/// How long a flood stays on, then paused, under `interleave`.
+pub const PHASE: Duration = Duration::from_millis(250);
+/// Reports sent this soon after a switch belong to neither phase.
+const SETTLE: Duration = Duration::from_millis(25);
+
+/// A flood switched on and off within one run: odd phases are on.
+struct Phases {
+    phase: std::sync::atomic::AtomicU64,
+    since_us: std::sync::atomic::AtomicU64,
+    t0: Instant,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            phase: Default::default(),
+            since_us: Default::default(),
+            t0: Instant::now(),
+        }
+    }
+
+    fn on(&self) -> bool {
+        self.phase.load(std::sync::atomic::Ordering::Acquire) % 2 == 1
+    }
+
+    fn switch(&self) {
+        use std::sync::atomic::Ordering;
+        let now = self.t0.elapsed().as_micros() as u64;
+        self.since_us.store(now, Ordering::Release);
+        self.phase.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The phase a report sent now belongs to (`None`: just switched).
+    fn settled(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let p = self.phase.load(Ordering::Acquire);
+        let since = self.since_us.load(Ordering::Acquire);
+        let now = self.t0.elapsed().as_micros() as u64;
+        (now.saturating_sub(since) >= SETTLE.as_micros() as u64).then_some(p)
+    }
+
+    fn current(&self) -> u64 {
+        self.phase.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Switches every [`PHASE`] until `stop`.
+    fn drive(self: std::sync::Arc<Self>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let mut next = Instant::now() + PHASE;
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= next {
+                self.switch();
+                next += PHASE;
+            }
+            thread::sleep(Duration::from_millis(5).min(next.saturating_duration_since(now)));
+        }
+    }
 }
 
 /// What a flood sends, from one source.
@@ -104,6 +167,9 @@ pub struct Tally {
     pub syncs: u64,
     /// Records in the largest group commit.
     pub largest_sync: u64,
+    /// Under `interleave`: the reports sent while the flood was paused
+    /// (the run's distribution is then those sent while it was on).
+    pub calm: Option<Dist>,
 }
 
 /// A latency distribution, µs.
@@ -152,8 +218,8 @@ pub struct AckBenchResult {
     pub flooded: Vec<(FloodKind, usize, Dist, Tally)>,
     /// The bare durable-ACK server, one agent, unflooded (`None`) and
     /// under each flood (with a flood rate only): (flood, distribution,
-    /// datagrams the flood sent).
-    pub bare: Vec<(Option<FloodKind>, Dist, u64)>,
+    /// what the flood sent).
+    pub bare: Vec<(Option<FloodKind>, Dist, Tally)>,
 }
 
 /// A directory of ours under the measured one, removed when dropped.
@@ -258,8 +324,17 @@ fn answer(sock: &UdpSocket, b: &[u8], session: u32, buf: &mut Vec<u8>, cma: Sock
 }
 
 /// One agent: registers, then sends `reports` HBLATEs one at a time,
-/// each a millisecond after the previous one was ACKed.
-fn agent(k: usize, run: usize, cma: SocketAddr, reports: usize) -> Result<Histogram<u64>, String> {
+/// each a millisecond after the previous one was ACKed. Returns their
+/// latencies; under `phases`, (sent while the flood was paused, while it
+/// was on), leaving out reports sent just after a switch or ACKed after
+/// the next one.
+fn agent(
+    k: usize,
+    run: usize,
+    cma: SocketAddr,
+    reports: usize,
+    phases: Option<&Phases>,
+) -> Result<[Histogram<u64>; 2], String> {
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
@@ -301,7 +376,7 @@ fn agent(k: usize, run: usize, cma: SocketAddr, reports: usize) -> Result<Histog
     }
     let session = 7_000 + k as u32;
     let peer = SocketAddr::from(([127, 0, 0, 1], 9));
-    let mut h = histogram();
+    let mut h = [histogram(), histogram()];
     for request in 1..=reports as u64 {
         buf.clear();
         let r = ReqId {
@@ -320,6 +395,7 @@ fn agent(k: usize, run: usize, cma: SocketAddr, reports: usize) -> Result<Histog
         )
         .map_err(|e| e.to_string())?;
         let report = buf.clone();
+        let tag = phases.map(|p| p.settled());
         let t = Instant::now();
         let _ = sock.send_to(&report, cma);
         let mut last_send = t;
@@ -338,7 +414,16 @@ fn agent(k: usize, run: usize, cma: SocketAddr, reports: usize) -> Result<Histog
                 return Err(format!("{host}: report {request} not ACKed in 60 s"));
             }
         }
-        let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+        let us = (t.elapsed().as_micros() as u64).max(1);
+        match (tag, phases) {
+            (None, _) => {
+                let _ = h[0].record(us);
+            }
+            (Some(Some(p)), Some(ph)) if ph.current() == p => {
+                let _ = h[(p % 2) as usize].record(us);
+            }
+            _ => {}
+        }
         // The references' pace: a record every millisecond or so.
         thread::sleep(Duration::from_millis(1));
     }
@@ -353,6 +438,7 @@ fn flood(
     rate: u64,
     kind: FloodKind,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    phases: Option<std::sync::Arc<Phases>>,
 ) -> Result<u64, String> {
     use std::sync::atomic::Ordering;
     let bind = if kind == FloodKind::Startups {
@@ -405,8 +491,11 @@ fn flood(
         .map_err(|e| e.to_string())?;
     }
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let start = Instant::now();
+    let mut start = Instant::now();
     let mut sent = 0u64;
+    // Sent before the flood was last paused: the schedule restarts after.
+    let mut base = 0u64;
+    let mut paused = false;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(me.port());
     let mut next = || {
         rng ^= rng << 13;
@@ -421,7 +510,17 @@ fn flood(
     // a sender does: the flood stays logged, not dropped as out of order.
     let (mut next_req, mut acked, mut moved) = (1u64, 0u64, Instant::now());
     while !stop.load(Ordering::Acquire) {
-        let due = (start.elapsed().as_micros() as u64 * rate) / 1_000_000;
+        let off = phases.as_ref().is_some_and(|p| !p.on());
+        if off != paused {
+            paused = off;
+            start = Instant::now();
+            base = sent;
+        }
+        let due = if paused {
+            sent
+        } else {
+            base + (start.elapsed().as_micros() as u64 * rate) / 1_000_000
+        };
         while sent < due {
             match kind {
                 FloodKind::Bombs => {
@@ -576,36 +675,99 @@ fn bare_server(
     Ok((addr, t))
 }
 
+/// `agents` closed loops against `cma` (run `run`), under `flood` if any
+/// (switched on and off under `cfg.interleave`): their latencies, merged
+/// (unflooded or paused, flood on), and what the flood sent.
+fn load(
+    cma: SocketAddr,
+    agents: usize,
+    run: usize,
+    flood: Option<(u64, FloodKind)>,
+    cfg: &AckBenchConfig,
+) -> Result<([Histogram<u64>; 2], u64), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let phases = (cfg.interleave && flood.is_some()).then(|| Arc::new(Phases::new()));
+    let stop_flood = Arc::new(AtomicBool::new(false));
+    let driver = phases.clone().map(|p| {
+        let stop = stop_flood.clone();
+        thread::spawn(move || p.drive(stop))
+    });
+    let flooder = flood.map(|(rate, kind)| {
+        let (stop, phases) = (stop_flood.clone(), phases.clone());
+        thread::spawn(move || self::flood(cma, rate, kind, stop, phases))
+    });
+    let reports = cfg.reports;
+    let clients: Vec<_> = (0..agents)
+        .map(|k| {
+            let phases = phases.clone();
+            thread::spawn(move || agent(k, run, cma, reports, phases.as_deref()))
+        })
+        .collect();
+    let mut all = [histogram(), histogram()];
+    let mut failure = None;
+    for c in clients {
+        match c.join() {
+            Ok(Ok(h)) => {
+                let _ = all[0].add(&h[0]);
+                let _ = all[1].add(&h[1]);
+            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("an agent thread panicked".into()),
+        }
+    }
+    stop_flood.store(true, Ordering::Release);
+    if let Some(d) = driver {
+        let _ = d.join();
+    }
+    let mut sent = 0;
+    if let Some(f) = flooder {
+        match f.join() {
+            Ok(Ok(n)) => sent = n,
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("the flood thread panicked".into()),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((all, sent)),
+    }
+}
+
+/// The latency to report for a run and, interleaved, the paused phase's.
+fn split(h: &[Histogram<u64>; 2], interleaved: bool) -> (Dist, Option<Dist>) {
+    if interleaved {
+        (Dist::of(&h[1]), Some(Dist::of(&h[0])))
+    } else {
+        (Dist::of(&h[0]), None)
+    }
+}
+
 /// One agent against the bare server, under `flood` if any.
 fn bare_run(
     run: usize,
     flood: Option<(u64, FloodKind)>,
     cfg: &AckBenchConfig,
     dir: &Path,
-) -> Result<(Dist, u64), String> {
+) -> Result<(Dist, Tally), String> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let (addr, server) = bare_server(&dir.join(format!("bare{run}")), stop.clone())?;
-    let stop_flood = std::sync::Arc::new(AtomicBool::new(false));
-    let flooder = flood.map(|(rate, kind)| {
-        let stop = stop_flood.clone();
-        thread::spawn(move || self::flood(addr, rate, kind, stop))
-    });
-    let reports = cfg.reports;
-    let measured = agent(0, 1000 + run, addr, reports);
-    stop_flood.store(true, Ordering::Release);
-    let flooded = match flooder.map(|f| f.join()) {
-        None => Ok(0),
-        Some(Ok(r)) => r,
-        Some(Err(_)) => Err("the flood thread panicked".to_string()),
-    };
+    let measured = load(addr, 1, 1000 + run, flood, cfg);
     stop.store(true, Ordering::Release);
     let served = server
         .join()
         .map_err(|_| "the bare server panicked".to_string())?;
     let _ = std::fs::remove_file(dir.join(format!("bare{run}")));
     served.map_err(|e| format!("bare server: {e}"))?;
-    Ok((Dist::of(&measured?), flooded?))
+    let (h, sent) = measured?;
+    let (d, calm) = split(&h, cfg.interleave && flood.is_some());
+    let tally = Tally {
+        sent,
+        calm,
+        ..Tally::default()
+    };
+    Ok((d, tally))
 }
 
 /// One run: a daemon with its defaults, `agents` closed loops at once,
@@ -630,51 +792,23 @@ fn daemon_run(
         .name("cma-log".into())
         .spawn(move || d.run())
         .map_err(|e| format!("spawn the daemon: {e}"))?;
-    let reports = cfg.reports;
-    let stop_flood = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flooder = flood.map(|(rate, kind)| {
-        let stop = stop_flood.clone();
-        thread::spawn(move || self::flood(cma, rate, kind, stop))
-    });
-    let clients: Vec<_> = (0..agents)
-        .map(|k| thread::spawn(move || agent(k, run, cma, reports)))
-        .collect();
-    let mut all = histogram();
-    let mut failure = None;
-    for c in clients {
-        match c.join() {
-            Ok(Ok(h)) => {
-                let _ = all.add(&h);
-            }
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some("an agent thread panicked".into()),
-        }
-    }
-    stop_flood.store(true, std::sync::atomic::Ordering::Release);
-    let mut flooded = 0;
-    if let Some(f) = flooder {
-        match f.join() {
-            Ok(Ok(n)) => flooded = n,
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some("the flood thread panicked".into()),
-        }
-    }
+    let measured = load(cma, agents, run, flood, cfg);
     stop.stop();
     let r = daemon
         .join()
         .map_err(|_| "the daemon panicked".to_string())?;
     r.map_err(|e| e.0)?;
+    let (h, sent) = measured?;
+    let (d, calm) = split(&h, cfg.interleave && flood.is_some());
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let tally = Tally {
-        sent: flooded,
+        sent,
         logged: get(&counters.appended),
         syncs: get(&counters.syncs),
         largest_sync: get(&counters.max_batch),
+        calm,
     };
-    match failure {
-        Some(e) => Err(e),
-        None => Ok((Dist::of(&all), tally)),
-    }
+    Ok((d, tally))
 }
 
 /// Runs the references, then the daemon once per entry of `cfg.agents`.
@@ -689,7 +823,8 @@ pub fn run(cfg: &AckBenchConfig) -> Result<AckBenchResult, String> {
     let mut flooded = Vec::new();
     let mut bare = Vec::new();
     if cfg.flood_rate > 0 {
-        bare.push((None, bare_run(0, None, cfg, refs.path())?.0, 0));
+        let (d, t) = bare_run(0, None, cfg, refs.path())?;
+        bare.push((None, d, t));
         for (k, &kind) in cfg.flood_kinds.iter().enumerate() {
             let (d, sent) = bare_run(1 + k, Some((cfg.flood_rate, kind)), cfg, refs.path())?;
             bare.push((Some(kind), d, sent));
@@ -756,9 +891,21 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
             m,
         );
     }
+    let on = if cfg.interleave { " on" } else { "" };
     for (kind, a, d, t) in &r.flooded {
+        if let Some(calm) = &t.calm {
+            s += &row(
+                &format!("  {a} agent(s), {} flood paused", kind.name()),
+                calm,
+                m,
+            );
+        }
         s += &row(
-            &format!("  {a} agent(s), {} flood ({} sent)", kind.name(), t.sent),
+            &format!(
+                "  {a} agent(s), {} flood{on} ({} sent)",
+                kind.name(),
+                t.sent
+            ),
             d,
             m,
         );
@@ -768,10 +915,17 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
         );
     }
     let calm_bare = r.bare.iter().find(|b| b.0.is_none()).map(|b| b.1);
-    for (kind, d, sent) in &r.bare {
+    for (kind, d, t) in &r.bare {
+        if let (Some(k), Some(calm)) = (kind, &t.calm) {
+            s += &row(
+                &format!("  bare server, {} flood paused", k.name()),
+                calm,
+                m,
+            );
+        }
         let name = match kind {
             None => "reference: bare server (msync + ACK), 1 agent".to_string(),
-            Some(k) => format!("  bare server, {} flood ({sent} sent)", k.name()),
+            Some(k) => format!("  bare server, {} flood{on} ({} sent)", k.name(), t.sent),
         };
         s += &row(&name, d, m);
     }
@@ -785,11 +939,12 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
             );
         }
     }
-    for (kind, a, d, _) in &r.flooded {
-        if let Some((_, calm)) = r.runs.iter().find(|(x, _)| x == a) {
+    for (kind, a, d, t) in &r.flooded {
+        let run = r.runs.iter().find(|(x, _)| x == a).map(|x| &x.1);
+        if let Some((calm, what)) = baseline(t, run) {
             let ok = d.p99 <= 2 * calm.p99;
             s += &format!(
-                "  {a} agent(s), {} flood: p99 {} us vs {} unflooded (x{:.1}): goal <= 2x {}\n",
+                "  {a} agent(s), {} flood: p99 {} us vs {} {what} (x{:.1}): goal <= 2x {}\n",
                 kind.name(),
                 d.p99,
                 calm.p99,
@@ -798,17 +953,15 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
             );
         }
     }
-    if let Some(calm) = calm_bare {
-        for (kind, d, _) in &r.bare {
-            if let Some(k) = kind {
-                s += &format!(
-                    "  the bare server (the machine's floor), {} flood: p99 {} us vs {} unflooded (x{:.1})\n",
-                    k.name(),
-                    d.p99,
-                    calm.p99,
-                    d.p99 as f64 / calm.p99.max(1) as f64,
-                );
-            }
+    for (kind, d, t) in &r.bare {
+        if let (Some(k), Some((calm, what))) = (kind, baseline(t, calm_bare.as_ref())) {
+            s += &format!(
+                "  the bare server (the machine's floor), {} flood: p99 {} us vs {} {what} (x{:.1})\n",
+                k.name(),
+                d.p99,
+                calm.p99,
+                d.p99 as f64 / calm.p99.max(1) as f64,
+            );
         }
     }
     s +=
@@ -830,6 +983,15 @@ pub fn render(cfg: &AckBenchConfig, r: &AckBenchResult) -> String {
         );
     }
     s
+}
+
+/// What a flooded run is judged against: the reports sent while its flood
+/// was paused (interleaved), else the unflooded run of the same round.
+fn baseline<'a>(t: &'a Tally, unflooded: Option<&'a Dist>) -> Option<(&'a Dist, &'static str)> {
+    match &t.calm {
+        Some(c) => Some((c, "with it paused, same run")),
+        None => unflooded.map(|u| (u, "unflooded")),
+    }
 }
 
 /// Over rounds: a flooded p99 against the unflooded p99 of its own round.
@@ -859,14 +1021,16 @@ pub fn flood_medians(rounds: &[AckBenchResult]) -> Vec<FloodMedian> {
                 .iter()
                 .filter_map(|r| {
                     let (flooded, calm) = match agents {
-                        Some(a) => (
-                            r.flooded.iter().find(|f| f.0 == kind && f.1 == a)?.2,
-                            r.runs.iter().find(|x| x.0 == a)?.1,
-                        ),
-                        None => (
-                            r.bare.iter().find(|b| b.0 == Some(kind))?.1,
-                            r.bare.iter().find(|b| b.0.is_none())?.1,
-                        ),
+                        Some(a) => {
+                            let f = r.flooded.iter().find(|f| f.0 == kind && f.1 == a)?;
+                            let run = r.runs.iter().find(|x| x.0 == a).map(|x| &x.1);
+                            (f.2, *baseline(&f.3, run)?.0)
+                        }
+                        None => {
+                            let b = r.bare.iter().find(|b| b.0 == Some(kind))?;
+                            let calm = r.bare.iter().find(|b| b.0.is_none()).map(|b| &b.1);
+                            (b.1, *baseline(&b.2, calm)?.0)
+                        }
                     };
                     Some(flooded.p99 as f64 / calm.p99.max(1) as f64)
                 })
@@ -885,8 +1049,17 @@ pub fn flood_medians(rounds: &[AckBenchResult]) -> Vec<FloodMedian> {
 
 /// The summary of several rounds: each flood's median ratio, the goal.
 pub fn render_rounds(rounds: &[AckBenchResult]) -> String {
+    let interleaved = rounds
+        .first()
+        .and_then(|r| r.flooded.first())
+        .is_some_and(|f| f.3.calm.is_some());
+    let against = if interleaved {
+        "p99 with the flood paused in the same run"
+    } else {
+        "unflooded p99 of the same round"
+    };
     let mut s = format!(
-        "over {} rounds, flooded p99 / unflooded p99 of the same round (median; each round):\n",
+        "over {} rounds, flooded p99 / {against} (median; each round):\n",
         rounds.len()
     );
     for m in flood_medians(rounds) {
@@ -933,6 +1106,7 @@ pub fn to_json(cfg: &AckBenchConfig, r: &AckBenchResult) -> serde_json::Value {
             v
         }).collect::<Vec<_>>(),
         "flood_rate": cfg.flood_rate,
+        "interleave": cfg.interleave,
         "flooded": r.flooded.iter().map(|(kind, a, d, t)| {
             let mut v = dist_json(d);
             v["kind"] = serde_json::json!(kind.name());
@@ -941,12 +1115,18 @@ pub fn to_json(cfg: &AckBenchConfig, r: &AckBenchResult) -> serde_json::Value {
             v["logged"] = serde_json::json!(t.logged);
             v["syncs"] = serde_json::json!(t.syncs);
             v["largest_sync"] = serde_json::json!(t.largest_sync);
+            if let Some(c) = &t.calm {
+                v["paused"] = dist_json(c);
+            }
             v
         }).collect::<Vec<_>>(),
-        "bare_server": r.bare.iter().map(|(kind, d, sent)| {
+        "bare_server": r.bare.iter().map(|(kind, d, t)| {
             let mut v = dist_json(d);
             v["kind"] = serde_json::json!(kind.map(|k| k.name()));
-            v["flood_sent"] = serde_json::json!(sent);
+            v["flood_sent"] = serde_json::json!(t.sent);
+            if let Some(c) = &t.calm {
+                v["paused"] = dist_json(c);
+            }
             v
         }).collect::<Vec<_>>(),
     })

@@ -88,6 +88,12 @@ pub enum BenchCommand {
         /// disk latency swings within minutes: one round can mislead).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Under a flood, switch it on and off every 250 ms within each
+        /// run and judge the reports sent while it was on against those
+        /// sent while it was paused (the first 25 ms after a switch left
+        /// out): the same daemon, disk and moment for both.
+        #[arg(long)]
+        interleave: bool,
         /// Write the result as JSON to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -251,6 +257,7 @@ pub fn bench(command: BenchCommand) -> ExitCode {
             flood_rate,
             flood_kinds,
             rounds,
+            interleave,
             json,
             svg,
         } => {
@@ -269,6 +276,7 @@ pub fn bench(command: BenchCommand) -> ExitCode {
                 dir,
                 flood_rate,
                 flood_kinds,
+                interleave,
             };
             let mut all = Vec::new();
             for k in 0..rounds {

@@ -16,6 +16,7 @@ fn bench_ack_measures_every_report_and_the_references() {
         dir: dir.path().to_path_buf(),
         flood_rate: 2000,
         flood_kinds: vec![FloodKind::Bombs, FloodKind::Sequenced],
+        interleave: false,
     };
     let r = run(&cfg).expect("the bench runs");
     assert_eq!(
@@ -125,8 +126,8 @@ fn flood_ratios_are_judged_per_round_by_their_median() {
         runs: vec![(1, d(calm))],
         flooded: vec![(FloodKind::Bombs, 1, d(flooded), Default::default())],
         bare: vec![
-            (None, d(bare_calm), 0),
-            (Some(FloodKind::Bombs), d(bare_flooded), 10),
+            (None, d(bare_calm), Default::default()),
+            (Some(FloodKind::Bombs), d(bare_flooded), Default::default()),
         ],
     };
     // Round 2 had a noisy unflooded run (its ratio alone would pass).
@@ -145,4 +146,48 @@ fn flood_ratios_are_judged_per_round_by_their_median() {
         t.contains("bombs flood: x2.5 (x0.4 x2.5 x3.0): goal <= 2x NOT met"),
         "{t}"
     );
+    // Interleaved: each flooded run is judged against its own paused
+    // phase, not the separate unflooded run.
+    let paused = |calm, flooded, paused| {
+        let mut r = round(calm, flooded, 100, 100);
+        r.flooded[0].3.calm = Some(d(paused));
+        r
+    };
+    let rounds = [paused(100, 300, 200), paused(100, 300, 100)];
+    let m = flood_medians(&rounds);
+    assert_eq!(m[0].ratios, vec![1.5, 3.0]);
+    assert!(render_rounds(&rounds).contains("with the flood paused in the same run"));
+}
+
+/// `--interleave`: the flood is switched on and off within one run; the
+/// reports sent in each phase are measured apart, and every one is ACKed.
+#[test]
+fn bench_ack_interleaved_measures_both_phases_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AckBenchConfig {
+        reports: 600,
+        agents: vec![1],
+        dir: dir.path().to_path_buf(),
+        flood_rate: 2000,
+        flood_kinds: vec![FloodKind::Sequenced],
+        interleave: true,
+    };
+    let r = run(&cfg).expect("the bench runs");
+    let (_, _, on, t) = &r.flooded[0];
+    let paused = t.calm.expect("the paused phase is measured");
+    // Each phase got reports (600 at ~1.3 ms span several 250 ms phases);
+    // those sent just after a switch belong to neither.
+    assert!(on.count > 0 && paused.count > 0, "{on:?} {paused:?}");
+    assert!(on.count + paused.count <= 600);
+    // The flood ran while on, and was logged.
+    assert!(t.sent > 0 && t.logged > 650, "{t:?}");
+    let bare = r.bare.iter().find(|b| b.0.is_some()).unwrap();
+    assert!(bare.2.calm.is_some_and(|c| c.count > 0) && bare.1.count > 0);
+    let table = render(&cfg, &r);
+    assert!(table.contains("sequenced flood paused") && table.contains("with it paused, same run"));
+    assert_eq!(
+        to_json(&cfg, &r)["flooded"][0]["paused"]["count"],
+        paused.count
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
