@@ -251,6 +251,14 @@ fn until(agents: &mut [Agent], what: &str, mut done: impl FnMut(&[Agent]) -> boo
 }
 
 /// A plain HTTP/1.0 GET.
+/// A counter's value from the daemon's metrics (0 when absent).
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    http_get(addr, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 pub(crate) fn http_get(addr: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(addr).unwrap();
@@ -727,18 +735,7 @@ fn registrations_that_never_ack_expire_and_free_their_places() {
     c.reliable.join_give_up_after = 3;
     let d = start_with(c);
     let metrics = d.metrics.unwrap();
-    let counter = |name: &str| {
-        http_get(metrics, "/metrics")
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let counter = |name: &str| metric(metrics, name);
     // Five forged STARTUPs fill the registry; a sixth is refused.
     let forged: Vec<UdpSocket> = (1..=6)
         .map(|i| {
@@ -794,18 +791,7 @@ fn startups_share_lazy_group_commits_and_are_answered() {
         c.wal.lazy_sync_ms = lazy_ms;
         let d = start_with(c);
         let metrics = d.metrics.unwrap();
-        let counter = |name: &str| {
-            http_get(metrics, "/metrics")
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(name)?
-                        .strip_prefix(' ')?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .unwrap_or(0)
-        };
+        let counter = |name: &str| metric(metrics, name);
         let syncs_before = counter("cma_wal_syncs_total");
         let appended_before = counter("cma_wal_appended_total");
         const N: u64 = 40;
