@@ -375,7 +375,8 @@ impl LogThread {
         }
     }
 
-    /// Appends a record that is not a FrameSet (a TICK): synced lazily.
+    /// Appends a record that is not a FrameSet (a TICK): synced lazily
+    /// when `lazy`, at once otherwise.
     pub(super) fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<u64, DaemonError> {
         let lsn = self.wal.append(meta, payload).map_err(err("log append"))?;
         self.counters.appended.fetch_add(1, Ordering::Relaxed);
